@@ -1,0 +1,263 @@
+"""Profiles: every parameter of a run, defined once in `profiles/<name>.yaml`.
+
+A profile may `extends:` another and override some of its values. Explicit
+overrides (papermill `-p`, CLI `--set section.key=value`) win over the profile.
+Everything is validated (known key, type, range) before any work starts,
+because papermill itself checks nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
+
+
+def _f(help: str, *, lo: float | None = None, hi: float | None = None,
+       choices: tuple | None = None) -> Any:
+    """A profile field: no default (the profile supplies it), a help text and bounds."""
+    return field(metadata={"help": help, "lo": lo, "hi": hi, "choices": choices})
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    corpus_size: int = _f("images in the rendered SynFundus-style corpus", lo=10)
+    render_size: int = _f("side of the rendered square JPEGs, px", lo=32, hi=2048)
+    class_balance: str = _f("label prior of the corpus", choices=("balanced", "natural"))
+    train_cameras: list = _f("camera profiles that render the training corpus")
+    heldout_cameras: list = _f("camera profiles reserved for the benchmark stand-ins")
+    messidor2_size: int = _f("images in the MESSIDOR-2 stand-in (FLAIR: 1744)", lo=5)
+    fives_size: int = _f("images in the FIVES stand-in, a multiple of 4 (FLAIR: 800)", lo=4)
+    refuge_size: int = _f("images in the REFUGE stand-in, 10% glaucoma (FLAIR: 400)", lo=10)
+    benchmark_test_seed: int = _f("seed of the benchmark test renderings (never tuned on)")
+    benchmark_dev_seed: int = _f("seed of the benchmark dev renderings (for choices)")
+    workers: int = _f("rendering processes", lo=1, hi=256)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    image_tower: str = _f("image encoder", choices=("resnet18", "resnet34", "resnet50", "modified_rn50"))
+    embed_dim: int = _f("dimension of the shared embedding space", lo=8)
+    text_layers: int = _f("BERT layers", lo=1, hi=48)
+    text_hidden: int = _f("BERT hidden size", lo=16)
+    text_heads: int = _f("BERT attention heads", lo=1)
+    text_intermediate: int = _f("BERT feed-forward size", lo=16)
+    max_positions: int = _f("BERT position embeddings", lo=8)
+    vocab: str = _f("'corpus' trains a WordPiece vocab on the captions; else a path to a BERT vocab.txt")
+    vocab_size: int = _f("size of the trained vocab when vocab='corpus'", lo=100)
+    context_length: int = _f("tokens per caption, [CLS] and [SEP] included", lo=8, hi=512)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    image_size: int = _f("side of the training images, px", lo=32, hi=1024)
+    batch_size: int = _f("global batch size (split over ranks under torchrun)", lo=2)
+    epochs: float = _f("passes over the train split", lo=0.01)
+    lr: float = _f("peak AdamW learning rate", lo=0.0, hi=1.0)
+    weight_decay: float = _f("AdamW weight decay (not on norms, biases, logit scale)", lo=0.0, hi=1.0)
+    warmup_fraction: float = _f("share of the steps spent in linear warm-up", lo=0.0, hi=0.9)
+    grad_clip: float = _f("max gradient norm; 0 disables clipping", lo=0.0)
+    precision: str = _f("autocast dtype; auto = bf16 where native, else fp32",
+                        choices=("auto", "fp32", "bf16", "fp16"))
+    loss: str = _f("contrastive target", choices=("infonce", "label_aware"))
+    caption_language: str = _f("captions used for training", choices=("zh", "en", "both"))
+    augment: bool = _f("fundus-suited image augmentation")
+    checkpoint_every: int = _f("steps between checkpoints", lo=1)
+    keep_checkpoints: int = _f("checkpoints kept on disk (resume falls back to older ones)", lo=1)
+    val_every: int = _f("steps between validation passes", lo=1)
+    val_size: int = _f("val-split images used for validation retrieval", lo=2)
+    num_workers: int = _f("data-loading worker processes", lo=0, hi=64)
+    max_nonfinite: int = _f("non-finite steps in a row before training stops", lo=1)
+    supervised_ceiling: bool = _f("also train the label-supervised reference model")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    language: str = _f("prompt language of the headline zero-shot rows", choices=("zh", "en"))
+    prompt_mode: str = _f("headline prompts: plain template or expert knowledge", choices=("plain", "ek"))
+    flair_exact: bool = _f("reproduce FLAIR's unrenormalised prototypes and bottom-right padding")
+    bootstrap: int = _f("bootstrap resamples for 95% intervals", lo=100)
+    fewshot_k: list = _f("shots per class of the linear probe")
+    fewshot_draws: int = _f("seeded draws per k", lo=1)
+    batch_size: int = _f("images per embedding batch", lo=1)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str = _f("profile name")
+    seed: int = _f("the one seed every random draw flows from")
+    synth: SynthConfig = _f("rendering")
+    model: ModelConfig = _f("model shape")
+    train: TrainConfig = _f("pre-training recipe")
+    eval: EvalConfig = _f("evaluation")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def get(self, dotted: str) -> Any:
+        obj: Any = self
+        for part in dotted.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Profile)}
+
+
+def _deep_merge(base: dict, top: Mapping) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple = ()) -> dict:
+    if path in seen:
+        raise ConfigError(f"{path}: 'extends' forms a cycle through {[str(p) for p in seen]}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+        raise ConfigError(f"profile file {path} not found; known profiles: {known}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    parent = raw.pop("extends", None)
+    if parent:
+        raw = _deep_merge(_read_yaml(resolve_profile_path(parent), seen + (path,)), raw)
+    return raw
+
+
+def resolve_profile_path(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    return PROFILE_DIR / f"{name_or_path}.yaml"
+
+
+def _is_list_type(tp: Any) -> bool:
+    return tp is list or typing.get_origin(tp) is list
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check (and losslessly coerce) one value against its declared type."""
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if _is_list_type(tp):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return list(value)
+    raise AssertionError(f"unsupported field type {tp}")
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(fields)}")
+    missing = sorted(set(fields) - set(raw))
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {missing}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}"
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            values[name] = _build(tp, raw[name], key)
+            continue
+        v = _coerce(raw[name], tp, key)
+        meta = f.metadata
+        if meta.get("choices") is not None and v not in meta["choices"]:
+            raise ConfigError(f"{key}: expected one of {list(meta['choices'])}, got {v!r}")
+        if meta.get("lo") is not None and v < meta["lo"]:
+            raise ConfigError(f"{key}: expected >= {meta['lo']}, got {v!r}")
+        if meta.get("hi") is not None and v > meta["hi"]:
+            raise ConfigError(f"{key}: expected <= {meta['hi']}, got {v!r}")
+        values[name] = v
+    return cls(**values)
+
+
+def _apply_overrides(raw: dict, overrides: Mapping[str, Any], where: str) -> dict:
+    raw = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items()}
+    for dotted, value in overrides.items():
+        if value is None:  # papermill parameters left at None mean "take the profile's value"
+            continue
+        parts = dotted.split(".")
+        node = raw
+        for part in parts[:-1]:
+            if part not in node or not isinstance(node[part], dict):
+                raise ConfigError(f"override {dotted!r}: unknown section {part!r}; known: {sorted(SECTIONS)}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"override {dotted!r}: unknown key {parts[-1]!r} in {where}")
+        node[parts[-1]] = value
+    return raw
+
+
+def load_profile(name_or_path: str | Path = "cpu", overrides: Mapping[str, Any] | None = None) -> Profile:
+    """Read, merge and validate a profile. `overrides` maps 'section.key' to a value."""
+    path = resolve_profile_path(name_or_path)
+    raw = _read_yaml(path)
+    raw.setdefault("name", path.stem)
+    raw = _apply_overrides(raw, overrides or {}, str(path))
+    return _build(Profile, raw, str(path))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.lr=3e-4' -> ('train.lr', 0.0003), values parsed as YAML scalars."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    key, value = text.split("=", 1)
+    try:  # YAML 1.1 reads "3e-4" as a string; numbers first
+        return key.strip(), int(value)
+    except ValueError:
+        pass
+    try:
+        return key.strip(), float(value)
+    except ValueError:
+        return key.strip(), yaml.safe_load(value)
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(dotted key, type, help) for every parameter, for docs and --help."""
+    rows = []
+    hints = typing.get_type_hints(Profile)
+    for f in dataclasses.fields(Profile):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            sub = typing.get_type_hints(tp)
+            for g in dataclasses.fields(tp):
+                rows.append((f"{f.name}.{g.name}", getattr(sub[g.name], "__name__", str(sub[g.name])), g.metadata["help"]))
+        else:
+            rows.append((f.name, getattr(tp, "__name__", str(tp)), f.metadata["help"]))
+    return rows
