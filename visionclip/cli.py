@@ -1,0 +1,97 @@
+"""`visionclip` command line: synth, train, evaluate, predict, book.
+
+Each subcommand is a thin shell over one library module, imported only when used,
+so that `visionclip synth` does not pay for importing torch and transformers.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import load_profile, parse_override
+from .errors import VisionCLIPError
+
+
+def _profile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="cpu", help="profile name in profiles/ or a YAML path (default: cpu)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one profile value, e.g. --set train.lr=3e-4 (repeatable)")
+
+
+def _load(args: argparse.Namespace):
+    return load_profile(args.profile, dict(parse_override(o) for o in args.overrides))
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .synth import render_benchmarks, render_corpus
+
+    profile = _load(args)
+    out = Path(args.out or Path("runs") / profile.name / "data")
+    if not args.benchmarks_only:
+        render_corpus(profile, out / "corpus")
+    for variant in args.variants:
+        render_benchmarks(profile, out / "benchmarks" / variant, variant)
+    print(f"rendered into {out}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from . import train
+
+    profile = _load(args)
+    run_dir = Path(args.run_dir or Path("runs") / profile.name)
+    fn = train.train_supervised if args.supervised else train.train_clip
+    summary = fn(profile, run_dir, resume=not args.restart)
+    print(summary)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="visionclip", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="render the synthetic corpus and the stand-in benchmark sets")
+    _profile_args(p)
+    p.add_argument("--out", help="output data directory (default: runs/<profile>/data)")
+    p.add_argument("--variants", nargs="*", default=["test", "dev", "seen"], choices=["test", "dev", "seen"],
+                   help="benchmark renderings to write (default: all three)")
+    p.add_argument("--benchmarks-only", action="store_true", help="skip the corpus")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("train", help="pre-train VisionCLIP (or the supervised ceiling) on the corpus")
+    _profile_args(p)
+    p.add_argument("--run-dir", help="run directory (default: runs/<profile>)")
+    p.add_argument("--resume", action="store_true", default=True,
+                   help="resume from the newest checkpoint when one exists (the default)")
+    p.add_argument("--restart", action="store_true", help="ignore existing checkpoints")
+    p.add_argument("--supervised", action="store_true", help="train the label-supervised ceiling instead")
+    p.set_defaults(func=_cmd_train)
+
+    from . import predict  # light: heavy imports happen inside its functions
+
+    p = sub.add_parser("evaluate", help="zero-shot evaluation of a saved model on one dataset")
+    predict.add_evaluate_arguments(p)
+    p.set_defaults(func=predict.evaluate_main)
+
+    p = sub.add_parser("predict", help="per-class probabilities for any photographs, as CSV")
+    predict.add_predict_arguments(p)
+    p.set_defaults(func=predict.predict_main)
+
+    p = sub.add_parser("book", help="execute the notebooks with papermill and build the book")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of python -m visionclip.pipeline")
+    p.set_defaults(func=lambda a: __import__("visionclip.pipeline", fromlist=["main"]).main(a.rest))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VisionCLIPError as e:
+        print(f"visionclip {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
