@@ -42,6 +42,15 @@ class SynthConfig:
 
 
 @dataclass(frozen=True)
+class DataConfig:
+    corpus_root: str = _f("a real SynFundus-1M release; empty = the stand-in rendered into the run dir")
+    messidor2_root: str = _f("the real MESSIDOR-2 (Kaggle layout); empty = the rendered stand-in")
+    fives_root: str = _f("the real FIVES release; empty = the rendered stand-in")
+    refuge_root: str = _f("the real REFUGE training set; empty = the rendered stand-in")
+    messidor_root: str = _f("the original MESSIDOR (Annotation_BaseXX.xls); empty = not evaluated")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     image_tower: str = _f("image encoder", choices=("resnet18", "resnet34", "resnet50", "modified_rn50"))
     embed_dim: int = _f("dimension of the shared embedding space", lo=8)
@@ -94,6 +103,7 @@ class Profile:
     name: str = _f("profile name")
     seed: int = _f("the one seed every random draw flows from")
     synth: SynthConfig = _f("rendering")
+    data: DataConfig = _f("where real datasets live, when you have them")
     model: ModelConfig = _f("model shape")
     train: TrainConfig = _f("pre-training recipe")
     eval: EvalConfig = _f("evaluation")
