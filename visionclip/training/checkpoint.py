@@ -1,0 +1,226 @@
+"""Resumable training state, atomic and pickle-free.
+
+A checkpoint is a directory `checkpoints/step_XXXXXXX/`:
+    model.safetensors       weights
+    optimizer.safetensors   every optimizer-state tensor, keyed "state.<param index>.<key>"
+    rng.safetensors         torch (CPU and CUDA), numpy and python RNG states as tensors
+    state.json              step, consumed samples, config, scheduler / scaler state, the optimizer's
+                            param groups and the non-tensor parts of the RNG states, file checksums
+It is written into a hidden temporary sibling and renamed into place, so a killed process leaves
+either a complete checkpoint or none. state.json is written last and holds the sha256 of every
+other file: a checkpoint whose files do not match is treated as corrupt.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ..errors import CheckpointError
+from ..io import sha256_file, write_bytes, write_json
+
+STEP_PREFIX = "step_"
+FORMAT_VERSION = 1
+
+
+def step_dir_name(step: int) -> str:
+    return f"{STEP_PREFIX}{step:07d}"
+
+
+# ---------------------------------------------------------------- tensors <-> flat dicts
+
+def _contiguous_cpu(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to("cpu").contiguous().clone()
+
+
+def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: _contiguous_cpu(v) for k, v in model.state_dict().items()}
+
+
+def flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """torch optimizer state_dict -> (tensors, JSON structure)."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, pstate in state["state"].items():
+        for key, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{pid}.{key}"] = _contiguous_cpu(value)
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], structure: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    for pid, extra in structure.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(extra)
+    return {"state": state, "param_groups": structure["param_groups"]}
+
+
+def capture_rng() -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = s
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    tensors["numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+    version, py_state, gauss = random.getstate()
+    tensors["python"] = torch.tensor(py_state, dtype=torch.int64)
+    meta = {"numpy": [kind, int(pos), int(has_gauss), float(cached)], "python": [version, gauss]}
+    return tensors, meta
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda.")),
+                                       key=lambda k: int(k.split(".")[1]))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    kind, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((kind, tensors["numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, gauss = meta["python"]
+    random.setstate((version, tuple(int(x) for x in tensors["python"].tolist()), gauss))
+
+
+# ---------------------------------------------------------------- save
+
+@dataclass
+class TrainState:
+    """Everything a resumed run needs besides the model's own construction."""
+    step: int
+    samples: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict
+    scheduler: dict
+    scaler: dict | None
+    rng: tuple[dict[str, torch.Tensor], dict]
+    extra: dict
+    path: Path | None = None
+
+
+def save_checkpoint(root: str | os.PathLike, *, step: int, samples: int, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, scheduler, scaler=None, extra: dict | None = None,
+                    keep: int = 2, write_side_files=None) -> Path:
+    """Write checkpoint `step` under `root` atomically; keep the `keep` newest ones.
+
+    `write_side_files(tmp_dir)` may add files (the tokenizer) before the checkpoint is sealed.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / step_dir_name(step)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
+    try:
+        opt_tensors, opt_structure = flatten_optimizer(optimizer.state_dict())
+        rng_tensors, rng_meta = capture_rng()
+        write_bytes(tmp / "model.safetensors", st_save(model_tensors(model)))
+        write_bytes(tmp / "optimizer.safetensors", st_save(opt_tensors))
+        write_bytes(tmp / "rng.safetensors", st_save(rng_tensors))
+        if write_side_files is not None:
+            write_side_files(tmp)
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        state = {
+            "format_version": FORMAT_VERSION, "step": step, "samples": samples,
+            "optimizer": opt_structure, "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "rng": rng_meta, "extra": extra or {},
+            "sha256": {str(p.relative_to(tmp)): sha256_file(p) for p in files},
+        }
+        write_json(tmp / "state.json", state)
+        if final.exists():  # a replay after resume re-saves the same step: replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    prune_checkpoints(root, keep)
+    return final
+
+
+def list_checkpoints(root: str | os.PathLike) -> list[Path]:
+    """Sealed checkpoint directories, newest first (temporary ones are ignored)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        if p.is_dir() and p.name.startswith(STEP_PREFIX) and p.name[len(STEP_PREFIX):].isdigit():
+            found.append((int(p.name[len(STEP_PREFIX):]), p))
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def prune_checkpoints(root: str | os.PathLike, keep: int) -> None:
+    root = Path(root)
+    for p in list_checkpoints(root)[keep:]:
+        shutil.rmtree(p, ignore_errors=True)
+    for p in root.glob(f".{STEP_PREFIX}*.tmp"):  # leftovers of a killed save
+        shutil.rmtree(p, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- load
+
+def load_checkpoint(path: str | os.PathLike) -> TrainState:
+    """Read and verify one checkpoint; CheckpointError names the file that is wrong."""
+    path = Path(path)
+    state_file = path / "state.json"
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{state_file}: unreadable checkpoint state ({e})") from None
+    if state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{state_file}: format_version {state.get('format_version')!r}, "
+                              f"expected {FORMAT_VERSION}")
+    for rel, digest in state.get("sha256", {}).items():
+        f = path / rel
+        if not f.is_file():
+            raise CheckpointError(f"{f}: missing from checkpoint")
+        if sha256_file(f) != digest:
+            raise CheckpointError(f"{f}: checksum mismatch (truncated or corrupted file)")
+
+    def tensors(name: str) -> dict[str, torch.Tensor]:
+        try:
+            return st_load((path / name).read_bytes())
+        except Exception as e:  # safetensors raises its own error types
+            raise CheckpointError(f"{path / name}: not a readable safetensors file ({e})") from None
+
+    return TrainState(
+        step=int(state["step"]), samples=int(state["samples"]), model=tensors("model.safetensors"),
+        optimizer=unflatten_optimizer(tensors("optimizer.safetensors"), state["optimizer"]),
+        scheduler=state["scheduler"], scaler=state.get("scaler"),
+        rng=(tensors("rng.safetensors"), state["rng"]), extra=state.get("extra", {}), path=path)
+
+
+def load_latest(root: str | os.PathLike) -> TrainState | None:
+    """The newest checkpoint that verifies; a corrupt one is skipped with a warning."""
+    for path in list_checkpoints(root):
+        try:
+            return load_checkpoint(path)
+        except CheckpointError as e:
+            warnings.warn(f"skipping corrupt checkpoint {path}: {e}; falling back to an older one",
+                          RuntimeWarning, stacklevel=2)
+    return None
+
+
+def apply_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load optimizer state and give each state tensor its parameter's memory layout
+    (channels_last kernels), so that resumed arithmetic matches an uninterrupted run."""
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            pstate = optimizer.state.get(p, {})
+            for key, value in list(pstate.items()):
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    pstate[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
