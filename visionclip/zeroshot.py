@@ -114,6 +114,8 @@ def zero_shot_scores(image_emb, prototypes, logit_scale: float = 100.0) -> np.nd
 
 def logit_scale_of(model) -> float:
     """The model's learned temperature as a multiplier (exp of the stored log scale, capped at 100)."""
+    if callable(getattr(model, "scale", None)):
+        return float(model.scale().detach())
     ls = getattr(model, "logit_scale", None)
     if ls is None:
         return 100.0

@@ -1,0 +1,101 @@
+"""Retrieval, few-shot, embeddings I/O, the paper table and the supervised-ceiling mapping."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from visionclip.embed import embed_images, load_embeddings, save_embeddings
+from visionclip.errors import DataError
+from visionclip.evaluate import PAPER_ROWS, ceiling_probs, paper_table, row_name, write_table
+from visionclip.fewshot import draw_shots, fewshot_probe, split_pool
+from visionclip.retrieval import recall_at_k, top_matches
+
+
+def test_retrieval_constructed_case():
+    # 3 pairs; image 1's best text is text 2, which shares image 1's label set.
+    img = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
+    txt = np.array([[1, 0, 0], [0, 0.6, 0.8], [0, 0.8, 0.6]], dtype=np.float32)
+    keys = np.array([7, 9, 9])
+    r = recall_at_k(img, txt, keys, keys, ks=(1, 2))
+    assert r["image_to_text"]["exact"] == {"R@1": pytest.approx(1 / 3), "R@2": 1.0}
+    assert r["image_to_text"]["label_set"]["R@1"] == 1.0
+    assert r["text_to_image"]["exact"]["R@1"] == pytest.approx(1 / 3)
+    assert r["text_to_image"]["label_set"]["R@1"] == 1.0
+    assert top_matches(img, txt, 1)[:, 0].tolist() == [0, 2, 1]
+    with pytest.raises(DataError, match="one caption per image"):
+        recall_at_k(img, txt[:2])
+
+
+def test_fewshot_deterministic_and_disjoint():
+    r = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 10)
+    emb = r.normal(size=(30, 4)) + np.eye(4)[labels] * 3
+    a = fewshot_probe(emb, labels, emb, labels, ks=[1, 4], draws=3, seed=5)
+    b = fewshot_probe(emb, labels, emb, labels, ks=[1, 4], draws=3, seed=5)
+    assert a == b and [x["k"] for x in a] == [1, 4] and len(a[0]["aca"]) == 3
+    assert a[1]["aca_mean"] > 0.5
+    shots = draw_shots(labels, 4, seed=1)
+    assert np.bincount(labels[shots]).tolist() == [4, 4, 4]
+    pool, score = split_pool(labels, seed=3)
+    assert not set(pool) & set(score) and len(pool) + len(score) == 30
+    with pytest.raises(DataError, match="class 3"):
+        draw_shots(labels, 1, seed=0, n_classes=4)
+
+
+class _Images(torch.utils.data.Dataset):
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, i):
+        return {"image": torch.full((3, 4, 4), i * 50, dtype=torch.uint8), "label": i % 2}
+
+
+class _MeanModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def encode_image(self, x):
+        assert x.dtype == torch.float32 and x.max() <= 1.0
+        m = x.mean(dim=(1, 2, 3))
+        return torch.stack([m, 1 - m], 1)
+
+
+def test_embed_images_and_npz_roundtrip(tmp_path):
+    model = _MeanModel().train()
+    emb = embed_images(model, _Images(), image_size=4, batch_size=2)
+    assert emb.shape == (5, 2) and np.allclose(np.linalg.norm(emb, axis=1), 1)
+    assert model.training  # mode restored
+    save_embeddings(tmp_path, "toy", image=emb, label=np.arange(5), path=np.array(["a", "b", "c", "d", "e"]))
+    back = load_embeddings(tmp_path, "toy")
+    assert np.array_equal(back["image"], emb) and back["path"][1] == "b"
+    assert not list((tmp_path / "embeddings").glob(".*tmp"))
+    with pytest.raises(DataError, match="not found"):
+        load_embeddings(tmp_path, "missing")
+
+
+def test_paper_table_layout(tmp_path):
+    ours = [{"model": row_name("zh", "ek"), "source": "synthetic stand-in, held-out camera profiles",
+             "scores": {"messidor2": {"value": 0.5, "lo": 0.4, "hi": 0.6}, "refuge": {"value": 0.9, "lo": 0.85, "hi": 0.95}}}]
+    df = paper_table(ours)
+    assert list(df.columns) == ["model", "source", "MESSIDOR", "FIVES", "REFUGE"]
+    assert df.iloc[0].tolist() == ["CLIP", "reported in the paper", "0.237", "0.250", "0.470"]
+    assert df.iloc[4, 0] == "VisionCLIP (paper)" and df.iloc[4, 4] == "0.925"
+    assert df.iloc[len(PAPER_ROWS)].tolist()[2:] == ["0.500 [0.400, 0.600]", "—", "0.900 [0.850, 0.950]"]
+    write_table(ours, tmp_path)
+    assert (tmp_path / "table.md").read_text().count("reported in the paper") == 5
+    data = json.loads((tmp_path / "table.json").read_text())
+    assert data["rows"][-1]["aca"]["messidor2"]["value"] == 0.5
+
+
+def test_ceiling_mapping():
+    heads = {"dr_grade": torch.tensor([[5.0, 0, 0, 0, 0], [0, 0, 0, 0, 5.0]]), "flags": torch.full((2, 14), -9.0)}
+    heads["flags"][1, 6] = 9.0  # is_gc
+    assert ceiling_probs(heads, "messidor2", list("abcde")).argmax(1).tolist() == [0, 4]
+    m = ceiling_probs(heads, "messidor", list("abcd"))
+    assert m.shape == (2, 4) and np.allclose(m.sum(1), 1) and m.argmax(1).tolist() == [0, 3]
+    assert ceiling_probs(heads, "refuge", ["no glaucoma", "glaucoma"]).argmax(1).tolist() == [0, 1]
+    names = ["normal", "age related macular degeneration", "diabetic retinopathy", "glaucoma"]
+    f = ceiling_probs(heads, "fives", names)
+    assert np.allclose(f.sum(1), 1) and f[0].argmax() == 0 and f[1].argmax() in (2, 3)

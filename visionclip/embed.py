@@ -1,0 +1,124 @@
+"""Frozen embeddings: images and texts through a trained (or untrained) VisionCLIP, saved as .npz.
+
+Embedding is the expensive step of evaluation, so the zero-shot table, few-shot probes, retrieval
+and UMAP maps all reuse the arrays saved under run_dir/embeddings.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .errors import DataError
+from .io import atomic_path
+from .progress import progress
+
+
+def _device_of(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration, TypeError):
+        return torch.device("cpu")
+
+
+def _as_dataset(dataset_or_records, image_size: int, flair_exact: bool):
+    """Accept a torch Dataset or a list of records (wrapped in data.datasets.ImageDataset)."""
+    if hasattr(dataset_or_records, "__getitem__") and not isinstance(dataset_or_records, (list, tuple)):
+        return dataset_or_records
+    from .data.datasets import ImageDataset
+
+    return ImageDataset(list(dataset_or_records), image_size, flair_exact=flair_exact)
+
+
+def _image_of(item) -> torch.Tensor:
+    """The image tensor of one dataset item (a dict with 'image', a tuple, or a bare tensor)."""
+    if isinstance(item, Mapping):
+        return item["image"]
+    if isinstance(item, (tuple, list)):
+        return item[0]
+    return item
+
+
+def _collate(items):
+    return torch.stack([torch.as_tensor(_image_of(it)) for it in items])
+
+
+def to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0,255] -> float [0,1]; float input is passed through (the model normalises inside)."""
+    if images.dtype == torch.uint8:
+        return images.float().div_(255.0)
+    return images.float()
+
+
+@torch.no_grad()
+def embed_images(model, dataset_or_records, image_size: int, batch_size: int = 64,
+                 flair_exact: bool = False, desc: str = "embed images") -> np.ndarray:
+    """L2-normalised image embeddings [N, D] (float32), eval mode, no grad, with a progress bar."""
+    dataset = _as_dataset(dataset_or_records, image_size, flair_exact)
+    if len(dataset) == 0:
+        raise DataError("embed_images: the dataset is empty (no images to embed)")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
+                                         collate_fn=_collate)
+    was_training = model.training
+    model.eval()
+    device = _device_of(model)
+    out = []
+    try:
+        for images in progress(loader, desc=desc, total=len(loader), unit="batch"):
+            emb = model.encode_image(to_unit_float(images).to(device))
+            out.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+@torch.no_grad()
+def embed_texts(model, tokenizer, texts: Sequence[str], context_length: int, batch_size: int = 256,
+                desc: str = "embed texts") -> np.ndarray:
+    """L2-normalised text embeddings [N, D] (float32), eval mode, no grad, with a progress bar."""
+    texts = list(texts)
+    if not texts:
+        raise DataError("embed_texts: no texts to embed")
+    was_training = model.training
+    model.eval()
+    device = _device_of(model)
+    out = []
+    try:
+        starts = range(0, len(texts), batch_size)
+        for s in progress(starts, desc=desc, total=len(starts), unit="batch"):
+            batch = tokenizer(texts[s:s + batch_size], context_length)
+            ids = torch.as_tensor(batch["input_ids"]).to(device)
+            mask = torch.as_tensor(batch["attention_mask"]).to(device)
+            emb = model.encode_text(ids, mask)
+            out.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+def embeddings_path(run_dir: str | Path, name: str) -> Path:
+    return Path(run_dir) / "embeddings" / f"{name}.npz"
+
+
+def save_embeddings(run_dir: str | Path, name: str, **arrays) -> Path:
+    """Write arrays (embeddings, labels, paths, domains...) to run_dir/embeddings/<name>.npz, atomically."""
+    path = embeddings_path(run_dir, name)
+    clean = {k: np.asarray(v) for k, v in arrays.items()}
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object: np.savez must not append its own suffix
+            np.savez(f, **clean)
+    return path
+
+
+def load_embeddings(run_dir: str | Path, name: str) -> dict[str, np.ndarray]:
+    path = embeddings_path(run_dir, name)
+    if not path.is_file():
+        raise DataError(f"{path}: embeddings not found; run the evaluation that writes them first")
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+__all__ = ["embed_images", "embed_texts", "save_embeddings", "load_embeddings", "embeddings_path",
+           "to_unit_float"]

@@ -1,0 +1,76 @@
+"""Few-shot linear probes: logistic regression on frozen image embeddings.
+
+Where the shots come from (never from the images that are scored):
+- stand-in benchmarks: the shots are drawn from the *dev* rendering of the same benchmark (same
+  held-out cameras, another seed, `benchmark_dev_seed`) and the probe is scored on the whole *test*
+  rendering, the same images as the zero-shot rows, so the two are directly comparable;
+- real datasets (no dev rendering exists): the set is split once, seeded and stratified, into a shot
+  pool and a disjoint scoring half (`split_pool`); zero-shot shown beside it is then scored on the
+  same half.
+Each k draws `draws` seeded samples of k images per class; the result is mean ± sd of ACA.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+
+from .errors import DataError
+from .seeding import derive_seed, rng
+
+
+def draw_shots(labels: np.ndarray, k: int, seed: int, n_classes: int | None = None) -> np.ndarray:
+    """Indices of k examples per class (all of a class when it has fewer than k), seeded."""
+    labels = np.asarray(labels)
+    n_classes = int(labels.max()) + 1 if n_classes is None else n_classes
+    g = rng(seed, "shots", k)
+    picked = []
+    for c in range(n_classes):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) == 0:
+            raise DataError(f"few-shot: class {c} has no example in the shot pool; expected at least one")
+        picked.append(g.choice(idx, size=min(k, len(idx)), replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+def split_pool(labels: np.ndarray, seed: int, fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded stratified split of one set into (shot pool, scoring part), disjoint."""
+    labels = np.asarray(labels)
+    g = rng(seed, "fewshot-pool")
+    pool, score = [], []
+    for c in np.unique(labels):
+        idx = g.permutation(np.flatnonzero(labels == c))
+        cut = max(1, int(round(len(idx) * fraction))) if len(idx) > 1 else 0
+        pool.append(idx[:cut])
+        score.append(idx[cut:])
+    return np.sort(np.concatenate(pool)), np.sort(np.concatenate(score))
+
+
+def fewshot_probe(train_emb, train_labels, test_emb, test_labels, ks: Sequence[int], draws: int, seed: int,
+                  n_classes: int | None = None) -> list[dict]:
+    """For each k: ACA of a logistic-regression probe over `draws` seeded draws of shots.
+
+    Returns [{"k", "aca_mean", "aca_sd", "aca": [per draw]}]. Same seed, same numbers.
+    """
+    train_emb = np.asarray(train_emb, dtype=np.float64)
+    test_emb = np.asarray(test_emb, dtype=np.float64)
+    train_labels = np.asarray(train_labels).astype(int)
+    test_labels = np.asarray(test_labels).astype(int)
+    if n_classes is None:
+        n_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    results = []
+    for k in ks:
+        scores = []
+        for d in range(draws):
+            idx = draw_shots(train_labels, int(k), derive_seed(seed, "draw", d), n_classes)
+            clf = LogisticRegression(max_iter=2000, C=1.0)
+            clf.fit(train_emb[idx], train_labels[idx])
+            scores.append(float(balanced_accuracy_score(test_labels, clf.predict(test_emb))))
+        results.append({"k": int(k), "aca_mean": float(np.mean(scores)),
+                        "aca_sd": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0, "aca": scores})
+    return results
+
+
+__all__ = ["draw_shots", "split_pool", "fewshot_probe"]

@@ -1,0 +1,249 @@
+"""Run a trained VisionCLIP on anyone's photographs: per-class probabilities as CSV, plus checks.
+
+Any size or crop is accepted (data.transforms.preprocess_fundus crops the fundus disk, resizes the
+long side and pads to square). Beside the class probabilities the CSV carries a readability check
+in the SynFundus-1M semantics (is_fundus, is_macular_readable, is_optic_disc_readable,
+is_retinal_region_readable), each a zero-shot choice between a positive and a negative prompt.
+A file that cannot be decoded is reported on stderr, marked in the `status` column, and skipped.
+
+Also the two CLI shells: `visionclip predict` and `visionclip evaluate`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .errors import ConfigError, DataError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+DEFAULT_TEMPLATES = {"en": "A fundus photograph of [CLS]", "zh": "一张眼底照片，显示[CLS]"}
+# (positive, negative) prompt per SynFundus readability flag.
+READABILITY_PROMPTS = {
+    "en": {
+        "is_fundus": ("a fundus photograph", "not a fundus photograph"),
+        "is_macular_readable": ("the macula is readable", "the macula is not readable"),
+        "is_optic_disc_readable": ("the optic disc is readable", "the optic disc is not readable"),
+        "is_retinal_region_readable": ("the retinal region is readable", "the retinal region is not readable"),
+    },
+    "zh": {
+        "is_fundus": ("一张眼底照片", "不是眼底照片"),
+        "is_macular_readable": ("黄斑区可读", "黄斑区不可读"),
+        "is_optic_disc_readable": ("视盘可读", "视盘不可读"),
+        "is_retinal_region_readable": ("视网膜区域可读", "视网膜区域不可读"),
+    },
+}
+
+
+def list_images(images_or_folder: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Image files from a folder (recursive, sorted, by extension) and/or explicit paths."""
+    items = [images_or_folder] if isinstance(images_or_folder, (str, Path)) else list(images_or_folder)
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTS
+                           and not q.name.startswith("."))
+            if not found:
+                raise DataError(f"{p}: no images found; expected files ending in {list(IMAGE_EXTS)}")
+            out.extend(found)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise DataError(f"{p}: no such image file or folder")
+    if not out:
+        raise DataError("predict: no images given")
+    return out
+
+
+def resolve_prompts(classes: Sequence[str] | None, dataset: str | None, language: str,
+                    mode: str = "ek") -> tuple[list[str], list[list[str]]]:
+    """(class names for the CSV columns, prompts per class) from a free class list and/or a dataset."""
+    from .data.manifests import load_manifest
+    from .zeroshot import build_prompts, fill_template
+
+    if not classes and not dataset:
+        raise ConfigError("predict: give --classes and/or --dataset (whose classes and prompts are used)")
+    if dataset:
+        from .evaluate import check_dataset
+
+        manifest = load_manifest(check_dataset(dataset))
+        names_en = [c["name_en"] for c in manifest["classes"]]
+        names_lang = [c[f"name_{language}"] for c in manifest["classes"]]
+        if classes:
+            given = [c.strip().lower() for c in classes]
+            if given not in ([n.lower() for n in names_en], [n.lower() for n in names_lang]):
+                raise DataError(f"predict: classes {list(classes)} do not match dataset {dataset!r}, whose classes "
+                                f"are {names_en} (or {names_lang}), in that order")
+        return names_en, build_prompts(manifest, language, mode)
+    if len(set(classes)) != len(classes) or len(classes) < 2:
+        raise ConfigError(f"predict: --classes needs at least two distinct names, got {list(classes)}")
+    template = DEFAULT_TEMPLATES[language]
+    return list(classes), [[fill_template(template, c)] for c in classes]
+
+
+def _load_batch(paths: Sequence[Path], size: int):
+    """(uint8 tensor batch of the readable images, their positions, {position: error message})."""
+    import torch
+
+    from .data.datasets import load_image, to_tensor
+    from .data.transforms import preprocess_fundus
+
+    tensors, ok, errors = [], [], {}
+    for i, p in enumerate(paths):
+        try:
+            img = preprocess_fundus(load_image(p, size), size)
+            tensors.append(to_tensor(img))
+            ok.append(i)
+        except (DataError, OSError, ValueError) as e:
+            errors[i] = str(e)
+    return (torch.stack(tensors) if tensors else None), ok, errors
+
+
+def predict(model_dir: str | Path, images_or_folder, classes: Sequence[str] | None = None,
+            dataset: str | None = None, language: str = "zh", out_csv: str | Path | None = None,
+            mode: str = "ek", image_size: int | None = None, batch_size: int = 32, model=None, tokenizer=None):
+    """Per-class probabilities for every readable image; returns a pandas DataFrame (and writes out_csv).
+
+    Columns: path, status ("ok" or "unreadable: ..."), predicted, p_<class>..., then p_is_fundus,
+    p_is_macular_readable, p_is_optic_disc_readable, p_is_retinal_region_readable.
+    """
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from .embed import to_unit_float
+    from .evaluate import load_clip, model_setting
+    from .io import write_text
+    from .progress import progress
+    from .zeroshot import class_prototypes, logit_scale_of, zero_shot_scores
+
+    if language not in READABILITY_PROMPTS:
+        raise ConfigError(f"predict: language {language!r}: expected one of {list(READABILITY_PROMPTS)}")
+    paths = list_images(images_or_folder)
+    names, prompts = resolve_prompts(classes, dataset, language, mode)
+    if model is None:
+        model, tokenizer = load_clip(model_dir)
+    size = int(image_size or model_setting(model, "image_size"))
+    ctx = int(model_setting(model, "context_length"))
+    scale = logit_scale_of(model)
+    protos = class_prototypes(model, tokenizer, prompts, ctx)
+    checks = READABILITY_PROMPTS[language]
+    check_protos = {flag: class_prototypes(model, tokenizer, [[pos], [neg]], ctx) for flag, (pos, neg) in checks.items()}
+
+    rows = []
+    model.eval()
+    starts = range(0, len(paths), batch_size)
+    for s in progress(starts, desc="predict", total=len(starts), unit="batch"):
+        chunk = paths[s:s + batch_size]
+        images, ok, errors = _load_batch(chunk, size)
+        for i, msg in errors.items():
+            print(f"visionclip predict: skipped {chunk[i]}: {msg}", file=sys.stderr)
+            rows.append({"path": str(chunk[i]), "status": f"unreadable: {msg}"})
+        if images is None:
+            continue
+        with torch.no_grad():
+            emb = model.encode_image(to_unit_float(images)).float().numpy()
+        probs = zero_shot_scores(emb, protos, scale)
+        check = {flag: zero_shot_scores(emb, p, scale)[:, 0] for flag, p in check_protos.items()}
+        for j, i in enumerate(ok):
+            row = {"path": str(chunk[i]), "status": "ok", "predicted": names[int(probs[j].argmax())]}
+            row.update({f"p_{n}": float(probs[j, k]) for k, n in enumerate(names)})
+            row.update({f"p_{flag}": float(v[j]) for flag, v in check.items()})
+            rows.append(row)
+    columns = ["path", "status", "predicted"] + [f"p_{n}" for n in names] + [f"p_{f}" for f in checks]
+    order = {str(p): k for k, p in enumerate(paths)}
+    df = pd.DataFrame(rows, columns=columns)
+    df = df.iloc[np.argsort([order[p] for p in df["path"]], kind="stable")].reset_index(drop=True)
+    if (df["status"] != "ok").all():
+        raise DataError(f"predict: none of the {len(paths)} images could be read (first: {paths[0]})")
+    if out_csv is not None:
+        write_text(out_csv, df.to_csv(index=False, float_format="%.6f"))
+    return df
+
+
+# ---------------------------------------------------------------- CLI
+
+def add_predict_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a saved model (run_dir/model)")
+    p.add_argument("--classes", nargs="+", metavar="NAME", help="class names to score (plain prompts)")
+    p.add_argument("--dataset", help="use this benchmark's classes and prompts (messidor2, messidor, fives, refuge)")
+    p.add_argument("--language", default="zh", choices=("zh", "en"), help="prompt language (default: zh)")
+    p.add_argument("--prompts", default="ek", choices=("plain", "ek"), help="with --dataset: prompt mode")
+    p.add_argument("--out", default="predictions.csv", help="output CSV (default: predictions.csv)")
+    p.add_argument("--image-size", type=int, help="input side in px (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("images", nargs="+", help="image files and/or folders")
+
+
+def predict_main(args: argparse.Namespace) -> int:
+    df = predict(args.checkpoint, args.images, args.classes, args.dataset, args.language, args.out,
+                 mode=args.prompts, image_size=args.image_size, batch_size=args.batch_size)
+    bad = int((df["status"] != "ok").sum())
+    print(f"wrote {args.out}: {len(df) - bad} images scored, {bad} skipped")
+    return 0
+
+
+def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a saved model (run_dir/model)")
+    p.add_argument("--dataset", required=True, help="messidor2, messidor, fives or refuge")
+    p.add_argument("--data-root", required=True, metavar="PATH", help="the dataset in its release layout")
+    p.add_argument("--language", default="zh", choices=("zh", "en"), help="prompt language (default: zh)")
+    p.add_argument("--prompts", default="ek", choices=("plain", "ek"), help="prompt mode (default: ek)")
+    p.add_argument("--flair-exact", action="store_true", help="FLAIR's unrenormalised prototypes and padding")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--image-size", type=int, help="input side in px (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out-dir", help="write <dataset>.json and predictions_<dataset>.csv here")
+
+
+def evaluate_main(args: argparse.Namespace) -> int:
+    from .evaluate import check_dataset, evaluate_zero_shot, write_predictions
+    from .io import write_json
+    from .metrics import format_interval
+
+    check_dataset(args.dataset)
+    res = evaluate_zero_shot(args.checkpoint, args.dataset, args.data_root, args.language, args.prompts,
+                             args.flair_exact, image_size=args.image_size, batch_size=args.batch_size,
+                             n_boot=args.bootstrap, seed=args.seed)
+    rep = res["report"]
+    print(f"{args.dataset} ({args.data_root}), {args.language} {args.prompts} prompts, n = {rep['n']}")
+    for key in ("aca", "kappa", "quadratic_kappa", "macro_f1", "auc"):
+        if key in rep:
+            print(f"  {key:16s} {format_interval(rep[key])}")
+    if args.out_dir:
+        out = Path(args.out_dir)
+        public = {k: v for k, v in res.items() if k not in ("y_true", "y_prob", "paths")}
+        write_json(out / f"{args.dataset}.json", public)
+        write_predictions(out / f"predictions_{args.dataset}.csv", res["paths"], res["y_true"], res["y_prob"],
+                          rep["classes"])
+        print(f"wrote {out / (args.dataset + '.json')}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m visionclip.predict predict|evaluate ...` (the same commands as the visionclip CLI)."""
+    from .errors import VisionCLIPError
+
+    parser = argparse.ArgumentParser(prog="visionclip-predict")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_predict_arguments(sp := sub.add_parser("predict"))
+    sp.set_defaults(func=predict_main)
+    add_evaluate_arguments(sp := sub.add_parser("evaluate"))
+    sp.set_defaults(func=evaluate_main)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VisionCLIPError as e:
+        print(f"visionclip {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["predict", "list_images", "resolve_prompts", "add_predict_arguments", "add_evaluate_arguments",
+           "predict_main", "evaluate_main", "main", "READABILITY_PROMPTS"]

@@ -1,0 +1,78 @@
+"""Image->text and text->image retrieval, Recall@K, counted two ways.
+
+Generated captions repeat (two images with the same labels can get the same caption), so
+exact-pair recall (the paired item is in the top K) is ill-defined on its own. Recall by label set
+counts a hit when any of the top K items has the query's label set (data.datasets.label_set_key).
+Both are reported.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import DataError
+
+
+def recall_at_k(image_emb, text_emb, image_keys=None, text_keys=None, ks: Sequence[int] = (1, 5, 10)) -> dict:
+    """Recall@K for pairs (image i, text i).
+
+    Returns {"image_to_text": {"exact": {"R@1": ...}, "label_set": {...}}, "text_to_image": ...,
+    "n": N}. Label-set entries appear when keys are given.
+    """
+    img = np.asarray(image_emb, dtype=np.float32)
+    txt = np.asarray(text_emb, dtype=np.float32)
+    if img.shape != txt.shape:
+        raise DataError(f"retrieval: {img.shape[0]} images x {img.shape[1]} dims but texts are {txt.shape}; "
+                        "expected one caption per image")
+    sim = img @ txt.T
+    out: dict = {"n": int(len(img))}
+    for direction, s, qkeys, ikeys in (("image_to_text", sim, image_keys, text_keys),
+                                       ("text_to_image", sim.T, text_keys, image_keys)):
+        order = np.argsort(-s, axis=1, kind="stable")
+        res: dict = {"exact": {}}
+        target = np.arange(len(s))[:, None]
+        for k in ks:
+            res["exact"][f"R@{k}"] = float((order[:, :k] == target).any(1).mean())
+        if qkeys is not None and ikeys is not None:
+            q = np.asarray(qkeys)[:, None]
+            items = np.asarray(ikeys)[order]
+            res["label_set"] = {f"R@{k}": float((items[:, :k] == q).any(1).mean()) for k in ks}
+        out[direction] = res
+    return out
+
+
+def top_matches(query_emb, item_emb, k: int = 5) -> np.ndarray:
+    """Indices [Q, k] of the k most similar items to each query (cosine, embeddings normalised)."""
+    sim = np.asarray(query_emb, dtype=np.float32) @ np.asarray(item_emb, dtype=np.float32).T
+    return np.argsort(-sim, axis=1, kind="stable")[:, :k]
+
+
+def evaluate_retrieval(model, tokenizer, records, language: str, image_size: int, context_length: int,
+                       batch_size: int = 64, ks: Sequence[int] = (1, 5, 10), run_dir: str | Path | None = None,
+                       name: str = "corpus_test") -> dict:
+    """Embed corpus records (CorpusRecord) and their captions in `language`; Recall@K both ways.
+
+    With `run_dir`, the image and text embeddings are saved to run_dir/embeddings/<name>.npz.
+    """
+    from .data.datasets import label_set_key
+    from .embed import embed_images, embed_texts, save_embeddings
+
+    records = list(records)
+    if not records:
+        raise DataError("evaluate_retrieval: no corpus records (is the test split empty?)")
+    captions = [getattr(r, f"caption_{language}") for r in records]
+    keys = np.array([label_set_key(r.labels) for r in records], dtype=np.int64)
+    img = embed_images(model, records, image_size, batch_size, desc="embed corpus test images")
+    txt = embed_texts(model, tokenizer, captions, context_length, desc=f"embed {language} captions")
+    if run_dir is not None:
+        save_embeddings(run_dir, name, image=img, text=txt, label_key=keys,
+                        path=np.array([str(r.path) for r in records]),
+                        domain=np.array([str(getattr(r, "domain", "")) for r in records]))
+    out = recall_at_k(img, txt, keys, keys, ks)
+    out["language"] = language
+    return out
+
+
+__all__ = ["recall_at_k", "top_matches", "evaluate_retrieval"]
