@@ -1,0 +1,468 @@
+"""One reader per dataset, the same code for the rendered stand-ins and the real releases.
+
+Every reader returns a list of records (`Record` for benchmarks, `CorpusRecord` for the corpus),
+checks the layout it expects and says which one it expected when the root does not match,
+and names the file, row and field of any bad value. When the root holds a manifest.json with a
+"files" map (written by this project's renderer) every listed file's sha256 is verified first.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+from pathlib import Path
+from typing import Callable, Iterable
+
+from ..errors import DataError
+from ..schema import COLUMNS, FLAG_COLUMNS
+from .manifests import class_names, load_manifest, verify_root
+from .records import CorpusRecord, Record
+
+BENCHMARKS: tuple[str, ...] = ("messidor2", "messidor", "fives", "refuge")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+CAPTION_COLUMNS = ("file_name", "caption_zh", "caption_en")
+SIDE_FILES = ("captions.csv", "render_meta.csv")
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _layout_error(root: Path, dataset: str, problem: str) -> DataError:
+    layout = load_manifest(dataset)["layout"].rstrip()
+    return DataError(f"{root}: {problem}. Expected the {dataset} layout:\n{layout}")
+
+
+def _require_root(root: str | os.PathLike, dataset: str) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise _layout_error(root, dataset, "data root does not exist or is not a folder")
+    return root
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """Header and (line number, row) pairs; utf-8 with or without BOM (Excel exports have one)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            reader.fieldnames = header
+            rows = []
+            for row in reader:
+                rows.append((reader.line_num, {k: (v or "").strip() if isinstance(v, str) else v
+                                               for k, v in row.items()}))
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: not a readable UTF-8 CSV ({e})") from None
+    if not header:
+        raise DataError(f"{path}: empty CSV, expected a header row")
+    return header, rows
+
+
+def _require_columns(path: Path, header: Iterable[str], required: Iterable[str]) -> None:
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; found {list(header)}")
+
+
+def _parse_int(value: object, where: str, field: str, allowed: Iterable[int]) -> int:
+    """An integer field (also '2.0' or 2.0, as spreadsheets and pandas write them) within `allowed`."""
+    allowed = tuple(allowed)
+    text = str(value).strip() if value is not None else ""
+    try:
+        number = float(text)
+        if not number.is_integer():
+            raise ValueError
+        out = int(number)
+    except ValueError:
+        raise DataError(f"{where}, field '{field}': expected an integer in {list(allowed)}, "
+                        f"got {text!r}") from None
+    if out not in allowed:
+        raise DataError(f"{where}, field '{field}': expected one of {list(allowed)}, got {out}")
+    return out
+
+
+class _ImageIndex:
+    """Every image file under a root, found by name with a case-insensitive extension.
+
+    Real releases mix .png/.PNG/.JPG and CSVs do not always agree with the disk
+    (messidor_data.csv lists IM000001.jpg, the file is IM000001.JPG).
+    """
+
+    def __init__(self, root: Path, skip_dir: Callable[[str], bool] = lambda name: False):
+        self.by_name: dict[str, list[Path]] = {}
+        self.by_stem: dict[str, list[Path]] = {}
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not skip_dir(d))
+            for name in sorted(filenames):
+                if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_EXTS:
+                    continue
+                path = Path(dirpath) / name
+                self.by_name.setdefault(name.lower(), []).append(path)
+                self.by_stem.setdefault(os.path.splitext(name)[0].lower(), []).append(path)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.by_name.values())
+
+    def find(self, name: str, where: str, field: str) -> Path:
+        """The one file called `name` (any case), or with its stem and another image extension."""
+        key = Path(name).name.lower()
+        hits = self.by_name.get(key)
+        if not hits:
+            hits = self.by_stem.get(os.path.splitext(key)[0])
+        if not hits:
+            raise DataError(f"{where}, field '{field}': image {name!r} not found under the data root")
+        if len(hits) > 1:
+            raise DataError(f"{where}, field '{field}': image {name!r} is ambiguous, several files "
+                            f"match: {[str(h) for h in hits]}")
+        _check_not_empty(hits[0])
+        return hits[0]
+
+
+def _check_not_empty(path: Path) -> None:
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty image file (truncated download?)")
+
+
+def _domain_lookup(root: Path, dataset: str) -> Callable[[Path], str]:
+    """Camera name per image from render_meta.csv when the stand-in wrote one, else the dataset name."""
+    meta_path = root / "render_meta.csv"
+    if not meta_path.is_file():
+        return lambda path: dataset
+    header, rows = _read_csv(meta_path)
+    key_col = "path" if "path" in header else "file_name"
+    _require_columns(meta_path, header, (key_col, "camera"))
+    cameras: dict[str, str] = {}
+    for line, row in rows:
+        key, camera = row.get(key_col) or "", row.get("camera") or ""
+        if not key or not camera:
+            raise DataError(f"{meta_path}: line {line}, field '{key_col if not key else 'camera'}': empty")
+        cameras[key.replace("\\", "/")] = camera
+
+    def lookup(path: Path) -> str:
+        rel = path.relative_to(root).as_posix()
+        for key in (rel, path.name):
+            if key in cameras:
+                return cameras[key]
+        raise DataError(f"{meta_path}: no row for image {rel!r} (field '{key_col}')")
+    return lookup
+
+
+def _natural_key(path: Path) -> tuple:
+    return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.as_posix()))
+
+
+def _records(paths_labels: list[tuple[Path, int]], dataset: str, root: Path) -> list[Record]:
+    if not paths_labels:
+        raise _layout_error(root, dataset, "no labelled images found")
+    names = class_names(dataset)
+    domain = _domain_lookup(root, dataset)
+    return [Record(path=p, label=y, class_names=names, dataset=dataset, domain=domain(p))
+            for p, y in paths_labels]
+
+
+# --------------------------------------------------------------------------- SynFundus-1M
+
+def _find_annotation_csv(root: Path) -> Path:
+    preferred = root / "annotations.csv"
+    if preferred.is_file():
+        return preferred
+    candidates = []
+    for p in sorted(root.glob("*.csv")):
+        if p.name in SIDE_FILES:
+            continue
+        header, _ = _read_csv_header(p)
+        if all(c in header for c in COLUMNS):
+            candidates.append(p)
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise _layout_error(root, "synfundus", "no annotations.csv and no CSV at the root with the 17 "
+                            f"columns {list(COLUMNS)}")
+    raise DataError(f"{root}: no annotations.csv and several CSVs with the 17 annotation columns "
+                    f"({[p.name for p in candidates]}); rename the one to use to annotations.csv")
+
+
+def _read_csv_header(path: Path) -> tuple[list[str], None]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return [h.strip() for h in next(csv.reader(f), [])], None
+    except (UnicodeDecodeError, csv.Error):
+        return [], None
+
+
+def _read_captions(path: Path) -> dict[str, tuple[str, str]]:
+    header, rows = _read_csv(path)
+    _require_columns(path, header, CAPTION_COLUMNS)
+    out = {}
+    for line, row in rows:
+        for col in CAPTION_COLUMNS:
+            if not row.get(col):
+                raise DataError(f"{path}: line {line}, field '{col}': empty")
+        out[row["file_name"]] = (row["caption_zh"], row["caption_en"])
+    return out
+
+
+def read_synfundus(root: str | os.PathLike, caption_seed: int = 0, verify: bool = True) -> list[CorpusRecord]:
+    """The corpus in the SynFundus-1M layout, in annotation-CSV order.
+
+    Captions come from captions.csv when present; a real release ships none, so they are then
+    generated from the labels with `visionclip.synth.captions.caption(row, caption_seed, index, lang)`.
+    """
+    root = _require_root(root, "synfundus")
+    image_dir = root / "Fundus"
+    if not image_dir.is_dir():
+        raise _layout_error(root, "synfundus", "no Fundus/ folder")
+    if verify:
+        verify_root(root)
+    csv_path = _find_annotation_csv(root)
+    header, rows = _read_csv(csv_path)
+    _require_columns(csv_path, header, COLUMNS)
+    if not rows:
+        raise DataError(f"{csv_path}: no data rows")
+
+    on_disk = {e.name: e for e in os.scandir(image_dir) if e.is_file()}
+    on_disk_lower = {name.lower(): name for name in on_disk}
+    labels_rows: list[dict] = []
+    paths: list[Path] = []
+    seen: dict[str, int] = {}
+    for index, (line, row) in enumerate(rows):
+        where = f"{csv_path}: row {index + 1} (line {line})"
+        name = row["file_name"]
+        if not name:
+            raise DataError(f"{where}, field 'file_name': empty")
+        if name in seen:
+            raise DataError(f"{where}, field 'file_name': {name!r} already listed on row {seen[name]}")
+        seen[name] = index + 1
+        labels: dict = {"file_name": name,
+                        "dr_grade": _parse_int(row["dr_grade"], where, "dr_grade", range(5)),
+                        "eye_side": _parse_int(row["eye_side"], where, "eye_side", (0, 1))}
+        for col in FLAG_COLUMNS:
+            labels[col] = _parse_int(row[col], where, col, (0, 1))
+        disk_name = name if name in on_disk else on_disk_lower.get(Path(name).name.lower())
+        if disk_name is None:
+            raise DataError(f"{where}, field 'file_name': image {image_dir / name} not found")
+        if on_disk[disk_name].stat().st_size == 0:
+            raise DataError(f"{where}, field 'file_name': image {image_dir / disk_name} is empty")
+        labels_rows.append({c: labels[c] for c in COLUMNS})
+        paths.append(image_dir / disk_name)
+
+    captions_path = root / "captions.csv"
+    if captions_path.is_file():
+        captions = _read_captions(captions_path)
+        missing = [r["file_name"] for r in labels_rows if r["file_name"] not in captions]
+        if missing:
+            raise DataError(f"{captions_path}: no caption for {len(missing)} image(s), first "
+                            f"{missing[:3]} (field 'file_name')")
+        pairs = [captions[r["file_name"]] for r in labels_rows]
+    else:
+        from ..synth.captions import caption  # lazy: the captioner is only needed for real releases
+        pairs = [(caption(r, caption_seed, i, "zh"), caption(r, caption_seed, i, "en"))
+                 for i, r in enumerate(labels_rows)]
+
+    domain = _domain_lookup(root, "synfundus")
+    return [CorpusRecord(path=p, labels=r, caption_zh=zh, caption_en=en, domain=domain(p))
+            for p, r, (zh, en) in zip(paths, labels_rows, pairs)]
+
+
+# --------------------------------------------------------------------------- MESSIDOR-2
+
+MESSIDOR2_CSV = "messidor_data.csv"
+MESSIDOR2_COLUMNS = ("image_id", "adjudicated_dr_grade", "adjudicated_gradable")
+
+
+def read_messidor2(root: str | os.PathLike, verify: bool = True) -> list[Record]:
+    """Kaggle MESSIDOR-2: gradable images only, 5 ICDR classes, images anywhere under root."""
+    root = _require_root(root, "messidor2")
+    csv_path = root / MESSIDOR2_CSV
+    if not csv_path.is_file():
+        found = sorted(p for p in root.rglob("*") if p.name.lower() == MESSIDOR2_CSV)
+        if len(found) != 1:
+            raise _layout_error(root, "messidor2", f"no {MESSIDOR2_CSV} at the root"
+                                + (f" (several below it: {[str(p) for p in found]})" if found else ""))
+        csv_path = found[0]
+    if verify:
+        verify_root(root)
+    header, rows = _read_csv(csv_path)
+    _require_columns(csv_path, header, MESSIDOR2_COLUMNS)
+    label_map = {int(k): v for k, v in load_manifest("messidor2")["label_map"]["adjudicated_dr_grade"].items()}
+    index = _ImageIndex(root)
+    out = []
+    for i, (line, row) in enumerate(rows):
+        where = f"{csv_path}: row {i + 1} (line {line})"
+        if not row["image_id"]:
+            raise DataError(f"{where}, field 'image_id': empty")
+        gradable = row["adjudicated_gradable"]
+        if gradable and _parse_int(gradable, where, "adjudicated_gradable", (0, 1)) == 0:
+            continue  # ungradable: FLAIR's partition keeps gradable images only
+        if not row["adjudicated_dr_grade"]:
+            continue  # no adjudicated grade (the release's ungradable rows)
+        grade = _parse_int(row["adjudicated_dr_grade"], where, "adjudicated_dr_grade", label_map)
+        out.append((index.find(row["image_id"], where, "image_id"), label_map[grade]))
+    return _records(out, "messidor2", root)
+
+
+# --------------------------------------------------------------------------- MESSIDOR (original)
+
+_MESSIDOR_SHEET = re.compile(r"^annotation_base\w*\.xls$", re.IGNORECASE)
+MESSIDOR_COLUMNS = ("Image name", "Retinopathy grade")
+
+
+def _read_messidor_sheet(path: Path) -> list[tuple[int, str, object]]:
+    """(sheet row number, image name, grade cell) from one Annotation_BaseXX.xls."""
+    import xlrd  # only this reader needs it
+
+    try:
+        book = xlrd.open_workbook(str(path))
+    except Exception as e:  # xlrd raises its own XLRDError, or struct/compdoc errors on junk
+        raise DataError(f"{path}: not a readable .xls spreadsheet ({type(e).__name__}: {e})") from None
+    sheet = book.sheet_by_index(0)
+    header_row, columns = None, {}
+    for r in range(min(sheet.nrows, 10)):
+        values = [str(v).strip().lower() for v in sheet.row_values(r)]
+        if "image name" in values:
+            header_row, columns = r, {v: c for c, v in enumerate(values)}
+            break
+    if header_row is None:
+        raise DataError(f"{path}: no header row with column 'Image name'; expected columns "
+                        "'Image name', 'Ophthalmologic department', 'Retinopathy grade', 'Risk of macular edema'")
+    missing = [c for c in MESSIDOR_COLUMNS if c.lower() not in columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing} in header row {header_row + 1}")
+    name_col, grade_col = columns["image name"], columns["retinopathy grade"]
+    out = []
+    for r in range(header_row + 1, sheet.nrows):
+        values = sheet.row_values(r)
+        if all(str(v).strip() == "" for v in values):
+            continue
+        out.append((r + 1, str(values[name_col]).strip(), values[grade_col]))
+    return out
+
+
+def read_messidor(root: str | os.PathLike, verify: bool = True) -> list[Record]:
+    """The original MESSIDOR: Annotation_BaseXX.xls sheets anywhere under root, grades 0-3."""
+    root = _require_root(root, "messidor")
+    sheets = sorted((p for p in root.rglob("*") if _MESSIDOR_SHEET.match(p.name)), key=_natural_key)
+    if not sheets:
+        raise _layout_error(root, "messidor", "no Annotation_BaseXX.xls spreadsheet")
+    if verify:
+        verify_root(root)
+    label_map = {int(k): v for k, v in load_manifest("messidor")["label_map"]["retinopathy_grade"].items()}
+    index = _ImageIndex(root)
+    out: list[tuple[Path, int]] = []
+    seen: dict[str, tuple[int, str]] = {}
+    for sheet in sheets:
+        for row_no, name, grade_cell in _read_messidor_sheet(sheet):
+            where = f"{sheet}: row {row_no}"
+            if not name:
+                raise DataError(f"{where}, field 'Image name': empty")
+            grade = _parse_int(grade_cell, where, "Retinopathy grade", label_map)
+            key = name.lower()
+            if key in seen:
+                # The release lists a few images twice; identical rows are harmless, conflicts are not.
+                if seen[key][0] != grade:
+                    raise DataError(f"{where}, field 'Retinopathy grade': {name!r} has grade {grade} "
+                                    f"here and {seen[key][0]} at {seen[key][1]}")
+                continue
+            seen[key] = (grade, where)
+            out.append((index.find(name, where, "Image name"), label_map[grade]))
+    return _records(out, "messidor", root)
+
+
+# --------------------------------------------------------------------------- FIVES
+
+_FIVES_NAME = re.compile(r"^(?P<id>.+)_(?P<suffix>[^_]+)$")
+
+
+def read_fives(root: str | os.PathLike, verify: bool = True) -> list[Record]:
+    """FIVES: train/Original and test/Original, the file suffix (_A/_D/_G/_N) is the label."""
+    root = _require_root(root, "fives")
+    folders = []
+    for dirpath, dirnames, _ in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        here = Path(dirpath)
+        # root/train/Original, or the same inside up to two wrapping folders of an unzipped release
+        if here.name.lower() == "original" and here.parent.name.lower() in ("train", "test") \
+                and 2 <= len(here.relative_to(root).parts) <= 4:
+            folders.append(here)
+    if not folders:
+        raise _layout_error(root, "fives", "no train/Original or test/Original folder")
+    if verify:
+        verify_root(root)
+    suffix_map = load_manifest("fives")["label_map"]["suffix"]
+    folders.sort(key=lambda p: (p.parent.name.lower() != "train", _natural_key(p)))
+    out = []
+    for folder in folders:
+        files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                 and p.suffix.lower() in IMAGE_EXTS]
+        for path in sorted(files, key=_natural_key):
+            m = _FIVES_NAME.match(path.stem)
+            suffix = m.group("suffix").upper() if m else None
+            if suffix not in suffix_map:
+                raise DataError(f"{path}: file name suffix {('_' + m.group('suffix')) if m else '(none)'} "
+                                f"is not a FIVES label; expected <id>_A, _D, _G or _N "
+                                f"(A AMD, D diabetic retinopathy, G glaucoma, N normal)")
+            _check_not_empty(path)
+            out.append((path, suffix_map[suffix]))
+    return _records(out, "fives", root)
+
+
+# --------------------------------------------------------------------------- REFUGE
+
+_REFUGE_NAME = re.compile(r"^(?P<prefix>[gn])\d+$", re.IGNORECASE)
+_REFUGE_EXTS = (".jpg", ".jpeg", ".png")
+
+
+def _refuge_skip_dir(name: str) -> bool:
+    # Segmentation masks and illustrations reuse the image names (g0001.bmp / .png / .jpg).
+    low = name.lower()
+    return low.startswith("annotation") or "mask" in low or "illustration" in low
+
+
+def read_refuge(root: str | os.PathLike, verify: bool = True) -> list[Record]:
+    """REFUGE: g*/n* images anywhere under root; Glaucoma/ and Non-Glaucoma/ folders also label."""
+    root = _require_root(root, "refuge")
+    if verify:
+        verify_root(root)
+    lm = load_manifest("refuge")["label_map"]
+    prefix_map = {k.lower(): v for k, v in lm["prefix"].items()}
+    folder_map = {k.lower(): v for k, v in lm["folder"].items()}
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not _refuge_skip_dir(d))
+        here = Path(dirpath)
+        folder_label = next((folder_map[part.lower()] for part in reversed(here.relative_to(root).parts)
+                             if part.lower() in folder_map), None)
+        for name in filenames:
+            path = here / name
+            if name.startswith(".") or path.suffix.lower() not in _REFUGE_EXTS:
+                continue
+            m = _REFUGE_NAME.match(path.stem)
+            prefix_label = prefix_map[m.group("prefix").lower()] if m else None
+            if folder_label is not None and prefix_label is not None and folder_label != prefix_label:
+                raise DataError(f"{path}: prefix {m.group('prefix')!r} says "
+                                f"{'glaucoma' if prefix_label else 'no glaucoma'} but the folder "
+                                f"{here.name!r} says {'glaucoma' if folder_label else 'no glaucoma'}")
+            label = prefix_label if prefix_label is not None else folder_label
+            if label is None:
+                continue  # unlabelled images (REFUGE's V0001.jpg / T0001.jpg validation and test sets)
+            _check_not_empty(path)
+            found.append((path, label))
+    found.sort(key=lambda pl: _natural_key(pl[0]))
+    return _records(found, "refuge", root)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+_READERS = {"messidor2": read_messidor2, "messidor": read_messidor, "fives": read_fives,
+            "refuge": read_refuge}
+
+
+def read_benchmark(name: str, root: str | os.PathLike, verify: bool = True) -> list[Record]:
+    """Records of benchmark `name` (one of BENCHMARKS) read from `root`."""
+    if name not in _READERS:
+        raise DataError(f"unknown benchmark {name!r}; known: {list(BENCHMARKS)}")
+    return _READERS[name](root, verify=verify)
+
+
+__all__ = ["BENCHMARKS", "read_benchmark", "read_fives", "read_messidor", "read_messidor2",
+           "read_refuge", "read_synfundus"]
