@@ -1,0 +1,75 @@
+"""Every figure builds from tiny inputs and carries a title and axis labels."""
+import json
+
+import matplotlib
+import numpy as np
+import pytest
+from PIL import Image
+
+matplotlib.use("Agg")
+
+from visionclip import viz  # noqa: E402
+from visionclip.metrics import classification_report  # noqa: E402
+
+
+def _labelled(fig):
+    ax = fig.axes[0]
+    return (ax.get_title() or fig._suptitle is not None) and ax.get_xlabel() is not None
+
+
+def _report(c=3, n=30, seed=0):
+    r = np.random.default_rng(seed)
+    return classification_report(np.arange(n) % c, r.dirichlet(np.ones(c), n), [f"类{i}" for i in range(c)],
+                                 n_boot=50, seed=0)
+
+
+def test_setup_fonts_is_safe():
+    name = viz.setup_fonts()
+    assert name is None or isinstance(name, str)
+
+
+def test_metric_figures(tmp_path):
+    rep = _report()
+    for fig in (viz.confusion_matrix_figure(rep["confusion_matrix"], rep["classes"]),
+                viz.sensitivity_specificity_figure(rep)):
+        assert _labelled(fig)
+        fig.savefig(tmp_path / "f.png")
+    for ds in ("fives", "refuge"):
+        res = {f"{lang}_{mode}": {"language": lang, "mode": mode, "report": _report(seed=i)}
+               for i, (lang, mode) in enumerate([("zh", "plain"), ("zh", "ek"), ("en", "plain"), ("en", "ek")])}
+        res["chance"] = {"report": _report(seed=9)}
+        (tmp_path / f"{ds}.json").write_text(json.dumps({"dataset": ds, "results": res}))
+    for compare in ("mode", "language"):
+        fig = viz.prompt_comparison_figure(tmp_path, compare)
+        assert len(fig.axes[0].patches) == 8 and "prompts" in fig.axes[0].get_title()
+
+
+def test_umap_with_prototypes():
+    r = np.random.default_rng(0)
+    emb = r.normal(size=(40, 8))
+    protos = r.normal(size=(3, 8))
+    proj = viz.umap_projection(emb, protos, seed=1)
+    again = viz.umap_projection(emb, protos, seed=1)
+    assert proj[0].shape == (40, 2) and proj[1].shape == (3, 2)
+    assert np.allclose(proj[0], again[0])  # seeded
+    fig = viz.umap_figure(emb, np.arange(40) % 3, "DR grade", protos, ["a", "b", "c"], projection=proj)
+    assert fig.axes[0].get_xlabel() == "UMAP 1"
+
+
+def test_curves_fewshot_and_retrieval_grid(tmp_path):
+    train = tmp_path / "train.jsonl"
+    train.write_text("\n".join(json.dumps({"step": s, "loss": 5 - s * 0.1, "lr": 1e-3, "logit_scale": 14 + s})
+                               for s in range(5)))
+    val = tmp_path / "val.jsonl"
+    val.write_text(json.dumps({"step": 4, "i2t_R@1": 0.1, "t2i_R@1": 0.2}) + "\n")
+    fig = viz.training_curves_figure(train, val)
+    assert len(fig.axes) == 4
+    fs = {"refuge": {"curve": [{"k": 1, "aca_mean": 0.6, "aca_sd": 0.1}, {"k": 4, "aca_mean": 0.7, "aca_sd": 0.05}],
+                     "zero_shot_aca": {"value": 0.65}}}
+    assert viz.fewshot_figure(fs).axes[0].get_xlabel().startswith("shots")
+    img = tmp_path / "a.png"
+    Image.new("RGB", (20, 16), (200, 50, 50)).save(img)
+    fig = viz.retrieval_examples_figure([str(img)], ["一张眼底照片"], [[str(img), str(img)]])
+    assert len(fig.axes) == 3
+    with pytest.raises(Exception, match="not found"):
+        viz.training_curves_figure(tmp_path / "missing.jsonl")

@@ -1,0 +1,302 @@
+"""Figures of the book: each function returns a matplotlib Figure with title, axis labels and legend.
+
+Chinese class names and prompts need a CJK font: `setup_fonts()` adds the first installed one
+(Noto Sans CJK, WenQuanYi, Droid Sans Fallback...) as a fallback after the default font, and does
+nothing when none is installed (glyphs then show as boxes, nothing fails).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib import font_manager
+
+from .errors import DataError
+
+CJK_FONT_HINTS = ("Noto Sans CJK", "Noto Serif CJK", "Noto Sans SC", "Source Han Sans", "WenQuanYi",
+                  "Droid Sans Fallback", "AR PL UMing", "AR PL UKai", "SimHei", "Microsoft YaHei", "PingFang")
+
+
+def setup_fonts() -> str | None:
+    """Put an installed CJK font in the sans-serif fallback list; returns its name, or None."""
+    names = {f.name for f in font_manager.fontManager.ttflist}
+    for hint in CJK_FONT_HINTS:
+        match = sorted(n for n in names if n.startswith(hint))
+        if match:
+            family = list(matplotlib.rcParams["font.sans-serif"])
+            if match[0] not in family:
+                matplotlib.rcParams["font.sans-serif"] = [family[0], match[0], *family[1:]] if family else [match[0]]
+            matplotlib.rcParams["font.family"] = "sans-serif"
+            matplotlib.rcParams["axes.unicode_minus"] = False
+            return match[0]
+    return None
+
+
+def _fig(width: float = 6.0, height: float = 4.5, ncols: int = 1, nrows: int = 1):
+    setup_fonts()
+    return plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False, constrained_layout=True)
+
+
+# ---------------------------------------------------------------- metrics figures
+
+def confusion_matrix_figure(cm, class_names: Sequence[str], title: str = "Confusion matrix",
+                            normalise: bool = True):
+    """Heatmap of a confusion matrix (rows: truth); cells show row shares and counts."""
+    cm = np.asarray(cm, dtype=float)
+    fig, ax = _fig(1.2 * len(class_names) + 3, 1.0 * len(class_names) + 2.5)
+    ax = ax[0, 0]
+    rows = cm.sum(1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    labels = np.array([[f"{share[i, j]:.2f}\n({int(cm[i, j])})" for j in range(cm.shape[1])]
+                       for i in range(cm.shape[0])])
+    sns.heatmap(share if normalise else cm, annot=labels, fmt="", cmap="Blues", vmin=0,
+                vmax=1 if normalise else None, xticklabels=class_names, yticklabels=class_names, ax=ax,
+                cbar_kws={"label": "share of the true class" if normalise else "images"})
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=30)
+    ax.tick_params(axis="y", rotation=0)
+    return fig
+
+
+def _err(entries: Sequence[Mapping]):
+    v = np.array([e["value"] if e and e.get("value") is not None else np.nan for e in entries], dtype=float)
+    lo = np.array([e["lo"] if e and e.get("lo") is not None else np.nan for e in entries], dtype=float)
+    hi = np.array([e["hi"] if e and e.get("hi") is not None else np.nan for e in entries], dtype=float)
+    return v, np.nan_to_num(np.vstack([v - lo, hi - v]), nan=0.0).clip(min=0)
+
+
+def sensitivity_specificity_figure(report: Mapping, title: str = "Per-class sensitivity and specificity"):
+    """Grouped bars per class with bootstrap 95% intervals, from a metrics.classification_report."""
+    per = report["per_class"]
+    names = [p["class"] for p in per]
+    x = np.arange(len(names))
+    fig, ax = _fig(max(5, 1.3 * len(names) + 2), 4)
+    ax = ax[0, 0]
+    for off, key, color in ((-0.2, "sensitivity", "tab:blue"), (0.2, "specificity", "tab:orange")):
+        v, err = _err([p[key] for p in per])
+        ax.bar(x + off, v, width=0.4, yerr=err, capsize=3, label=key, color=color)
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("value (95% bootstrap interval)")
+    ax.set_xlabel("class")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    return fig
+
+
+def grouped_bars_figure(values: Mapping[str, Mapping[str, Mapping]], title: str, ylabel: str = "ACA",
+                        xlabel: str = "dataset", chance: Mapping[str, float] | None = None):
+    """Bars with intervals: values[group][setting] = {"value","lo","hi"}; e.g. dataset x prompt setting.
+
+    Used for plain-vs-EK and zh-vs-en comparisons; `chance` draws a dashed line per group.
+    """
+    groups = list(values)
+    settings = list(dict.fromkeys(s for g in groups for s in values[g]))
+    if not groups or not settings:
+        raise DataError("grouped_bars_figure: nothing to plot")
+    width = 0.8 / len(settings)
+    x = np.arange(len(groups))
+    fig, ax = _fig(max(6, 1.6 * len(groups) + 2), 4.2)
+    ax = ax[0, 0]
+    for k, s in enumerate(settings):
+        v, err = _err([values[g].get(s) for g in groups])
+        ax.bar(x - 0.4 + width * (k + 0.5), v, width=width, yerr=err, capsize=3, label=s)
+    if chance:
+        for i, g in enumerate(groups):
+            if g in chance:
+                ax.hlines(chance[g], i - 0.45, i + 0.45, colors="grey", linestyles="dashed",
+                          label="chance" if i == 0 else None)
+    ax.set_xticks(x, groups)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(f"{ylabel} (95% bootstrap interval)")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def prompt_comparison_figure(eval_dir: str | Path, compare: str = "mode", metric: str = "aca"):
+    """Plain vs EK (compare="mode") or zh vs en (compare="language") from run_dir/eval/<dataset>.json."""
+    eval_dir = Path(eval_dir)
+    values: dict[str, dict] = {}
+    for path in sorted(eval_dir.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if "results" not in data:
+            continue
+        ds = data["dataset"]
+        for key, res in data["results"].items():
+            if "_" not in key or "language" not in res:
+                continue
+            lang, mode = res["language"], res["mode"]
+            label = (f"{'EK' if mode == 'ek' else 'plain'} ({lang})" if compare == "mode"
+                     else f"{lang} ({'EK' if mode == 'ek' else 'plain'})")
+            values.setdefault(ds, {})[label] = res["report"][metric]
+        values[ds] = dict(sorted(values.get(ds, {}).items()))
+    if not values:
+        raise DataError(f"{eval_dir}: no per-dataset evaluation JSON found; run evaluate.run_evaluation first")
+    what = "plain vs expert-knowledge prompts" if compare == "mode" else "Chinese vs English prompts"
+    return grouped_bars_figure(values, f"Zero-shot {metric.upper()}: {what}", ylabel=metric.upper())
+
+
+# ---------------------------------------------------------------- embedding maps
+
+def umap_projection(image_emb, prototypes=None, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1):
+    """2-D UMAP of images and (optionally) text prototypes fitted together (cosine, seeded)."""
+    import umap
+
+    img = np.asarray(image_emb, dtype=np.float32)
+    pts = img if prototypes is None else np.vstack([img, np.asarray(prototypes, dtype=np.float32)])
+    n_neighbors = max(2, min(n_neighbors, len(pts) - 1))
+    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, metric="cosine",
+                        random_state=seed, n_jobs=1, init="spectral" if len(pts) > n_neighbors + 2 else "random")
+    xy = reducer.fit_transform(pts)
+    return xy[:len(img)], (xy[len(img):] if prototypes is not None else None)
+
+
+def umap_figure(image_emb, colour_by: Sequence, colour_name: str, prototypes=None,
+                prototype_names: Sequence[str] | None = None, seed: int = 0, title: str | None = None,
+                projection=None):
+    """Scatter of the UMAP map coloured by `colour_by` (disease, DR grade, camera...); prototypes as stars.
+
+    Pass `projection` (the output of umap_projection) to draw several colourings of one fit.
+    """
+    img_xy, proto_xy = projection if projection is not None else umap_projection(image_emb, prototypes, seed)
+    fig, ax = _fig(7.5, 5.5)
+    ax = ax[0, 0]
+    df = pd.DataFrame({"x": img_xy[:, 0], "y": img_xy[:, 1], colour_name: [str(c) for c in colour_by]})
+    sns.scatterplot(data=df, x="x", y="y", hue=colour_name, s=12, alpha=0.7, linewidth=0, ax=ax,
+                    hue_order=sorted(df[colour_name].unique()))
+    if proto_xy is not None:
+        ax.scatter(proto_xy[:, 0], proto_xy[:, 1], marker="*", s=260, c="black", edgecolors="white",
+                   label="text prototypes")
+        for (px, py), name in zip(proto_xy, prototype_names or []):
+            ax.annotate(name, (px, py), xytext=(4, 4), textcoords="offset points", fontsize=8)
+    ax.set_xlabel("UMAP 1")
+    ax.set_ylabel("UMAP 2")
+    ax.set_title(title or f"Image embeddings (UMAP), coloured by {colour_name}")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), title=colour_name)
+    return fig
+
+
+# ---------------------------------------------------------------- training curves
+
+def read_jsonl(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: metrics file not found; train a model first")
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{i}: not valid JSON ({e})") from None
+    return pd.DataFrame(rows)
+
+
+def training_curves_figure(train_jsonl: str | Path, val_jsonl: str | Path | None = None, step: str = "step"):
+    """Loss, learning rate, logit scale and validation retrieval against the training step.
+
+    Plots whichever of the columns loss / lr / logit_scale (train) and any R@K or loss column (val)
+    the JSONL files hold.
+    """
+    train = read_jsonl(train_jsonl)
+    val = read_jsonl(val_jsonl) if val_jsonl and Path(val_jsonl).is_file() else None
+    panels = [(c, train) for c in ("loss", "lr", "logit_scale") if c in train.columns]
+    if val is not None:
+        vcols = [c for c in val.columns if c != step and pd.api.types.is_numeric_dtype(val[c])]
+        if vcols:
+            panels.append((vcols, val))
+    if not panels:
+        raise DataError(f"{train_jsonl}: no loss / lr / logit_scale columns to plot")
+    fig, axes = _fig(4.2 * len(panels), 3.6, ncols=len(panels))
+    for ax, (col, df) in zip(axes[0], panels):
+        cols = col if isinstance(col, list) else [col]
+        for c in cols:
+            ax.plot(df[step], df[c], label=c, lw=1.2)
+        name = "validation" if isinstance(col, list) else col
+        ax.set_title(name)
+        ax.set_xlabel(step)
+        ax.set_ylabel(name if not isinstance(col, list) else "value")
+        ax.legend(fontsize="small")
+    fig.suptitle("Pre-training curves")
+    return fig
+
+
+# ---------------------------------------------------------------- few-shot
+
+def fewshot_figure(fewshot: Mapping[str, Mapping], title: str = "Few-shot linear probe vs zero-shot"):
+    """ACA (mean ± sd over draws) against shots per class, per dataset; zero-shot as a dashed line."""
+    fig, ax = _fig(6.5, 4.2)
+    ax = ax[0, 0]
+    colors = sns.color_palette(n_colors=max(3, len(fewshot)))
+    for color, (ds, entry) in zip(colors, fewshot.items()):
+        curve = entry["curve"]
+        k = [c["k"] for c in curve]
+        ax.errorbar(k, [c["aca_mean"] for c in curve], yerr=[c["aca_sd"] for c in curve], marker="o",
+                    capsize=3, color=color, label=f"{ds}: linear probe")
+        zs = entry.get("zero_shot_aca")
+        if zs and zs.get("value") is not None:
+            ax.axhline(zs["value"], color=color, ls="--", lw=1, label=f"{ds}: zero-shot")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("shots per class (k)")
+    ax.set_ylabel("ACA (mean ± sd over draws)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+# ---------------------------------------------------------------- retrieval examples
+
+def retrieval_examples_figure(query_paths: Sequence[str], query_texts: Sequence[str], match_paths,
+                              title: str = "Text-to-image retrieval: top matches", image_size: int = 128,
+                              match_captions=None):
+    """A grid: one row per text query, its top-k retrieved images (hits framed when captions given).
+
+    match_paths[q] lists image paths for query q; `match_captions[q][j]` (optional) is shown under
+    each image; `query_paths` (the paired image, may be empty) is shown first, framed in green.
+    """
+    from PIL import Image
+
+    k = max(len(m) for m in match_paths)
+    show_query = bool(query_paths)
+    ncols = k + int(show_query)
+    fig, axes = _fig(2.0 * ncols + 1, 2.3 * len(query_texts), ncols=ncols, nrows=len(query_texts))
+    for q, text in enumerate(query_texts):
+        cells = ([query_paths[q]] if show_query else []) + list(match_paths[q])
+        for j in range(ncols):
+            ax = axes[q, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(cells):
+                ax.axis("off")
+                continue
+            with Image.open(cells[j]) as im:
+                im.thumbnail((image_size, image_size))
+                ax.imshow(np.asarray(im.convert("RGB")))
+            if show_query and j == 0:
+                ax.set_title("paired image", fontsize=8, color="green")
+                for s in ax.spines.values():
+                    s.set_edgecolor("green")
+                    s.set_linewidth(2)
+            else:
+                rank = j + 1 - int(show_query)
+                cap = match_captions[q][rank - 1] if match_captions is not None else ""
+                ax.set_title(f"#{rank} {cap}"[:40], fontsize=7)
+        axes[q, 0].set_ylabel("\n".join(text[i:i + 22] for i in range(0, min(len(text), 66), 22)), fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+__all__ = ["setup_fonts", "confusion_matrix_figure", "sensitivity_specificity_figure", "grouped_bars_figure",
+           "prompt_comparison_figure", "umap_projection", "umap_figure", "training_curves_figure",
+           "fewshot_figure", "retrieval_examples_figure", "read_jsonl"]
