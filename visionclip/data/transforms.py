@@ -1,0 +1,162 @@
+"""Image preprocessing shared by training, evaluation and prediction, and the training augmentation.
+
+One function prepares every photograph, rendered or real: RGB, crop to the fundus disk (the
+camera's black surround, overlays and timestamps dropped), long side resized, zero-padded to
+a square. The same function serves the stand-ins and the real releases, so the domain gap
+measured in the book is the images', not the preprocessing's.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image, ImageFilter
+from scipy import ndimage
+
+from ..seeding import rng
+
+_WORK_SIDE = 128          # long side of the thumbnail the foreground mask is computed on
+_MIN_LEVEL = 15           # 8-bit level under which a pixel is camera black, whatever the exposure
+_REL_LEVEL = 0.10         # ... or under this share of the image's bright level (99th percentile)
+_MIN_AREA = 0.01          # a foreground smaller than this share of the frame is not a fundus disk
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB from any PIL mode (16-bit TIFFs are rescaled, palettes and alpha dropped)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = arr.max() or 1.0
+        img = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L")
+    return img.convert("RGB")
+
+
+def foreground_box(img: Image.Image) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) of the fundus disk in `img`'s pixels, or None when there is none.
+
+    Threshold the per-pixel max channel of a box-filtered thumbnail (the red channel carries a
+    fundus, and box filtering averages sensor noise away), open the mask to cut thin strokes
+    (timestamps, overlay text), and keep the largest connected component.
+    """
+    rgb = to_rgb(img)
+    w, h = rgb.size
+    scale = min(1.0, _WORK_SIDE / max(w, h))
+    small = rgb.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BOX) if scale < 1 else rgb
+    level = np.asarray(small, dtype=np.uint8).max(axis=2)
+    bright = float(np.percentile(level, 99))
+    if bright < 2 * _MIN_LEVEL:
+        return None  # a blank or black frame
+    mask = level > max(_MIN_LEVEL, _REL_LEVEL * bright)
+    mask = ndimage.binary_opening(mask, structure=np.ones((3, 3), bool))
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return None
+    sizes = np.bincount(labels.ravel())[1:]
+    biggest = int(np.argmax(sizes)) + 1
+    if sizes[biggest - 1] < _MIN_AREA * mask.size:
+        return None
+    rows = np.flatnonzero((labels == biggest).any(axis=1))
+    cols = np.flatnonzero((labels == biggest).any(axis=0))
+    sw, sh = small.size
+    fx, fy = w / sw, h / sh
+    # The opening shaved one thumbnail pixel off each edge: give it back before mapping up.
+    left = max(0, math.floor((cols[0] - 1) * fx))
+    top = max(0, math.floor((rows[0] - 1) * fy))
+    right = min(w, math.ceil((cols[-1] + 2) * fx))
+    bottom = min(h, math.ceil((rows[-1] + 2) * fy))
+    return left, top, right, bottom
+
+
+def crop_fundus(img: Image.Image) -> Image.Image:
+    """`img` in RGB cropped to the fundus disk; unchanged (RGB) when no disk is found."""
+    rgb = to_rgb(img)
+    box = foreground_box(rgb)
+    if box is None or box == (0, 0) + rgb.size:
+        return rgb
+    return rgb.crop(box)
+
+
+def preprocess_fundus(img: Image.Image, size: int, flair_exact: bool = False) -> Image.Image:
+    """RGB, foreground crop, long side resized to `size`, zero-padded to `size` x `size`.
+
+    The padding is centred by default; `flair_exact` pads at the bottom and right as FLAIR does,
+    so the two can be compared.
+    """
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    disk = crop_fundus(img)
+    w, h = disk.size
+    s = size / max(w, h)
+    nw, nh = max(1, min(size, round(w * s))), max(1, min(size, round(h * s)))
+    if (nw, nh) != (w, h):
+        disk = disk.resize((nw, nh), Image.BICUBIC, reducing_gap=3.0)
+    if (nw, nh) == (size, size):
+        return disk
+    canvas = Image.new("RGB", (size, size))
+    offset = (0, 0) if flair_exact else ((size - nw) // 2, (size - nh) // 2)
+    canvas.paste(disk, offset)
+    return canvas
+
+
+class TrainAugment:
+    """Fundus-suited augmentation of a preprocessed square image, a pure function of (seed, epoch, index).
+
+    Each call draws from its own generator seeded by (seed, epoch, index), never from a global
+    RNG, so a resumed run or a different worker count sees exactly the same images.
+
+    No horizontal flip: mirroring turns a right eye into a left one (the disc moves to the other
+    side of the macula) while the label eye_side and captions that name the eye stay unchanged,
+    so it would teach image-text pairs that contradict each other. A vertical flip keeps the
+    disc nasal and the eye side intact; it only swaps the superior and inferior hemifields,
+    which no label of the schema encodes, so it is allowed.
+    """
+
+    def __init__(self, size: int, seed: int, *, max_rotation: float = 15.0, min_area: float = 0.80,
+                 vflip_p: float = 0.5, brightness: float = 0.2, contrast: float = 0.2,
+                 saturation: float = 0.15, gamma: float = 0.25, colour_cast: float = 0.07,
+                 blur_p: float = 0.25):
+        self.size, self.seed = int(size), int(seed)
+        self.max_rotation, self.min_area, self.vflip_p = max_rotation, min_area, vflip_p
+        self.brightness, self.contrast, self.saturation = brightness, contrast, saturation
+        self.gamma, self.colour_cast, self.blur_p = gamma, colour_cast, blur_p
+
+    def __call__(self, img: Image.Image, epoch: int, index: int) -> Image.Image:
+        g = rng(self.seed, "augment", int(epoch), int(index))
+        img = to_rgb(img)
+        if img.size != (self.size, self.size):
+            img = preprocess_fundus(img, self.size)
+        s = self.size
+
+        # Random resized crop with mild scale and aspect, resampled once back to size.
+        area = g.uniform(self.min_area, 1.0)
+        aspect = math.exp(g.uniform(math.log(0.9), math.log(1.1)))
+        cw, ch = min(s, s * math.sqrt(area * aspect)), min(s, s * math.sqrt(area / aspect))
+        x0, y0 = g.uniform(0, s - cw), g.uniform(0, s - ch)
+        img = img.resize((s, s), Image.BILINEAR, box=(x0, y0, x0 + cw, y0 + ch))
+        img = img.rotate(g.uniform(-self.max_rotation, self.max_rotation), Image.BILINEAR, fillcolor=(0, 0, 0))
+        if g.random() < self.vflip_p:
+            img = img.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+
+        # Photometric jitter on the disk only: the camera surround stays black.
+        x = np.asarray(img, dtype=np.float32) / 255.0
+        inside = (x.max(axis=2, keepdims=True) > _MIN_LEVEL / 255.0).astype(np.float32)
+        x = x * g.uniform(1 - self.brightness, 1 + self.brightness)
+        weight = max(float(inside.sum()), 1.0)
+        mean = float((x.mean(axis=2, keepdims=True) * inside).sum()) / weight
+        x = (x - mean) * g.uniform(1 - self.contrast, 1 + self.contrast) + mean
+        grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
+        x = grey[..., None] + (x - grey[..., None]) * g.uniform(1 - self.saturation, 1 + self.saturation)
+        x = x * g.uniform(1 - self.colour_cast, 1 + self.colour_cast, size=3).astype(np.float32)
+        x = np.clip(x, 0.0, 1.0) ** math.exp(g.uniform(-self.gamma, self.gamma))
+        x = x * inside
+        img = Image.fromarray(np.rint(x * 255.0).astype(np.uint8), "RGB")
+
+        blur = g.random() < self.blur_p
+        radius = g.uniform(0.2, 0.8) * s / 128.0  # drawn always, so later draws do not shift
+        if blur:
+            img = img.filter(ImageFilter.GaussianBlur(radius))
+        return img
+
+
+__all__ = ["TrainAugment", "crop_fundus", "foreground_box", "preprocess_fundus", "to_rgb"]
