@@ -1,0 +1,140 @@
+"""ClipLoss against a plain reference, label-aware targets, and the two-process gloo equivalence."""
+from __future__ import annotations
+
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from visionclip.loss import ClipLoss
+
+
+def naive_infonce(img, txt, scale):
+    """CLIP's loss written with loops: mean of image->text and text->image cross-entropy."""
+    n = img.shape[0]
+    sim = [[scale * float(img[i] @ txt[j]) for j in range(n)] for i in range(n)]
+    i2t = t2i = 0.0
+    for i in range(n):
+        i2t += -(sim[i][i] - math.log(sum(math.exp(sim[i][j]) for j in range(n))))
+        t2i += -(sim[i][i] - math.log(sum(math.exp(sim[j][i]) for j in range(n))))
+    return (i2t / n + t2i / n) / 2
+
+
+def naive_label_aware(img, txt, scale, keys):
+    """FLAIR's soft targets with loops: every pair with the same key is a positive, equally weighted."""
+    n = img.shape[0]
+    sim = [[scale * float(img[i] @ txt[j]) for j in range(n)] for i in range(n)]
+    total = 0.0
+    for i in range(n):
+        positives = [j for j in range(n) if keys[j] == keys[i]]
+        log_z_row = math.log(sum(math.exp(sim[i][j]) for j in range(n)))
+        log_z_col = math.log(sum(math.exp(sim[j][i]) for j in range(n)))
+        total += -sum(sim[i][j] - log_z_row for j in positives) / len(positives) / 2
+        total += -sum(sim[j][i] - log_z_col for j in positives) / len(positives) / 2
+    return total / n
+
+
+def _embeddings(n=6, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    img = torch.nn.functional.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=1)
+    txt = torch.nn.functional.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=1)
+    return img, txt
+
+
+def test_infonce_matches_naive_reference():
+    img, txt = _embeddings()
+    loss = ClipLoss()(img, txt, torch.tensor(14.0, dtype=torch.float64))
+    assert loss.item() == pytest.approx(naive_infonce(img, txt, 14.0), rel=1e-6)
+
+
+def test_label_aware_matches_naive_reference():
+    img, txt = _embeddings()
+    keys = [3, 1, 3, 2, 1, 3]
+    loss = ClipLoss(label_aware=True)(img, txt, 10.0, torch.tensor(keys))
+    assert loss.item() == pytest.approx(naive_label_aware(img, txt, 10.0, keys), rel=1e-6)
+
+
+def test_label_aware_with_distinct_keys_is_infonce():
+    img, txt = _embeddings(seed=1)
+    hard = ClipLoss()(img, txt, 20.0)
+    soft = ClipLoss(label_aware=True)(img, txt, 20.0, torch.arange(6) * 7)
+    assert soft.item() == pytest.approx(hard.item(), rel=1e-12)
+
+
+def test_label_aware_needs_keys():
+    img, txt = _embeddings()
+    with pytest.raises(ValueError, match="label_keys"):
+        ClipLoss(label_aware=True)(img, txt, 1.0)
+
+
+# ---- two processes (gloo) vs one process on the concatenated batch ---------------------------
+WORLD = 2
+LOCAL_BATCH = 4
+
+
+def _towers():
+    """Tiny norm-free linear 'towers' (so per-rank batch statistics cannot differ) + logit scale."""
+    torch.manual_seed(0)
+    image_tower = torch.nn.Linear(12, 8, dtype=torch.float64)
+    text_tower = torch.nn.Linear(10, 8, dtype=torch.float64)
+    logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07), dtype=torch.float64))
+    return image_tower, text_tower, logit_scale
+
+
+def _batch():
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(WORLD * LOCAL_BATCH, 12, generator=g, dtype=torch.float64)
+    texts = torch.randn(WORLD * LOCAL_BATCH, 10, generator=g, dtype=torch.float64)
+    keys = torch.tensor([0, 1, 0, 2, 1, 1, 3, 0])  # repeats within and across ranks
+    return images, texts, keys
+
+
+def _loss_and_grads(rows: slice, label_aware: bool):
+    image_tower, text_tower, logit_scale = _towers()
+    images, texts, keys = _batch()
+    img = torch.nn.functional.normalize(image_tower(images[rows]), dim=1)
+    txt = torch.nn.functional.normalize(text_tower(texts[rows]), dim=1)
+    loss = ClipLoss(label_aware)(img, txt, logit_scale.exp(), keys[rows])
+    loss.backward()
+    params = list(image_tower.parameters()) + list(text_tower.parameters()) + [logit_scale]
+    return loss.detach(), [p.grad for p in params]
+
+
+def _worker(rank: int, port: int, label_aware: bool, out_dir: str):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        loss, grads = _loss_and_grads(slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH), label_aware)
+        # What DDP does: average the gradients (and here the loss) over ranks.
+        for t in [loss] + grads:
+            dist.all_reduce(t)
+            t /= WORLD
+        if rank == 0:
+            torch.save({"loss": loss, "grads": grads}, os.path.join(out_dir, "dist.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("label_aware", [False, True])
+def test_two_process_gloo_equals_one_process(tmp_path, label_aware):
+    """Each rank computes the loss of its B local rows against all N gathered columns; the
+    all_gather backward hands every rank the sum of all ranks' gradients for its rows. The mean of
+    the per-rank losses is the single-process loss over N rows (equal B per rank), and DDP averages
+    gradients over ranks, so the rank-averaged gradient must equal the single-process gradient.
+    Tolerance 1e-10 in float64 (only summation order differs)."""
+    mp.spawn(_worker, args=(_free_port(), label_aware, str(tmp_path)), nprocs=WORLD, join=True)
+    distributed = torch.load(tmp_path / "dist.pt")
+    single_loss, single_grads = _loss_and_grads(slice(None), label_aware)
+    assert distributed["loss"].item() == pytest.approx(single_loss.item(), abs=1e-10)
+    for g_dist, g_single in zip(distributed["grads"], single_grads):
+        torch.testing.assert_close(g_dist, g_single, atol=1e-10, rtol=0)

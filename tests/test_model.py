@@ -1,0 +1,146 @@
+"""VisionCLIP and ImageClassifier: shapes, normalisation, channels_last, save/load, bad checkpoints."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+import torch
+
+from visionclip.config import ModelConfig
+from visionclip.errors import CheckpointError
+from visionclip.model import (LOGIT_SCALE_INIT, ImageClassifier, VisionCLIP, build_image_classifier,
+                              build_model)
+from visionclip.schema import FLAG_COLUMNS
+from visionclip.text import CaptionTokenizer
+
+TINY = ModelConfig(image_tower="resnet18", embed_dim=16, text_layers=1, text_hidden=32, text_heads=2,
+                   text_intermediate=64, max_positions=32, vocab="corpus", vocab_size=100, context_length=16)
+CAPTIONS = ["正常眼底。", "A normal fundus.", "轻度糖尿病视网膜病变。", "Mild diabetic retinopathy."]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return CaptionTokenizer.train(CAPTIONS, TINY.vocab_size)
+
+
+@pytest.fixture(scope="module")
+def batch(tokenizer):
+    torch.manual_seed(0)
+    return torch.rand(4, 3, 32, 32), tokenizer(CAPTIONS, TINY.context_length)
+
+
+def _model(tokenizer, cfg=TINY):
+    torch.manual_seed(0)
+    return build_model(cfg, tokenizer.vocab_size).eval()
+
+
+def test_forward_shapes_norms_and_scale(tokenizer, batch):
+    images, text = batch
+    img, txt, scale = _model(tokenizer)(images, **text)
+    assert img.shape == txt.shape == (4, TINY.embed_dim)
+    torch.testing.assert_close(img.norm(dim=1), torch.ones(4))
+    torch.testing.assert_close(txt.norm(dim=1), torch.ones(4))
+    assert scale.item() == pytest.approx(1 / 0.07, rel=1e-6)
+
+
+def test_logit_scale_is_clamped_at_100(tokenizer):
+    model = _model(tokenizer)
+    with torch.no_grad():
+        model.logit_scale.fill_(10.0)
+    assert model.scale().item() == 100.0
+    assert LOGIT_SCALE_INIT == pytest.approx(2.6592600, rel=1e-6)
+
+
+def test_normalisation_is_inside_the_model(tokenizer):
+    """Callers pass [0, 1] images; the ImageNet mean/std buffers are not saved as weights."""
+    model = _model(tokenizer)
+    assert "visual.mean" not in model.state_dict()
+    gray = torch.full((1, 3, 32, 32), 0.5)
+    normalised = model.visual.trunk  # what the trunk sees must be (x - mean) / std
+    seen = {}
+    handle = normalised.conv1.register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
+    model.encode_image(gray)
+    handle.remove()
+    expected = (0.5 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    torch.testing.assert_close(seen["x"][0, :, 0, 0], expected)
+
+
+def test_channels_last_gives_the_same_embeddings(tokenizer, batch):
+    images, _ = batch
+    model = _model(tokenizer)
+    reference = model.encode_image(images)
+    model = model.to(memory_format=torch.channels_last)
+    torch.testing.assert_close(model.encode_image(images.to(memory_format=torch.channels_last)), reference,
+                               atol=1e-5, rtol=1e-4)
+
+
+def test_save_load_round_trip_is_exact(tokenizer, batch, tmp_path):
+    images, text = batch
+    model = _model(tokenizer).to(memory_format=torch.channels_last)  # saved as plain row-major tensors
+    model.save_pretrained(tmp_path, tokenizer)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors",
+                                                           "tokenizer.json", "vocab.txt"]
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model"] == dataclasses.asdict(TINY) and config["vocab_size"] == tokenizer.vocab_size
+    loaded, loaded_tok = VisionCLIP.from_pretrained(tmp_path)
+    loaded.eval()
+    assert loaded_tok.tokens() == tokenizer.tokens()
+    model = model.to(memory_format=torch.contiguous_format)
+    reloaded_text = loaded_tok(CAPTIONS, TINY.context_length)
+    for a, b in zip(model(images, **text), loaded(images, **reloaded_text)):
+        assert torch.equal(a, b)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+
+
+def test_loading_another_configuration_names_the_tensor(tokenizer, tmp_path):
+    _model(tokenizer).save_pretrained(tmp_path / "a", tokenizer)
+    _model(tokenizer, dataclasses.replace(TINY, embed_dim=8)).save_pretrained(tmp_path / "b", tokenizer)
+    shutil.copy(tmp_path / "b" / "model.safetensors", tmp_path / "a" / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"model\.safetensors.*'image_proj\.weight'.*\(8, 512\)"):
+        VisionCLIP.from_pretrained(tmp_path / "a")
+
+
+def test_truncated_or_missing_weights_raise_checkpoint_error(tokenizer, tmp_path):
+    _model(tokenizer).save_pretrained(tmp_path, tokenizer)
+    weights = tmp_path / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        VisionCLIP.from_pretrained(tmp_path)
+    weights.unlink()
+    with pytest.raises(CheckpointError, match="model.safetensors: weights file not found"):
+        VisionCLIP.from_pretrained(tmp_path)
+
+
+def test_modified_weights_detected_by_checksum(tokenizer, tmp_path):
+    model = _model(tokenizer)
+    model.save_pretrained(tmp_path, tokenizer)
+    config = (tmp_path / "config.json").read_bytes()
+    with torch.no_grad():
+        model.logit_scale.add_(1.0)
+    model.save_pretrained(tmp_path, tokenizer)
+    (tmp_path / "config.json").write_bytes(config)  # as if a save were killed before its config.json
+    with pytest.raises(CheckpointError, match="sha256"):
+        VisionCLIP.from_pretrained(tmp_path)
+
+
+def test_not_a_model_directory(tmp_path):
+    with pytest.raises(CheckpointError, match="config.json: not found"):
+        VisionCLIP.from_pretrained(tmp_path)
+
+
+def test_image_classifier_heads_and_round_trip(tmp_path, batch):
+    images, _ = batch
+    torch.manual_seed(0)
+    classifier = build_image_classifier(TINY).eval()
+    out = classifier(images)
+    assert out["dr_grade"].shape == (4, 5) and out["flags"].shape == (4, len(FLAG_COLUMNS))
+    classifier.save_pretrained(tmp_path)
+    loaded = ImageClassifier.from_pretrained(tmp_path).eval()
+    for key in out:
+        assert torch.equal(loaded(images)[key], out[key])
+    with pytest.raises(CheckpointError, match="'ImageClassifier'"):
+        VisionCLIP.from_pretrained(tmp_path)

@@ -1,0 +1,291 @@
+"""VisionCLIP: an image tower and a BERT text tower projected into one L2-normalised space.
+
+Model shapes are data (`visionclip.config.ModelConfig`); `build_model` is the one factory, and the
+image tower is built by `build_image_tower`, shared with the supervised-ceiling `ImageClassifier`.
+Saved models are a directory of safetensors weights, a JSON config and the tokenizer files:
+nothing is ever unpickled.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import __version__
+from .config import ModelConfig
+from .errors import CheckpointError, DataError
+from .io import atomic_path, sha256_file, write_json
+from .schema import FLAG_COLUMNS
+from .text import CaptionTokenizer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # transformers must never reach for a model hub
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LOGIT_SCALE_INIT = math.log(1 / 0.07)
+LOGIT_SCALE_MAX = 100.0
+DEFAULT_IMAGE_SIZE = 224
+# Chinese-CLIP's RN50 (CLIP's ModifiedResNet): ResNet-50 depths, width 64, 32 attention-pool heads.
+MODIFIED_RN50 = {"layers": [3, 4, 6, 3], "width": 64, "heads": 32}
+
+
+class ImageTower(nn.Module):
+    """ImageNet normalisation (inputs are floats in [0, 1]) followed by a ResNet trunk.
+
+    `feature_dim` is the width of the pooled output. The normalisation constants are buffers,
+    so every caller passes [0, 1] images and the saved model carries its own preprocessing.
+    """
+
+    def __init__(self, trunk: nn.Module, feature_dim: int, name: str):
+        super().__init__()
+        self.trunk = trunk
+        self.feature_dim = feature_dim
+        self.name = name
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images as a float tensor [B, 3, H, W] in [0, 1], got shape "
+                             f"{tuple(images.shape)}")
+        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        return self.trunk(x)
+
+
+def build_image_tower(model_cfg: ModelConfig, image_size: int = DEFAULT_IMAGE_SIZE) -> ImageTower:
+    """The image encoder named by model_cfg.image_tower, randomly initialised.
+
+    torchvision resnet18/34/50: global-average-pooled trunk features (512 / 512 / 2048-d).
+    modified_rn50: CLIP's ModifiedResNet (3-conv stem, anti-aliased strides, attention pooling)
+    from open_clip, as Chinese-CLIP's RN50; its attention pool already projects to embed_dim
+    (its learned position embedding fixes the input size to `image_size`).
+    """
+    name = model_cfg.image_tower
+    if name in ("resnet18", "resnet34", "resnet50"):
+        import torchvision
+
+        trunk = getattr(torchvision.models, name)(weights=None)
+        feature_dim = trunk.fc.in_features
+        trunk.fc = nn.Identity()
+        return ImageTower(trunk, feature_dim, name)
+    if name == "modified_rn50":
+        from open_clip.modified_resnet import ModifiedResNet  # heavy import, only when asked for
+
+        if image_size % 32:
+            raise DataError(f"model.image_tower=modified_rn50: image size {image_size} must be a "
+                            "multiple of 32 (its attention pool has one position per 32x32 patch)")
+        trunk = ModifiedResNet(layers=MODIFIED_RN50["layers"], output_dim=model_cfg.embed_dim,
+                               heads=MODIFIED_RN50["heads"], image_size=image_size,
+                               width=MODIFIED_RN50["width"])
+        return ImageTower(trunk, model_cfg.embed_dim, name)
+    raise DataError(f"model.image_tower: unknown image tower {name!r}; expected resnet18, resnet34, "
+                    "resnet50 or modified_rn50")
+
+
+def build_text_tower(model_cfg: ModelConfig, vocab_size: int) -> nn.Module:
+    """A randomly initialised transformers BertModel of the configured shape (no pooler: [CLS] is used)."""
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(
+        vocab_size=vocab_size, hidden_size=model_cfg.text_hidden,
+        num_hidden_layers=model_cfg.text_layers, num_attention_heads=model_cfg.text_heads,
+        intermediate_size=model_cfg.text_intermediate, max_position_embeddings=model_cfg.max_positions,
+        type_vocab_size=2, pad_token_id=0)
+    return BertModel(config, add_pooling_layer=False)
+
+
+class VisionCLIP(nn.Module):
+    """CLIP with a ResNet image tower and a BERT text tower (Chinese-CLIP's recipe, random init)."""
+
+    def __init__(self, model_cfg: ModelConfig, vocab_size: int, image_size: int = DEFAULT_IMAGE_SIZE):
+        super().__init__()
+        if model_cfg.text_hidden % model_cfg.text_heads:
+            raise DataError(f"model.text_hidden={model_cfg.text_hidden} is not divisible by "
+                            f"model.text_heads={model_cfg.text_heads}")
+        self.model_cfg = model_cfg
+        self.vocab_size = vocab_size
+        self.image_size = image_size
+        self.visual = build_image_tower(model_cfg, image_size)
+        # CLIP projects without bias; modified_rn50's attention pool is its own projection.
+        self.image_proj = (nn.Identity() if self.visual.feature_dim == model_cfg.embed_dim
+                           and model_cfg.image_tower == "modified_rn50"
+                           else nn.Linear(self.visual.feature_dim, model_cfg.embed_dim, bias=False))
+        self.text = build_text_tower(model_cfg, vocab_size)
+        self.text_proj = nn.Linear(model_cfg.text_hidden, model_cfg.embed_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] floats in [0, 1] -> [B, embed_dim], unit length."""
+        return F.normalize(self.image_proj(self.visual(images)), dim=-1)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token ids [B, L] and mask [B, L] -> [B, embed_dim] from the [CLS] state, unit length."""
+        hidden = self.text(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return F.normalize(self.text_proj(hidden[:, 0]), dim=-1)
+
+    def scale(self) -> torch.Tensor:
+        """exp(logit_scale), clamped at 100 as CLIP does."""
+        return self.logit_scale.exp().clamp(max=LOGIT_SCALE_MAX)
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.encode_image(images), self.encode_text(input_ids, attention_mask), self.scale()
+
+    # ---- persistence --------------------------------------------------------------------------
+    def config_dict(self) -> dict[str, Any]:
+        return {"kind": "VisionCLIP", "model": dataclasses.asdict(self.model_cfg),
+                "vocab_size": self.vocab_size, "image_size": self.image_size,
+                "visionclip_version": __version__}
+
+    def save_pretrained(self, directory: str | os.PathLike, tokenizer: CaptionTokenizer) -> None:
+        """Write model.safetensors, the tokenizer files and config.json (last) into `directory`."""
+        if tokenizer.vocab_size != self.vocab_size:
+            raise CheckpointError(f"save_pretrained({directory}): tokenizer has {tokenizer.vocab_size} "
+                                  f"tokens, the text tower expects {self.vocab_size}")
+        directory = Path(directory)
+        tokenizer.save(directory)
+        _save_weights(self, directory, self.config_dict())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike,
+                        map_location: str | torch.device = "cpu") -> tuple["VisionCLIP", CaptionTokenizer]:
+        """Rebuild the model from config.json and load its safetensors weights; also the tokenizer."""
+        directory = Path(directory)
+        config = _read_config(directory, "VisionCLIP")
+        model_cfg = _model_cfg_from(config, directory)
+        try:
+            tokenizer = CaptionTokenizer.load(directory)
+        except DataError as e:
+            raise CheckpointError(f"{directory}: tokenizer files unreadable: {e}") from None
+        if tokenizer.vocab_size != config["vocab_size"]:
+            raise CheckpointError(f"{directory}: tokenizer has {tokenizer.vocab_size} tokens, "
+                                  f"{directory / CONFIG_FILE} says {config['vocab_size']}")
+        model = cls(model_cfg, int(config["vocab_size"]), int(config.get("image_size", DEFAULT_IMAGE_SIZE)))
+        _load_weights(model, directory, config, map_location)
+        return model, tokenizer
+
+
+def build_model(model_cfg: ModelConfig, vocab_size: int, image_size: int = DEFAULT_IMAGE_SIZE) -> VisionCLIP:
+    """The one factory of CLIP models. `image_size` matters only to modified_rn50 (its attention
+    pool has a position embedding per 32 px patch); torchvision towers accept any size."""
+    return VisionCLIP(model_cfg, vocab_size, image_size)
+
+
+class ImageClassifier(nn.Module):
+    """The supervised ceiling: the CLIP image tower with a DR-grade head and 14 flag heads."""
+
+    def __init__(self, model_cfg: ModelConfig, image_size: int = DEFAULT_IMAGE_SIZE):
+        super().__init__()
+        self.model_cfg = model_cfg
+        self.image_size = image_size
+        self.visual = build_image_tower(model_cfg, image_size)
+        self.dr_grade = nn.Linear(self.visual.feature_dim, 5)
+        self.flags = nn.Linear(self.visual.feature_dim, len(FLAG_COLUMNS))
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """[B, 3, H, W] in [0, 1] -> {"dr_grade": [B, 5] logits, "flags": [B, 14] logits (FLAG_COLUMNS)}."""
+        features = self.visual(images)
+        return {"dr_grade": self.dr_grade(features), "flags": self.flags(features)}
+
+    def config_dict(self) -> dict[str, Any]:
+        return {"kind": "ImageClassifier", "model": dataclasses.asdict(self.model_cfg),
+                "image_size": self.image_size, "flag_columns": list(FLAG_COLUMNS),
+                "visionclip_version": __version__}
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        _save_weights(self, Path(directory), self.config_dict())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike,
+                        map_location: str | torch.device = "cpu") -> "ImageClassifier":
+        directory = Path(directory)
+        config = _read_config(directory, "ImageClassifier")
+        if config.get("flag_columns") != list(FLAG_COLUMNS):
+            raise CheckpointError(f"{directory / CONFIG_FILE}: flag_columns {config.get('flag_columns')} "
+                                  f"differ from this library's {list(FLAG_COLUMNS)}")
+        model = cls(_model_cfg_from(config, directory), int(config.get("image_size", DEFAULT_IMAGE_SIZE)))
+        _load_weights(model, directory, config, map_location)
+        return model
+
+
+def build_image_classifier(model_cfg: ModelConfig, image_size: int = DEFAULT_IMAGE_SIZE) -> ImageClassifier:
+    return ImageClassifier(model_cfg, image_size)
+
+
+# ---- safetensors I/O shared by both models ---------------------------------------------------
+def _save_weights(model: nn.Module, directory: Path, config: dict[str, Any]) -> None:
+    """Weights first, config.json last, each atomically; the config records the weights' sha256,
+    so a directory left half-updated by a killed save is detected on load."""
+    from safetensors.torch import save_file
+
+    # .contiguous(): channels_last conv weights are not contiguous in the default format, and
+    # safetensors stores plain row-major tensors.
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    write_json(directory / CONFIG_FILE, {**config, "weights_sha256": sha256_file(directory / WEIGHTS_FILE)})
+
+
+def _read_config(directory: Path, kind: str) -> dict[str, Any]:
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found; expected a directory written by {kind}.save_pretrained")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict) or config.get("kind") != kind:
+        got = config.get("kind") if isinstance(config, dict) else type(config).__name__
+        raise CheckpointError(f"{path}: holds a {got!r}, expected a {kind!r} saved by {kind}.save_pretrained")
+    return config
+
+
+def _model_cfg_from(config: dict[str, Any], directory: Path) -> ModelConfig:
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    raw = config.get("model")
+    if not isinstance(raw, dict) or set(raw) != fields:
+        keys = sorted(raw) if isinstance(raw, dict) else raw
+        raise CheckpointError(f"{directory / CONFIG_FILE}: field 'model' has keys {keys}; expected "
+                              f"the ModelConfig fields {sorted(fields)}")
+    return ModelConfig(**raw)
+
+
+def _load_weights(model: nn.Module, directory: Path, config: dict[str, Any],
+                  map_location: str | torch.device) -> None:
+    """Load safetensors weights strictly: every tensor present, of the same shape, nothing extra."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = directory / WEIGHTS_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    try:
+        state = load_file(str(path), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: tensors do not match the configuration in {directory / CONFIG_FILE}: "
+                              f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected "
+                              f"{unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+    for name, tensor in state.items():
+        if tensor.shape != own[name].shape:
+            raise CheckpointError(f"{path}: tensor {name!r} has shape {tuple(tensor.shape)}, the model "
+                                  f"built from {directory / CONFIG_FILE} expects {tuple(own[name].shape)}")
+    # Last, so that a file of another configuration is reported by tensor name above.
+    expected_sha = config.get("weights_sha256")
+    if expected_sha is not None and sha256_file(path) != expected_sha:
+        raise CheckpointError(f"{path}: contents differ from the sha256 recorded in {directory / CONFIG_FILE} "
+                              "(modified, or left by an interrupted save)")
+    model.load_state_dict(state, strict=True)
