@@ -1,0 +1,503 @@
+"""Pre-training: CLIP on the corpus's image-caption pairs, and the label-supervised ceiling.
+
+One loop serves one CPU, one GPU and torchrun's many processes:
+
+    AdamW (no decay on norms, biases, logit scale) · warm-up + cosine lr · gradient clipping
+    bf16 autocast where native (fp16 + GradScaler on GPU on request) · channels_last
+    a non-finite guard that skips a bad step on every rank and stops after train.max_nonfinite
+    atomic, pickle-free checkpoints every train.checkpoint_every steps; exact resume
+    per-step metrics (metrics/train.jsonl) and validation (metrics/val.jsonl)
+
+Exact resume rests on four things: the batch order is a pure function of (seed, epoch) and the
+sampler starts at the checkpoint's step; augmentation is seeded per (seed, epoch, index) by the
+dataset; DataLoader workers are seeded from their own generator, never the global RNG; the
+global RNG states (dropout) are saved and restored. Metric logs are cut back to the checkpoint's
+step so a replayed step is logged once.
+
+Run it: `visionclip train --profile cpu`, `python -m visionclip.train --profile cpu`, or
+`torchrun --nproc_per_node N -m visionclip.train --profile paper` (multi-node: add torchrun's
+`--nnodes/--node_rank/--rdzv_endpoint`).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .config import Profile, load_profile, parse_override
+from .errors import CheckpointError, VisionCLIPError
+from .paths import corpus_dir
+from .progress import progress as progress_bar
+from .seeding import derive_seed, seed_everything
+from .training import checkpoint as ckpt
+from .training import distributed as dist_utils
+from .training.guard import NonFiniteGuard
+from .training.metrics import JsonlLog
+from .training.optim import build_optimizer
+from .training.precision import Precision, choose_precision
+from .training.sampler import ResumableBatchSampler
+from .training.schedule import build_scheduler
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenisation runs inside forked workers
+
+# Profile values that must match for a checkpoint to be resumed into this run.
+RESUME_KEYS = ("seed", "model", "train.batch_size", "train.image_size", "train.loss",
+               "train.caption_language", "train.augment")
+
+
+# ------------------------------------------------------------------ batches
+
+def to_images(batch_images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 [B,3,H,W] -> float in [0,1], channels_last, on device (the model normalises)."""
+    x = batch_images.to(device, non_blocking=True).float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+class CaptionCollate:
+    """Stacks images and tokenises the captions of a batch in one call (runs in the workers)."""
+
+    def __init__(self, tokenizer, context_length: int):
+        self.tokenizer = tokenizer
+        self.context_length = context_length
+
+    def __call__(self, items: Sequence[dict]) -> dict:
+        tokens = self.tokenizer([it["caption"] for it in items], self.context_length)
+        return {
+            "image": torch.stack([it["image"] for it in items]),
+            "input_ids": tokens["input_ids"],
+            "attention_mask": tokens["attention_mask"],
+            "label_key": torch.tensor([int(it["label_key"]) for it in items], dtype=torch.long),
+            "labels": torch.stack([torch.as_tensor(it["labels"], dtype=torch.long) for it in items]),
+            "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long),
+        }
+
+
+def seed_worker(base_seed: int, worker_id: int) -> None:
+    """Worker RNGs from (run seed, epoch, rank, worker): independent of the parent's global RNG."""
+    s = derive_seed(base_seed, worker_id)
+    torch.manual_seed(s)
+    np.random.seed(s % 2**32)
+    random.seed(s)
+
+
+def make_loader(dataset, *, batch_sampler=None, batch_size: int | None = None, collate, num_workers: int,
+                device: torch.device, seed_key: tuple) -> DataLoader:
+    seed = derive_seed(*seed_key)
+    kwargs: dict[str, Any] = {}
+    if num_workers > 0:
+        kwargs.update(worker_init_fn=partial(seed_worker, seed), prefetch_factor=4)
+    if batch_sampler is not None:
+        kwargs["batch_sampler"] = batch_sampler
+    else:
+        kwargs.update(batch_size=batch_size, shuffle=False)
+    return DataLoader(dataset, collate_fn=collate, num_workers=num_workers,
+                      pin_memory=device.type == "cuda",
+                      generator=torch.Generator().manual_seed(seed),  # never the global RNG
+                      **kwargs)
+
+
+# ------------------------------------------------------------------ tasks
+
+def in_batch_accuracy(img: torch.Tensor, txt: torch.Tensor) -> tuple[float, float]:
+    sim = img.float() @ txt.float().T
+    target = torch.arange(sim.shape[0], device=sim.device)
+    return ((sim.argmax(1) == target).float().mean().item(),
+            (sim.argmax(0) == target).float().mean().item())
+
+
+def local_clip_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE on one process's pairs (validation runs on rank 0 alone: no gather)."""
+    logits = logit_scale * img.float() @ txt.float().T
+    target = torch.arange(logits.shape[0], device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def retrieval_by_label_set(img: torch.Tensor, txt: torch.Tensor, keys: torch.Tensor) -> dict:
+    """Image->text top-1 over the whole val pool: exact pair, and 'any caption with my label set'."""
+    top1 = (img.float() @ txt.float().T).argmax(1)
+    n = img.shape[0]
+    counts = torch.bincount(torch.unique(keys, return_inverse=True)[1])
+    return {
+        "i2t_top1_label_set": (keys[top1] == keys).float().mean().item(),
+        "i2t_top1_exact": (top1 == torch.arange(n, device=top1.device)).float().mean().item(),
+        "chance": counts.max().item() / n,
+        "val_images": n,
+    }
+
+
+class ClipTask:
+    name = "clip"
+    final_dir = "model"
+    checkpoint_dir = "checkpoints"
+    train_log = "metrics/train.jsonl"
+    val_log = "metrics/val.jsonl"
+
+    def __init__(self, profile: Profile, train_records: list, resumed: ckpt.TrainState | None):
+        from .loss import ClipLoss
+        from .model import build_model
+        from .text import CaptionTokenizer, build_tokenizer
+
+        if resumed is not None and (resumed.path / "tokenizer").is_dir():
+            self.tokenizer = CaptionTokenizer.load(resumed.path / "tokenizer")
+        else:  # both languages: the vocab must cover zh and en prompts alike
+            captions = [c for r in train_records for c in (r.caption_zh, r.caption_en) if c]
+            self.tokenizer = build_tokenizer(profile.model, captions)
+        self.profile = profile
+        seed_everything(derive_seed(profile.seed, "init", self.name))
+        self.model = build_model(profile.model, self.tokenizer.vocab_size, profile.train.image_size)
+        self.loss_fn = ClipLoss(label_aware=profile.train.loss == "label_aware")
+        self.collate = CaptionCollate(self.tokenizer, profile.model.context_length)
+
+    def step_loss(self, model, batch: dict, device: torch.device) -> tuple[torch.Tensor, dict]:
+        images = to_images(batch["image"], device)
+        ids = batch["input_ids"].to(device, non_blocking=True)
+        mask = batch["attention_mask"].to(device, non_blocking=True)
+        keys = batch["label_key"].to(device, non_blocking=True)
+        img, txt, logit_scale = model(images, ids, mask)
+        img, txt = img.float(), txt.float()
+        loss = self.loss_fn(img, txt, logit_scale.float(),
+                            label_keys=keys if self.profile.train.loss == "label_aware" else None)
+        i2t, t2i = in_batch_accuracy(img.detach(), txt.detach())
+        return loss, {"logit_scale": float(logit_scale.detach().float()), "i2t_acc": i2t, "t2i_acc": t2i}
+
+    @torch.no_grad()
+    def validate(self, model, loader, device: torch.device, precision: Precision) -> dict:
+        imgs, txts, keys, scale = [], [], [], None
+        for batch in loader:
+            with precision.autocast():
+                img, txt, scale = model(to_images(batch["image"], device), batch["input_ids"].to(device),
+                                        batch["attention_mask"].to(device))
+            imgs.append(img.float()); txts.append(txt.float()); keys.append(batch["label_key"].to(device))
+        img, txt, key = torch.cat(imgs), torch.cat(txts), torch.cat(keys)
+        chunk = self.profile.train.batch_size  # the loss at the training batch size, comparable to train
+        losses = [local_clip_loss(img[i:i + chunk], txt[i:i + chunk], scale.float()).item()
+                  for i in range(0, len(img) - chunk + 1, chunk)] or [local_clip_loss(img, txt, scale.float()).item()]
+        return {"val_loss": float(np.mean(losses)), **retrieval_by_label_set(img, txt, key)}
+
+    def save_final(self, model, out_dir: Path) -> None:
+        model.save_pretrained(out_dir, self.tokenizer)
+
+    def save_side_files(self, tmp: Path) -> None:
+        self.tokenizer.save(tmp / "tokenizer")
+
+
+class SupervisedTask:
+    """The ceiling: the same image tower trained on the labels (dr_grade CE + BCE over the flags)."""
+    name = "supervised"
+    final_dir = "supervised"
+    checkpoint_dir = "checkpoints_supervised"
+    train_log = "metrics/supervised_train.jsonl"
+    val_log = "metrics/supervised_val.jsonl"
+
+    def __init__(self, profile: Profile, train_records: list, resumed: ckpt.TrainState | None):
+        from .model import build_image_classifier
+        self.profile = profile
+        seed_everything(derive_seed(profile.seed, "init", self.name))
+        self.model = build_image_classifier(profile.model, profile.train.image_size)
+        self.collate = _image_label_collate
+
+    @staticmethod
+    def _loss(out: dict, labels: torch.Tensor) -> torch.Tensor:
+        return (F.cross_entropy(out["dr_grade"].float(), labels[:, 0])
+                + F.binary_cross_entropy_with_logits(out["flags"].float(), labels[:, 1:].float()))
+
+    def step_loss(self, model, batch: dict, device: torch.device) -> tuple[torch.Tensor, dict]:
+        labels = batch["labels"].to(device, non_blocking=True)
+        out = model(to_images(batch["image"], device))
+        acc = (out["dr_grade"].detach().argmax(1) == labels[:, 0]).float().mean().item()
+        return self._loss(out, labels), {"dr_grade_acc": acc}
+
+    @torch.no_grad()
+    def validate(self, model, loader, device: torch.device, precision: Precision) -> dict:
+        losses, hits, flag_hits, n = [], 0.0, 0.0, 0
+        for batch in loader:
+            labels = batch["labels"].to(device)
+            with precision.autocast():
+                out = model(to_images(batch["image"], device))
+            losses.append(self._loss(out, labels).item() * len(labels))
+            hits += (out["dr_grade"].argmax(1) == labels[:, 0]).sum().item()
+            flag_hits += ((out["flags"].float() > 0).long() == labels[:, 1:]).float().mean(1).sum().item()
+            n += len(labels)
+        return {"val_loss": sum(losses) / n, "dr_grade_acc": hits / n, "flag_acc": flag_hits / n,
+                "val_images": n}
+
+    def save_final(self, model, out_dir: Path) -> None:
+        model.save_pretrained(out_dir)
+
+    def save_side_files(self, tmp: Path) -> None:
+        pass
+
+
+def _image_label_collate(items: Sequence[dict]) -> dict:
+    return {"image": torch.stack([it["image"] for it in items]),
+            "labels": torch.stack([torch.as_tensor(it["labels"], dtype=torch.long) for it in items]),
+            "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long)}
+
+
+# ------------------------------------------------------------------ the loop
+
+@dataclass
+class _Layout:
+    run_dir: Path
+    task: Any
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run_dir / self.task.checkpoint_dir
+
+    @property
+    def final(self) -> Path:
+        return self.run_dir / self.task.final_dir
+
+
+def resume_signature(profile: Profile) -> dict:
+    value = {k: profile.get(k) for k in RESUME_KEYS}
+    return json.loads(json.dumps({k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+                                  for k, v in value.items()}))  # as it reads back from state.json
+
+
+def _check_resumable(state: ckpt.TrainState, profile: Profile) -> None:
+    saved = state.extra.get("signature")
+    now = resume_signature(profile)
+    if saved is not None and saved != now:
+        diff = sorted(k for k in now if saved.get(k) != now[k])
+        raise CheckpointError(f"{state.path}: saved by a run with different {diff}; resume with the same "
+                              f"profile, or start over with --restart")
+
+
+def _total_steps(profile: Profile, steps_per_epoch: int) -> int:
+    return max(1, int(round(profile.train.epochs * steps_per_epoch)))
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool, progress: bool,
+         device: str | None = None) -> dict:
+    from .data.datasets import ImageTextDataset
+    from .data.readers import read_synfundus
+    from .data.splits import split_corpus
+
+    ctx = dist_utils.setup(device)
+    try:
+        run_dir = Path(run_dir)
+        cfg = profile.train
+        records = read_synfundus(corpus_dir(profile, run_dir))
+        splits = split_corpus(records, profile.seed)
+        layout = _Layout(run_dir, task_cls)
+        state = ckpt.load_latest(layout.checkpoints) if resume else None
+        if state is not None:
+            _check_resumable(state, profile)
+        elif ctx.is_main and not resume:
+            ckpt.prune_checkpoints(layout.checkpoints, keep=0)
+        dist_utils.barrier(ctx)
+
+        task = task_cls(profile, splits["train"], state)
+        model = task.model.to(ctx.device, memory_format=torch.channels_last)
+        optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+        train_ds = ImageTextDataset(splits["train"], cfg.image_size, cfg.caption_language, cfg.augment,
+                                    profile.seed)
+        sampler = ResumableBatchSampler(len(train_ds), cfg.batch_size, profile.seed,
+                                        rank=ctx.rank, world_size=ctx.world_size)
+        total_steps = _total_steps(profile, sampler.steps_per_epoch)
+        scheduler = build_scheduler(optimizer, total_steps, cfg.warmup_fraction)
+        precision = choose_precision(cfg.precision, ctx.device)
+        scaler = torch.amp.GradScaler("cuda") if precision.uses_scaler else None
+        guard = NonFiniteGuard(cfg.max_nonfinite)
+
+        step = 0
+        if state is not None:
+            model.load_state_dict(state.model)
+            ckpt.apply_optimizer_state(optimizer, state.optimizer)
+            scheduler.load_state_dict(state.scheduler)
+            if scaler is not None and state.scaler:
+                scaler.load_state_dict(state.scaler)
+            guard.in_a_row = int(state.extra.get("nonfinite_in_a_row", 0))
+            guard.total_skipped = int(state.extra.get("nonfinite_total", 0))
+            step = state.step
+            ckpt.restore_rng(*state.rng)
+        else:  # dropout streams differ per rank, like independent workers
+            seed_everything(derive_seed(profile.seed, "train", task.name, ctx.rank))
+
+        train_log = JsonlLog(run_dir / task.train_log, enabled=ctx.is_main)
+        val_log = JsonlLog(run_dir / task.val_log, enabled=ctx.is_main)
+        train_log.truncate_after(step if state is not None else -1)
+        val_log.truncate_after(step if state is not None else -1)
+
+        val_loader = None
+        if ctx.is_main:
+            val_records = splits["val"][:cfg.val_size]
+            val_ds = ImageTextDataset(val_records, cfg.image_size, cfg.caption_language, False, profile.seed)
+            val_loader = make_loader(val_ds, batch_size=sampler.local_batch, collate=task.collate,
+                                     num_workers=cfg.num_workers, device=ctx.device,
+                                     seed_key=(profile.seed, "val-loader"))
+
+        ddp_model = model
+        if ctx.enabled:
+            ddp_model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
+        params = [p for p in model.parameters() if p.requires_grad]
+
+        def validate() -> dict:
+            row: dict = {}
+            if ctx.is_main:
+                model.eval()
+                row = {"step": step, "epoch": step / sampler.steps_per_epoch,
+                       **task.validate(model, val_loader, ctx.device, precision)}
+                model.train()
+                val_log.append(row)
+            dist_utils.barrier(ctx)
+            return row
+
+        def save() -> None:
+            if ctx.is_main:
+                ckpt.save_checkpoint(
+                    layout.checkpoints, step=step, samples=step * cfg.batch_size, model=model,
+                    optimizer=optimizer, scheduler=scheduler, scaler=scaler, keep=cfg.keep_checkpoints,
+                    write_side_files=task.save_side_files,
+                    extra={"signature": resume_signature(profile), "profile": profile.to_dict(),
+                           "task": task.name, "total_steps": total_steps, "world_size": ctx.world_size,
+                           "nonfinite_in_a_row": guard.in_a_row, "nonfinite_total": guard.total_skipped})
+            dist_utils.barrier(ctx)
+
+        bar = (progress_bar(desc=f"train {task.name}", total=total_steps, initial=step, unit="step")
+               if progress and ctx.is_main else None)
+        model.train()
+        started = time.perf_counter()
+        last_row: dict = {}
+        last_val: dict = {}
+        start_step = step
+        while step < total_steps:
+            sampler.set_position(step)
+            train_ds.set_epoch(sampler.epoch)
+            loader = make_loader(train_ds, batch_sampler=sampler, collate=task.collate,
+                                 num_workers=cfg.num_workers, device=ctx.device,
+                                 seed_key=(profile.seed, "train-loader", task.name, sampler.epoch, ctx.rank))
+            tick = time.perf_counter()
+            for batch in loader:
+                with precision.autocast():
+                    loss, extras = task.step_loss(ddp_model, batch, ctx.device)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    loss.backward()
+                max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+                bad_loss, bad_grad = (not torch.isfinite(loss.detach()).item(),
+                                      not torch.isfinite(grad_norm).item())
+                # fp16: an overflowing gradient is the scaler's business (it skips and lowers the scale)
+                nonfinite = dist_utils.any_true(bad_loss or (bad_grad and scaler is None), ctx)
+                if guard.record(nonfinite, step + 1):
+                    optimizer.zero_grad(set_to_none=True)
+                    if scaler is not None:
+                        scaler.update()
+                elif scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                lr = optimizer.param_groups[0]["lr"]
+                scheduler.step()
+                step += 1
+
+                loss_value, *extra_values = dist_utils.mean([loss.detach().float().item()]
+                                                            + [float(v) for v in extras.values()], ctx)
+                now = time.perf_counter()
+                last_row = {"step": step, "epoch": step / sampler.steps_per_epoch, "loss": loss_value,
+                            "lr": lr, "grad_norm": float(grad_norm), "skipped": bool(nonfinite),
+                            "images_per_s": cfg.batch_size / max(now - tick, 1e-9),
+                            **dict(zip(extras.keys(), extra_values))}
+                tick = now
+                train_log.append(last_row)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+                if step % cfg.val_every == 0 or step == total_steps:
+                    last_val = validate()
+                if step % cfg.checkpoint_every == 0 or step == total_steps:
+                    save()
+                if step >= total_steps:
+                    break
+            del loader
+        if bar is not None:
+            bar.close()
+        if ctx.is_main:
+            task.save_final(model, layout.final)
+        dist_utils.barrier(ctx)
+        elapsed = time.perf_counter() - started
+        return {"task": task.name, "steps": step, "total_steps": total_steps, "resumed_from": start_step if state else None,
+                "epochs": step / sampler.steps_per_epoch, "samples": step * cfg.batch_size,
+                "seconds": elapsed, "precision": precision.name, "world_size": ctx.world_size,
+                "nonfinite_skipped": guard.total_skipped, "final_train": last_row, "final_val": last_val,
+                "output": str(layout.final)}
+    finally:
+        dist_utils.teardown(ctx)
+
+
+def train_clip(profile: Profile, run_dir: str | os.PathLike, resume: bool = True, progress: bool = True,
+               *, device: str | None = None) -> dict:
+    """Pre-train VisionCLIP on run_dir's corpus; the final model goes to run_dir/model."""
+    return _run(ClipTask, profile, run_dir, resume=resume, progress=progress, device=device)
+
+
+def train_supervised(profile: Profile, run_dir: str | os.PathLike, resume: bool = True, progress: bool = True,
+                     *, device: str | None = None) -> dict:
+    """Train the supervised ceiling with the CLIP run's budget; the model goes to run_dir/supervised."""
+    return _run(SupervisedTask, profile, run_dir, resume=resume, progress=progress, device=device)
+
+
+# ------------------------------------------------------------------ command line
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--profile", default="cpu", help="profile name in profiles/ or a YAML path (default: cpu)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one profile value, e.g. --set train.lr=3e-4 (repeatable)")
+    parser.add_argument("--run-dir", help="run directory (default: runs/<profile>)")
+    parser.add_argument("--resume", action="store_true", default=True,
+                        help="resume from the newest valid checkpoint when one exists (the default)")
+    parser.add_argument("--restart", action="store_true", help="ignore and delete existing checkpoints")
+    parser.add_argument("--supervised", action="store_true", help="train the label-supervised ceiling instead")
+    parser.add_argument("--device", help="torch device (default: this rank's GPU, else cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def run_from_args(args: argparse.Namespace) -> dict:
+    profile = load_profile(args.profile, dict(parse_override(o) for o in args.overrides))
+    run_dir = Path(args.run_dir or Path("runs") / profile.name)
+    fn: Callable = train_supervised if args.supervised else train_clip
+    return fn(profile, run_dir, resume=not args.restart, progress=not args.no_progress, device=args.device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = add_arguments(argparse.ArgumentParser(prog="visionclip train", description=__doc__.splitlines()[0]))
+    args = parser.parse_args(argv)
+    try:
+        summary = run_from_args(args)
+    except VisionCLIPError as e:
+        print(f"visionclip train: error: {e}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print({k: v for k, v in summary.items() if k not in ("final_train",)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
