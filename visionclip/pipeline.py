@@ -1,0 +1,377 @@
+"""Run the book: execute notebooks/NN_*.ipynb with papermill, then build the Jupyter Book.
+
+    python -m visionclip.pipeline --profile cpu [--skip-ablations] [--only 03] [-p key=value] [--resume]
+
+Each notebook gets the parameters {"profile", "run_dir"} plus the user's `-p` values. A dotted
+`-p section.key=value` is a profile override: it goes to the notebooks as `overrides` and is
+validated (with the profile) before any notebook runs, because papermill checks nothing.
+Executed notebooks are written to a temporary name and renamed on success into
+`run_dir/notebooks/`, then copied into `book/notebooks/` (ignored by git), which Jupyter Book 1.x
+renders with execution off.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from .config import PROFILE_DIR, load_profile, parse_override, resolve_profile_path
+from .errors import ConfigError, VisionCLIPError
+from .io import atomic_path
+
+ROOT = PROFILE_DIR.parent
+NOTEBOOK_DIR = ROOT / "notebooks"
+BOOK_DIR = ROOT / "book"
+ABLATIONS = "05_ablations"
+KERNEL = "python3"
+MATHJAX_NPM = "mathjax@3.2.2"  # the version sphinx's default mathjax_path names
+NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
+
+# The kernel inherits this process's environment: progress bars out of notebook outputs
+# (nbval compares them), no model-hub traffic, figures inline and never a GUI backend.
+KERNEL_ENV = {
+    "VISIONCLIP_QUIET": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+    "PYTHONHASHSEED": "0",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def say(msg: str) -> None:
+    print(f"[pipeline] {msg}", flush=True)
+
+
+def discover_notebooks(notebook_dir: Path = NOTEBOOK_DIR, only: Sequence[str] = (),
+                       skip_ablations: bool = False) -> list[Path]:
+    """notebooks/NN_*.ipynb in NN order, filtered by `only` (NN numbers or stems)."""
+    found = sorted(p for p in Path(notebook_dir).glob("*.ipynb") if NOTEBOOK_PATTERN.match(p.name))
+    if only:
+        wanted = {str(o) for o in only}
+        unknown = wanted - {p.name[:2] for p in found} - {p.stem for p in found}
+        if unknown:
+            raise ConfigError(f"--only {sorted(unknown)}: no such notebook in {notebook_dir}; "
+                              f"known: {[p.stem for p in found]}")
+        found = [p for p in found if p.name[:2] in wanted or p.stem in wanted]
+    if skip_ablations:
+        found = [p for p in found if p.stem != ABLATIONS]
+    return found
+
+
+def split_parameters(params: Mapping[str, Any]) -> tuple[dict, dict]:
+    """Plain notebook parameters vs dotted profile overrides ('train.lr')."""
+    plain = {k: v for k, v in params.items() if "." not in k}
+    overrides = {k: v for k, v in params.items() if "." in k}
+    return plain, overrides
+
+
+def notebook_parameters(profile: str, run_dir: Path, params: Mapping[str, Any]) -> dict:
+    plain, overrides = split_parameters(params)
+    out = {"profile": profile, "run_dir": str(run_dir)}
+    out.update(plain)
+    if overrides:
+        out["overrides"] = dict(overrides)
+    return out
+
+
+def _profile_inputs(profile: str) -> list[Path]:
+    """The profile file and every file it extends: a change to any of them invalidates --resume."""
+    paths, path = [], resolve_profile_path(profile)
+    while path is not None and path.exists() and path not in paths:
+        paths.append(path)
+        parent = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("extends")
+        path = resolve_profile_path(parent) if parent else None
+    return paths
+
+
+def is_up_to_date(executed: Path, source: Path, parameters: Mapping[str, Any], inputs: Sequence[Path]) -> bool:
+    """True when `executed` exists, ran with the same parameters and is newer than every input."""
+    if not executed.exists():
+        return False
+    try:
+        meta = json.loads(executed.read_text(encoding="utf-8")).get("metadata", {}).get("papermill", {})
+    except (OSError, json.JSONDecodeError):
+        return False
+    if meta.get("exception") or meta.get("parameters") != json.loads(json.dumps(dict(parameters))):
+        return False
+    newest_input = max(p.stat().st_mtime for p in [source, *inputs])
+    return executed.stat().st_mtime > newest_input
+
+
+def execute_notebook(source: Path, executed: Path, parameters: Mapping[str, Any],
+                     progress_bar: bool = False) -> float:
+    """Execute `source` into `executed` atomically; returns wall seconds.
+
+    Papermill saves the output notebook while it runs, so it writes to a temporary sibling:
+    `executed` appears only complete. On failure the partial notebook is kept as
+    NN_name.failed.ipynb (for reading the traceback) and the old executed copy is removed.
+    """
+    import papermill
+
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    failed = executed.with_suffix(".failed.ipynb")
+    start = time.perf_counter()
+    saved_env = {k: os.environ.get(k) for k in KERNEL_ENV}
+    os.environ.update(KERNEL_ENV)
+    try:
+        with atomic_path(executed) as tmp:
+            tmp_nb = tmp.with_suffix(".ipynb")  # papermill picks its I/O handler by extension
+            try:
+                papermill.execute_notebook(
+                    str(source), str(tmp_nb), parameters=dict(parameters), kernel_name=KERNEL,
+                    cwd=str(source.parent), progress_bar=progress_bar, report_mode=False)
+            except BaseException:
+                if tmp_nb.exists():
+                    os.replace(tmp_nb, failed)
+                executed.unlink(missing_ok=True)
+                raise
+            os.replace(tmp_nb, tmp)
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    failed.unlink(missing_ok=True)
+    return time.perf_counter() - start
+
+
+def run_notebooks(profile: str = "cpu", run_dir: str | Path | None = None,
+                  params: Mapping[str, Any] | None = None, only: Sequence[str] = (),
+                  skip_ablations: bool = False, resume: bool = False,
+                  notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
+    """Validate the profile, then execute the selected notebooks in order; returns executed paths."""
+    params = dict(params or {})
+    plain, overrides = split_parameters(params)
+    resolved = load_profile(profile, overrides)  # fail before any work
+    run_dir = Path(run_dir or ROOT / "runs" / resolved.name).resolve()
+    notebooks = discover_notebooks(notebook_dir, only, skip_ablations)
+    if not notebooks:
+        say(f"no notebooks NN_*.ipynb selected in {notebook_dir}: nothing executed")
+        return []
+    parameters = notebook_parameters(profile, run_dir, params)
+    inputs = _profile_inputs(profile)
+    say(f"profile {resolved.name!r} validated; run dir {run_dir}; "
+        f"{len(notebooks)} notebook(s): {', '.join(p.stem for p in notebooks)}")
+    show_bar = sys.stderr.isatty() and os.environ.get("CI", "") != "true"
+    executed_paths, total = [], 0.0
+    for i, source in enumerate(notebooks, 1):
+        executed = run_dir / "notebooks" / source.name
+        if resume and is_up_to_date(executed, source, parameters, inputs):
+            say(f"[{i}/{len(notebooks)}] {source.stem}: up to date, skipped (--resume)")
+        else:
+            say(f"[{i}/{len(notebooks)}] {source.stem}: running ...")
+            try:
+                seconds = execute_notebook(source, executed, parameters, progress_bar=show_bar)
+            except Exception as e:
+                say(f"[{i}/{len(notebooks)}] {source.stem}: FAILED; partial notebook: "
+                    f"{executed.with_suffix('.failed.ipynb')}")
+                raise VisionCLIPError(f"notebook {source.name} failed: {_first_line(e)}") from e
+            total += seconds
+            say(f"[{i}/{len(notebooks)}] {source.stem}: done in {seconds:.1f} s -> {executed}")
+        executed_paths.append(executed)
+    say(f"notebooks executed in {total:.1f} s")
+    return executed_paths
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(e).__name__)[:500]
+
+
+# ----------------------------------------------------------------------------- the book
+
+def toc_notebooks(book_dir: Path = BOOK_DIR) -> list[str]:
+    """Stems of the notebooks that book/_toc.yml lists under notebooks/."""
+    toc = yaml.safe_load((book_dir / "_toc.yml").read_text(encoding="utf-8"))
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            f = node.get("file")
+            if isinstance(f, str) and f.startswith("notebooks/"):
+                found.append(Path(f).stem)
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(toc)
+    return found
+
+
+def placeholder_notebook(stem: str, reason: str) -> str:
+    """A one-cell page for a notebook that this build did not execute, so the book says so."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
+    nb.cells.append(nbformat.v4.new_markdown_cell(
+        f"# {stem}\n\n```{{note}}\nThis notebook was not executed in this build: {reason}\n"
+        f"Run `python -m visionclip.pipeline --profile <name> --only {stem[:2]}` to execute it.\n```\n"))
+    return nbformat.writes(nb)
+
+
+def stage_book_notebooks(run_dir: Path, book_dir: Path = BOOK_DIR, skipped: Sequence[str] = ()) -> list[str]:
+    """Copy the executed notebooks of `run_dir` into book/notebooks/; placeholders for the rest."""
+    target = book_dir / "notebooks"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    placeholders = []
+    for stem in toc_notebooks(book_dir):
+        executed = Path(run_dir) / "notebooks" / f"{stem}.ipynb"
+        if executed.exists():
+            shutil.copy2(executed, target / executed.name)
+            continue
+        reason = ("skipped with --skip-ablations." if stem in skipped
+                  else f"no executed copy in {Path(run_dir).name}/notebooks/.")
+        with atomic_path(target / f"{stem}.ipynb") as tmp:
+            tmp.write_text(placeholder_notebook(stem, reason), encoding="utf-8")
+        placeholders.append(stem)
+    if placeholders:
+        say(f"book pages without an executed notebook (placeholder page written): {', '.join(placeholders)}")
+    return placeholders
+
+
+MATHJAX_PARTS = ("tex-chtml.js", "input", "output/chtml", "output/chtml.js", "ui", "a11y", "adaptors")
+
+
+def ensure_mathjax(book_dir: Path = BOOK_DIR) -> Path:
+    """Put MathJax 3 (npm package `mathjax`) into book/_mathjax/mathjax so no page loads a CDN.
+
+    book/_config.yml makes `_mathjax` Sphinx's static path (not `_static`: Jupyter Book would add
+    every .js file under `_static` to every page). Taken from a node_modules/mathjax already
+    present, else fetched once with `npm pack` from the npm registry. Only what tex-chtml.js loads
+    is kept (its fonts, TeX extensions, menu and accessibility modules).
+    """
+    dest = book_dir / "_mathjax" / "mathjax"
+    if (dest / "tex-chtml.js").exists():
+        return dest
+    with tempfile.TemporaryDirectory() as tmpd:
+        source = next((c for c in (ROOT / "node_modules" / "mathjax" / "es5",)
+                       if (c / "tex-chtml.js").exists()), None)
+        if source is None:
+            npm = shutil.which("npm")
+            if npm is None:
+                raise VisionCLIPError("MathJax is needed in book/_mathjax/mathjax and npm is not installed: "
+                                      "install Node.js and npm (Debian: apt-get install npm), or run `make book`")
+            say(f"fetching {MATHJAX_NPM} with npm pack (once; kept in {dest})")
+            out = subprocess.run([npm, "pack", MATHJAX_NPM, "--silent"], cwd=tmpd, check=True,
+                                 capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            with tarfile.open(Path(tmpd) / out) as tar:
+                members = [m for m in tar.getmembers() if m.name.startswith("package/es5/")]
+                tar.extractall(tmpd, members=members, filter="data")
+            source = Path(tmpd) / "package" / "es5"
+        staging = Path(tmpd) / "staging"
+        for part in MATHJAX_PARTS:
+            src = source / part
+            if src.is_dir():
+                shutil.copytree(src, staging / part)
+            elif src.exists():
+                (staging / part).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, staging / part)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(staging, dest.with_name(".mathjax.tmp"), dirs_exist_ok=True)
+        os.replace(dest.with_name(".mathjax.tmp"), dest)
+    return dest
+
+
+def jupyter_book_executable() -> str:
+    local = Path(sys.executable).with_name("jupyter-book")
+    found = str(local) if local.exists() else shutil.which("jupyter-book")
+    if not found:
+        raise VisionCLIPError("jupyter-book (1.x) is not installed: pip install -e '.[book]'")
+    return found
+
+
+def build_book(book_dir: Path = BOOK_DIR) -> Path:
+    """Render book/ to HTML with Jupyter Book 1.x (execution off); returns the HTML directory."""
+    ensure_mathjax(book_dir)
+    say(f"building the book in {book_dir} ...")
+    start = time.perf_counter()
+    env = dict(os.environ, **KERNEL_ENV)
+    proc = subprocess.run([jupyter_book_executable(), "build", str(book_dir), "--builder", "html"],
+                          env=env, capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    warnings = [ln for ln in log.splitlines() if "WARNING" in ln or "ERROR" in ln]
+    for ln in warnings:
+        say(f"  {ln.strip()}")
+    if proc.returncode != 0:
+        print(log[-6000:], file=sys.stderr)
+        raise VisionCLIPError(f"jupyter-book build {book_dir} failed (exit {proc.returncode})")
+    html = book_dir / "_build" / "html"
+    say(f"book built in {time.perf_counter() - start:.1f} s ({len(warnings)} warning(s))")
+    return html
+
+
+def run(profile: str = "cpu", run_dir: str | Path | None = None, params: Mapping[str, Any] | None = None,
+        only: Sequence[str] = (), skip_ablations: bool = False, resume: bool = False,
+        book: bool = True, notebook_dir: Path = NOTEBOOK_DIR, book_dir: Path = BOOK_DIR) -> Path | None:
+    """Execute the notebooks, stage them into the book and build it; returns the HTML index."""
+    start = time.perf_counter()
+    _, overrides = split_parameters(params or {})
+    resolved = load_profile(profile, overrides)
+    run_dir = Path(run_dir or ROOT / "runs" / resolved.name).resolve()
+    run_notebooks(profile, run_dir, params, only, skip_ablations, resume, notebook_dir)
+    if not book:
+        return None
+    stage_book_notebooks(run_dir, book_dir, skipped=[ABLATIONS] if skip_ablations else [])
+    html = build_book(book_dir)
+    index = html / "index.html"
+    say(f"total {time.perf_counter() - start:.1f} s; the book: {index}")
+    return index
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m visionclip.pipeline", description=__doc__.splitlines()[0])
+    p.add_argument("--profile", default="cpu", help="profile name in profiles/ or a YAML path (default: cpu)")
+    p.add_argument("--run-dir", help="run directory (default: runs/<profile>)")
+    p.add_argument("--skip-ablations", action="store_true", help=f"do not execute {ABLATIONS}")
+    p.add_argument("--only", action="append", default=[], metavar="NN",
+                   help="execute only this notebook (number or name; repeatable)")
+    p.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
+                   help="notebook parameter, or profile override when KEY is section.key (repeatable)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip notebooks whose executed copy is newer than the notebook and the profile")
+    p.add_argument("--no-book", action="store_true", help="execute the notebooks only")
+    p.add_argument("--book-only", action="store_true", help="build the book from what is already executed")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        params = dict(parse_override(x) for x in args.parameter)
+        if args.book_only:
+            resolved = load_profile(args.profile, split_parameters(params)[1])
+            run_dir = Path(args.run_dir or ROOT / "runs" / resolved.name).resolve()
+            stage_book_notebooks(run_dir, skipped=[ABLATIONS] if args.skip_ablations else [])
+            index = build_book() / "index.html"
+            say(f"the book: {index}")
+            return 0
+        run(args.profile, args.run_dir, params, args.only, args.skip_ablations, args.resume,
+            book=not args.no_book)
+    except VisionCLIPError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
