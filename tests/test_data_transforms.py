@@ -48,6 +48,14 @@ def test_foreground_box_finds_the_disk(shape):
     assert crop_fundus(img).size == (box[2] - box[0], box[3] - box[1])
 
 
+def test_overlay_inside_the_box_but_outside_the_disk_is_blacked_out():
+    img, (l, t, r, b) = fundus("circle", overlay=False)
+    ImageDraw.Draw(img).rectangle((l + 2, t + 2, l + 30, t + 12), fill=(255, 255, 255))  # banner in the corner
+    crop = np.asarray(crop_fundus(img))
+    assert crop[:16, :34].max() < 30                     # the banner is gone
+    assert crop[crop.shape[0] // 2, crop.shape[1] // 2].max() > 100   # the disk is kept
+
+
 def test_blank_frame_is_left_alone():
     black = Image.new("RGB", (50, 40))
     assert foreground_box(black) is None and crop_fundus(black).size == (50, 40)

@@ -32,8 +32,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def foreground_box(img: Image.Image) -> tuple[int, int, int, int] | None:
-    """(left, top, right, bottom) of the fundus disk in `img`'s pixels, or None when there is none.
+def _foreground(img: Image.Image) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+    """Box of the fundus disk in `img`'s pixels and its mask on a thumbnail, or None when there is none.
 
     Threshold the per-pixel max channel of a box-filtered thumbnail (the red channel carries a
     fundus, and box filtering averages sensor noise away), open the mask to cut thin strokes
@@ -56,25 +56,40 @@ def foreground_box(img: Image.Image) -> tuple[int, int, int, int] | None:
     biggest = int(np.argmax(sizes)) + 1
     if sizes[biggest - 1] < _MIN_AREA * mask.size:
         return None
-    rows = np.flatnonzero((labels == biggest).any(axis=1))
-    cols = np.flatnonzero((labels == biggest).any(axis=0))
+    disk = ndimage.binary_fill_holes(labels == biggest)
+    # One thumbnail pixel of margin: rim pixels are partly dark (vignetting, box-filter mixing).
+    disk = ndimage.binary_dilation(disk, structure=np.ones((3, 3), bool))
+    rows = np.flatnonzero(disk.any(axis=1))
+    cols = np.flatnonzero(disk.any(axis=0))
     sw, sh = small.size
     fx, fy = w / sw, h / sh
-    # The opening shaved one thumbnail pixel off each edge: give it back before mapping up.
-    left = max(0, math.floor((cols[0] - 1) * fx))
-    top = max(0, math.floor((rows[0] - 1) * fy))
-    right = min(w, math.ceil((cols[-1] + 2) * fx))
-    bottom = min(h, math.ceil((rows[-1] + 2) * fy))
-    return left, top, right, bottom
+    box = (max(0, math.floor(cols[0] * fx)), max(0, math.floor(rows[0] * fy)),
+           min(w, math.ceil((cols[-1] + 1) * fx)), min(h, math.ceil((rows[-1] + 1) * fy)))
+    return box, disk
+
+
+def foreground_box(img: Image.Image) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) of the fundus disk in `img`'s pixels, or None when there is none."""
+    found = _foreground(img)
+    return None if found is None else found[0]
 
 
 def crop_fundus(img: Image.Image) -> Image.Image:
-    """`img` in RGB cropped to the fundus disk; unchanged (RGB) when no disk is found."""
+    """`img` in RGB cropped to the fundus disk, everything outside the disk set to black.
+
+    Blacking out the surround removes overlay text and banners that sit in the corners of the
+    disk's bounding box (a camera signature the model must not learn). Unchanged (RGB) when no
+    disk is found.
+    """
     rgb = to_rgb(img)
-    box = foreground_box(rgb)
-    if box is None or box == (0, 0) + rgb.size:
+    found = _foreground(rgb)
+    if found is None:
         return rgb
-    return rgb.crop(box)
+    box, disk = found
+    if not disk.all():
+        keep = Image.fromarray(disk.astype(np.uint8) * 255, "L").resize(rgb.size, Image.BILINEAR)
+        rgb = Image.composite(rgb, Image.new("RGB", rgb.size), keep.point(lambda v: 255 if v > 0 else 0))
+    return rgb if box == (0, 0) + rgb.size else rgb.crop(box)
 
 
 def preprocess_fundus(img: Image.Image, size: int, flair_exact: bool = False) -> Image.Image:
