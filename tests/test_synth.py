@@ -1,0 +1,350 @@
+"""The synthetic side: labels, the honesty contract, captions, cameras, writers, resume."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from visionclip.config import load_profile
+from visionclip.errors import ConfigError, DataError
+from visionclip.schema import COLUMNS, DISEASE_FLAGS, READABILITY_FLAGS
+from visionclip.synth import clinical as C
+from visionclip.synth import caption, render_benchmarks, render_corpus, render_fundus, sample_labels
+from visionclip.synth.cameras import CAMERAS, HELDOUT_CAMERAS, TRAIN_CAMERAS, check_disjoint
+from visionclip.synth.captions import F, caption_diversity, ngram_overlap
+from visionclip.synth.labels import (MESSIDOR2_GRADE_MIX, fives_labels, messidor2_labels, prevalence_table,
+                                     refuge_labels, scaled_counts)
+from visionclip.synth.nonfundus import CORPUS_KINDS, RESERVED_KINDS
+from visionclip.synth.renderer import encode_jpeg, plan_fundus
+from visionclip.synth.sheet import SHEET_ROWS, sheet_row
+from visionclip.synth.writers import render_nonfundus
+
+TINY = {"synth.corpus_size": 24, "synth.render_size": 64, "synth.messidor2_size": 12,
+        "synth.fives_size": 8, "synth.refuge_size": 10, "synth.workers": 1}
+
+
+def tiny_profile(**extra):
+    return load_profile("ci", {**TINY, **extra})
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# ---- labels ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("balance", ["balanced", "natural"])
+def test_labels_follow_schema_and_clinical_rules(balance):
+    rows = sample_labels(600, seed=5, balance=balance)
+    assert rows == sample_labels(600, seed=5, balance=balance)
+    for r in rows:
+        assert tuple(r) == COLUMNS
+        assert r["dr_grade"] in range(5) and r["eye_side"] in (0, 1)
+        assert all(r[f] in (0, 1) for f in DISEASE_FLAGS + READABILITY_FLAGS)
+        if r["dr_grade"] > 0:
+            assert r["is_dm"] == 1
+        if r["is_dme"]:
+            assert r["dr_grade"] >= 1
+        if r["is_fundus"] == 0:
+            assert r["dr_grade"] == 0 and not any(r[f] for f in DISEASE_FLAGS)
+    table = prevalence_table(rows)
+    assert 0.005 < 1 - table["prevalence"]["is_fundus"] < 0.06
+    assert table["prevalence"]["is_macular_readable"] > 0.9
+    dme_grades = Counter(r["dr_grade"] for r in rows if r["is_dme"])
+    assert sum(v for g, v in dme_grades.items() if g >= 2) > dme_grades[1]   # mostly with DR >= 2
+    if balance == "balanced":   # every disease and every DR grade learnable, plenty of healthy eyes
+        assert all(table["prevalence"][f] > 0.04 for f in DISEASE_FLAGS)
+        assert all(table["dr_grade"][str(g)] > 0.04 for g in range(1, 5))
+        assert table["healthy"] > 0.15
+        assert table["co_occurrence"]
+
+
+def test_benchmark_label_mixes():
+    assert scaled_counts(1744, MESSIDOR2_GRADE_MIX) == [1017, 270, 347, 75, 35]
+    rows = messidor2_labels(100, 3)
+    counts = Counter(r["dr_grade"] for r in rows)
+    assert sum(counts.values()) == 100 and all(counts[g] >= 1 for g in range(5))
+    assert counts[0] > counts[2] > counts[1] > counts[3] >= counts[4]
+    assert all(r["is_dm"] == 1 and (r["is_dme"] == 0 or r["dr_grade"] >= 1) for r in rows)
+    f = fives_labels(40, 3)
+    assert Counter(r["fives_class"] for r in f) == {"A": 10, "D": 10, "G": 10, "N": 10}
+    for r in f:
+        n_dis = (r["dr_grade"] > 0) + r["is_amd"] + r["is_gc"]
+        assert n_dis == (0 if r["fives_class"] == "N" else 1)
+    with pytest.raises(ConfigError):
+        fives_labels(10, 3)
+    ref = refuge_labels(400, 3)
+    assert sum(r["is_gc"] for r in ref) == 40
+
+
+# ---- renderer: determinism and the honesty contract ---------------------------------------------
+
+def test_render_is_a_pure_function():
+    row = sheet_row({"dr_grade": 2, "is_dm": 1, "is_dme": 1})
+    a, ma = render_fundus(row, 7, 3, 96, "kowa_nonmyd")
+    b, mb = render_fundus(row, 7, 3, 96, "kowa_nonmyd")
+    assert a.mode == "RGB" and a.size == (96, 96)
+    assert encode_jpeg(a, 90) == encode_jpeg(b, 90) and ma == mb
+    c, _ = render_fundus(row, 7, 4, 96, "kowa_nonmyd")
+    assert np.asarray(a).tobytes() != np.asarray(c).tobytes()
+
+
+def _in(v, lo_hi, tol=1e-9):
+    return lo_hi[0] - tol <= v <= lo_hi[1] + tol
+
+
+SOURCES = {"dr": None, "dme": "dme", "amd": "amd", "htr": "htr", "rvo": "rvo", "csc": "csc", "erm": "erm", "pm": "pm"}
+
+
+@pytest.mark.parametrize("title,overrides", [r for r in SHEET_ROWS if r[0] not in ("non-fundus",)])
+def test_rendered_lesions_stay_inside_clinical_bounds(title, overrides):
+    for i in range(6):
+        row = sheet_row(overrides, eye_side=i % 2)
+        m = plan_fundus(row, 11, i, 96, TRAIN_CAMERAS[i % len(TRAIN_CAMERAS)])["measurements"]
+        grade = row["dr_grade"]
+        cdr_kind = "glaucoma" if row["is_gc"] else "normal"
+        assert _in(m["cdr"], (C.CDR[cdr_kind]["lo"], C.CDR[cdr_kind]["hi"]))
+        assert _in(m["dd_px"] * 7.0, (0.94 * 96 * 7.0 / 8.0, 0.94 * 96))
+        # the disc sits on the nasal side: right of the fovea in a right eye
+        assert (m["disc_xy"][0] > m["fovea_xy"][0]) == (row["eye_side"] == 0)
+        for source, kinds in m["lesions"].items():
+            spec = C.LESIONS[f"dr{grade}" if source == "dr" else source]
+            for kind, got in kinds.items():
+                bounds = spec[kind] if kind in spec else None
+                if source == "rvo" and kind == "flame_haemorrhage":
+                    bounds = spec[kind]
+                assert bounds is not None, (source, kind)
+                assert _in(got["count"], (0, bounds["count"][1])), (title, source, kind, got)
+                assert _in(got["size_dd"][0], bounds["size_dd"]) and _in(got["size_dd"][1], bounds["size_dd"])
+                if "within_dd_of_fovea" in bounds:
+                    assert got["max_fovea_dd"] <= bounds["within_dd_of_fovea"] + 1e-6
+        les = m["lesions"]
+        if grade:
+            spec = C.LESIONS[f"dr{grade}"]
+            assert _in(les["dr"]["microaneurysm"]["count"], spec["microaneurysm"]["count"])
+            if grade == 1:
+                assert set(les["dr"]) == {"microaneurysm"}          # mild DR: microaneurysms only
+            if grade == 3:
+                assert les["dr"]["dot_blot_haemorrhage"]["count"] >= 16 and "venous_beading" in les["dr"]
+            if grade == 4:
+                assert "neovascularisation" in les["dr"]
+        else:
+            assert "dr" not in les
+        if row["is_dme"]:
+            assert les["dme"]["hard_exudate"]["count"] >= 6
+        if row["is_amd"]:
+            assert les["amd"]["drusen"]["count"] >= 6
+        if row["is_aon"]:
+            assert _in(m["disc_pallor"], C.LESIONS["aon"]["disc_pallor"])
+        if row["is_htr"]:
+            assert _in(m["artery_calibre_factor"], C.LESIONS["htr"]["arteriole_calibre_factor"])
+        if row["is_rvo"]:
+            assert _in(m["vein_dilation_factor"], C.LESIONS["rvo"]["vein_dilation_factor"])
+        if row["is_pm"]:
+            assert _in(m["disc_aspect"], C.LESIONS["pm"]["disc_aspect"])
+        if not (row["is_amd"] or grade or row["is_dme"] or row["is_htr"] or row["is_rvo"] or row["is_crp"]
+                or row["is_em"] or row["is_pm"]):
+            assert les == {}
+        if row["is_retinal_region_readable"] == 0:
+            assert any(d.startswith("retina:") for d in m["defects"])
+
+
+def test_cdr_classes_overlap_but_differ():
+    normal = [plan_fundus(sheet_row({}), 1, i, 64, "topcon_nw")["measurements"]["cdr"] for i in range(200)]
+    glauc = [plan_fundus(sheet_row({"is_gc": 1}), 1, i, 64, "topcon_nw")["measurements"]["cdr"] for i in range(200)]
+    assert 0.25 < np.mean(normal) < 0.45 and 0.65 < np.mean(glauc) < 0.85
+    assert max(normal) > min(glauc)           # overlapping tails keep glaucoma honest
+
+
+def test_unreadable_region_is_obscured_exactly_there():
+    base = sheet_row({})
+    a = np.asarray(render_fundus(base, 3, 1, 128, "topcon_nw")[0], np.float32)
+    bad, m = render_fundus(sheet_row({"is_optic_disc_readable": 0}), 3, 1, 128, "topcon_nw")
+    b = np.asarray(bad, np.float32)
+    x, y = m["disc_xy"]
+    dd = m["dd_px"]
+    diff = np.abs(a - b).mean(axis=2)
+    yy, xx = np.mgrid[0:128, 0:128]
+    near = (xx - x) ** 2 + (yy - y) ** 2 < (0.5 * dd) ** 2
+    far = (xx - m["fovea_xy"][0]) ** 2 + (yy - m["fovea_xy"][1]) ** 2 < (0.5 * dd) ** 2
+    assert diff[near].mean() > 5 * (diff[far].mean() + 0.5)
+
+
+def test_nonfundus_kinds_and_reserved_kinds():
+    row = sheet_row({"is_fundus": 0, "is_macular_readable": 0, "is_optic_disc_readable": 0,
+                     "is_retinal_region_readable": 0})
+    kinds = {render_fundus(row, 2, i, 48, "topcon_nw")[1]["nonfundus_kind"] for i in range(40)}
+    assert kinds == set(CORPUS_KINDS) and not kinds & set(RESERVED_KINDS)
+    _, m = render_fundus(row, 2, 0, 48, "topcon_nw", nonfundus_kinds=RESERVED_KINDS)
+    assert m["nonfundus_kind"] in RESERVED_KINDS
+
+
+def test_render_nonfundus_writer(tmp_path):
+    out = render_nonfundus(tmp_path / "nf", 6, seed=3, size=48)
+    rows = list(csv.DictReader(open(out / "labels.csv")))
+    assert len(rows) == 6 and {r["kind"] for r in rows} <= set(RESERVED_KINDS)
+    assert len(json.loads((out / "manifest.json").read_text())["files"]) == 7
+
+
+# ---- captions -----------------------------------------------------------------------------------
+
+def test_captions_deterministic_bilingual_and_name_findings():
+    rows = sample_labels(300, seed=9)
+    zh = [caption(r, 9, i, "zh") for i, r in enumerate(rows)]
+    assert zh == [caption(r, 9, i, "zh") for i, r in enumerate(rows)]
+    en = [caption(r, 9, i, "en") for i, r in enumerate(rows)]
+    assert all(re.search(r"[\u4e00-\u9fff]", z) for z in zh)
+    assert all(not re.search(r"[\u4e00-\u9fff]", e) for e in en)
+    checks = {"is_gc": "cup", "is_amd": "drusen", "is_aon": "pale", "is_crp": "csc", "is_pm": "pm"}
+    for r, z, e in zip(rows, zh, en):
+        for flag, key in checks.items():
+            if r[flag]:
+                assert any(p in z for p in F[key][0]), (z, flag)
+                assert any(p.lower() in e.lower() for p in F[key][1]), (e, flag)
+        if r["dr_grade"] == 1:
+            assert "微血管瘤" in z and "microaneurysm" in e
+        if r["is_fundus"] == 0:
+            assert "非眼底" in z or "不是眼底" in z
+    glaucoma = sheet_row({"is_gc": 1})
+    assert any("杯盘比增大" in caption(glaucoma, 0, i) for i in range(30))
+    assert any("enlarged cup-to-disc ratio" in caption(glaucoma, 0, i, "en") for i in range(30))
+    div = caption_diversity(zh, rows)
+    assert div["distinct_captions"] > 2 * div["distinct_label_sets"]
+    ov = ngram_overlap(en)
+    assert 0 < ov["prompt_1gram_coverage"] <= 1 and ov["prompt_verbatim_share"] < 0.35
+    with pytest.raises(DataError):
+        caption({"file_name": "x.jpg", "dr_grade": 7}, 0, 0)
+
+
+def test_caption_works_on_a_real_annotation_row():
+    # a row as read from the real SynFundus-1M CSV: strings, no measurements
+    real = {c: "0" for c in COLUMNS}
+    real.update(file_name="000123.jpg", dr_grade="3", is_dm="1", is_fundus="1", is_macular_readable="0",
+                is_optic_disc_readable="1", is_retinal_region_readable="1")
+    z = caption(real, 1, 123, "zh")
+    assert "重度" in z or "NPDR" in z
+    assert "黄斑区" in z
+
+
+# ---- cameras ------------------------------------------------------------------------------------
+
+def test_camera_sets_disjoint_and_profiles_named():
+    assert len(TRAIN_CAMERAS) >= 6 and len(HELDOUT_CAMERAS) >= 3
+    assert not set(TRAIN_CAMERAS) & set(HELDOUT_CAMERAS)
+    p = load_profile("cpu")
+    assert set(p.synth.train_cameras) == set(TRAIN_CAMERAS)
+    assert set(p.synth.heldout_cameras) == set(HELDOUT_CAMERAS)
+    assert {c.fov_shape for c in CAMERAS.values()} == {"circle", "circle_cut", "rect"}
+    with pytest.raises(ConfigError):
+        check_disjoint(["topcon_nw"], ["topcon_nw"])
+    with pytest.raises(ConfigError):
+        check_disjoint(["no_such_camera"], [])
+
+
+# ---- writers: layout, determinism, resume --------------------------------------------------------
+
+def test_corpus_layout_and_byte_identical_runs(tmp_path):
+    a = render_corpus(tiny_profile(), tmp_path / "a", progress=False)
+    b = render_corpus(tiny_profile(**{"synth.workers": 2}), tmp_path / "b", progress=False)
+    ta, tb = tree_bytes(a), tree_bytes(b)
+    assert ta == tb                                   # same seed: same bytes, serial or parallel
+    with open(a / "annotations.csv", newline="") as f:
+        reader = csv.reader(f)
+        assert tuple(next(reader)) == COLUMNS
+        assert len(list(reader)) == 24
+    assert sorted(p.name for p in (a / "Fundus").iterdir()) == [f"{i:07d}.jpg" for i in range(1, 25)]
+    with open(a / "captions.csv", newline="") as f:
+        assert next(csv.reader(f)) == ["file_name", "caption_zh", "caption_en"]
+    man = json.loads((a / "manifest.json").read_text())
+    assert set(man["cameras"]["used"]) <= set(TRAIN_CAMERAS)
+    assert man["generator_version"] == C.GENERATOR_VERSION and man["clinical_parameters"]["cdr"]
+    assert len(man["files"]) == 27 and "labels" in man and "captions" in man
+    c = render_corpus(tiny_profile(**{"seed": 99}), tmp_path / "c", progress=False)
+    assert tree_bytes(c) != ta
+
+
+def test_interrupted_corpus_resumes_to_the_same_bytes(tmp_path):
+    ref = tree_bytes(render_corpus(tiny_profile(), tmp_path / "ref", progress=False))
+    out = tmp_path / "partial"
+    render_corpus(tiny_profile(), out, progress=False)
+    for name in ("manifest.json", "captions.csv", "Fundus/0000003.jpg", "Fundus/0000017.jpg"):
+        (out / name).unlink()
+    (out / "Fundus" / ".0000005.jpg.abc.tmp").write_bytes(b"half")   # what a SIGKILL leaves
+    render_corpus(tiny_profile(), out, progress=False)
+    assert tree_bytes(out) == ref
+
+
+def test_killed_render_resumes_to_the_same_bytes(tmp_path):
+    over = {**TINY, "synth.corpus_size": 160}
+    code = ("import sys, json; from visionclip.config import load_profile; "
+            "from visionclip.synth import render_corpus; "
+            f"render_corpus(load_profile('ci', json.loads(sys.argv[2])), sys.argv[1], progress=False)")
+    out = tmp_path / "killed"
+    env = {**os.environ, "VISIONCLIP_QUIET": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out), json.dumps(over)], env=env)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if (out / "Fundus").is_dir() and len(list((out / "Fundus").glob("*.jpg"))) >= 30:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.json").exists()
+    subprocess.run([sys.executable, "-c", code, str(out), json.dumps(over)], env=env, check=True)
+    ref = render_corpus(load_profile("ci", over), tmp_path / "ref", progress=False)
+    assert tree_bytes(out) == tree_bytes(ref)
+
+
+def test_benchmark_layouts(tmp_path):
+    prof = tiny_profile()
+    paths = render_benchmarks(prof, tmp_path / "test", "test", progress=False)
+    m2 = paths["messidor2"]
+    with open(m2 / "messidor_data.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["image_id", "adjudicated_dr_grade", "adjudicated_dme", "adjudicated_gradable"]
+    assert len(rows) == 12 and all(r["adjudicated_gradable"] == "1" for r in rows)
+    assert all(re.fullmatch(r"IM\d{6}\.JPG", r["image_id"]) and (m2 / "IMAGES" / r["image_id"]).is_file()
+               for r in rows)
+    assert Counter(int(r["adjudicated_dr_grade"]) for r in rows) == dict(enumerate(scaled_counts(12, MESSIDOR2_GRADE_MIX)))
+    fives = paths["fives"]
+    names = [p.name for p in fives.glob("*/Original/*.png")]
+    assert len(names) == 8 and all(re.fullmatch(r"\d+_[ADGN]\.png", n) for n in names)
+    assert Counter(n[-5] for n in names) == {"A": 2, "D": 2, "G": 2, "N": 2}
+    assert {p.parent.parent.name for p in fives.glob("*/Original/*.png")} == {"train", "test"}
+    refuge = paths["refuge"]
+    g = sorted(p.name for p in (refuge / "Training400" / "Glaucoma").iterdir())
+    n = sorted(p.name for p in (refuge / "Training400" / "Non-Glaucoma").iterdir())
+    assert g == ["g0001.jpg"] and n == [f"n{i:04d}.jpg" for i in range(1, 10)]
+    for root in paths.values():
+        man = json.loads((root / "manifest.json").read_text())
+        assert set(man["cameras"]["used"]) <= set(HELDOUT_CAMERAS)
+        with open(root / "render_meta.csv", newline="") as f:
+            meta = list(csv.DictReader(f))
+        assert all((root / r["path"]).is_file() and r["camera"] in HELDOUT_CAMERAS for r in meta)
+        assert set(man["files"]) >= {r["path"] for r in meta}
+    seen = render_benchmarks(prof, tmp_path / "seen", "seen", progress=False)
+    man = json.loads((seen["refuge"] / "manifest.json").read_text())
+    assert set(man["cameras"]["used"]) <= set(TRAIN_CAMERAS)
+    dev = render_benchmarks(prof, tmp_path / "dev", "dev", progress=False)
+    assert tree_bytes(dev["refuge"]) != tree_bytes(refuge)
+    with pytest.raises(ConfigError):
+        render_benchmarks(prof, tmp_path / "x", "train")
+
+
+def test_contact_sheet_draws_every_row():
+    import matplotlib
+    matplotlib.use("Agg")
+    from visionclip.synth import contact_sheet
+    fig = contact_sheet(seed=0, size=48, cameras=["topcon_nw", "nidek_afc"])
+    assert len(fig.axes) == 2 * len(SHEET_ROWS)
+    assert fig.axes[0].get_title() == "topcon_nw"

@@ -1,0 +1,718 @@
+"""Procedural colour fundus photographs: the Med-AIGC stand-in.
+
+`render_fundus(row, seed, index, size, camera)` is a pure function of its inputs. It works in two
+steps: `plan_fundus` draws every random choice (anatomy, lesions, camera settings) and returns the
+scene plus its measurements; `rasterise` turns the scene into pixels. The writers use the plan alone
+to rebuild measurements of files that already exist, so a resumed render need not redraw them.
+
+Speed: textures (choroid, tessellation, sensor noise) are generated once per process from fixed
+seeds and reused through random crops and flips; vessels and lesions are drawn with PIL on 8-bit
+mask layers and blended in float32 numpy, one layer per lesion colour.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from ..errors import DataError
+from ..seeding import derive_seed
+from . import clinical as C
+from .cameras import CameraProfile, get_camera
+from .nonfundus import CORPUS_KINDS, render_nonfundus
+
+# Lesion colours (linear RGB in 0..1, before the camera).
+COLOURS = {
+    "red": (0.42, 0.04, 0.03),
+    "yellow": (0.98, 0.88, 0.45),
+    "drusen": (0.93, 0.80, 0.50),
+    "white": (0.96, 0.92, 0.86),
+    "dark": (0.18, 0.09, 0.05),
+    "pale": (0.95, 0.82, 0.62),
+    "artery": (0.78, 0.14, 0.08),
+    "vein": (0.48, 0.05, 0.06),
+}
+
+
+# ---- per-process caches ---------------------------------------------------------------------------
+
+def _fbm(r: np.random.Generator, n: int, octaves: tuple[int, ...], falloff: float) -> np.ndarray:
+    out = np.zeros((n, n), np.float32)
+    amp = 1.0
+    for k in octaves:
+        small = r.standard_normal((k, k)).astype(np.float32)
+        out += amp * np.asarray(Image.fromarray(small, "F").resize((n, n), Image.BICUBIC))
+        amp *= falloff
+    out -= out.mean()
+    return out / (out.std() + 1e-6)
+
+
+@functools.lru_cache(maxsize=8)
+def _textures(size: int) -> dict[str, Any]:
+    """Textures at 1.5x the output side, generated from fixed seeds (same in every process)."""
+    n = int(size * 1.5) + 2
+    r = np.random.default_rng(20240611)
+    choroid = [_fbm(r, n, (6, 12, 24, 48, 96), 0.6) for _ in range(3)]
+    tess = []
+    for _ in range(2):
+        f = _fbm(r, n, (14, 28), 0.45)
+        tess.append(np.exp(-(f / 0.5) ** 2).astype(np.float32))   # zero crossings: vessel network
+    noise = r.standard_normal((3, n, n)).astype(np.float32)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    return {"n": n, "choroid": choroid, "tess": tess, "noise": noise, "yy": yy, "xx": xx}
+
+
+@functools.lru_cache(maxsize=64)
+def _camera_field(size: int, name: str) -> np.ndarray:
+    """FOV mask x vignetting for one camera at one size (float32, size x size)."""
+    cam = get_camera(name)
+    t = _textures(size)
+    c = (size - 1) / 2
+    rr = np.sqrt((t["xx"] - c) ** 2 + (t["yy"] - c) ** 2) / (size / 2)
+    radius = cam.fov_radius
+    edge = 1.5 / (size / 2)                                  # ~1.5 px soft rim
+    mask = np.clip((radius - rr) / edge, 0, 1)
+    if cam.fov_shape in ("circle_cut", "rect"):
+        ay = np.abs(t["yy"] - c) / (size / 2)
+        mask *= np.clip((cam.cut - ay) / edge, 0, 1)
+    vign = 1 - cam.vignette * np.clip(rr / min(radius, 1.2), 0, 1.2) ** 2.5
+    return (mask * vign).astype(np.float32)
+
+
+def _crop(arr: np.ndarray, r: np.random.Generator, size: int, n: int) -> np.ndarray:
+    y, x = r.integers(0, n - size, 2)
+    out = arr[..., y:y + size, x:x + size]
+    k = int(r.integers(0, 4))
+    if k & 1:
+        out = out[..., ::-1, :]
+    if k & 2:
+        out = out[..., :, ::-1]
+    return out
+
+
+# ---- the plan: every random choice, in pixels and disc diameters ---------------------------------
+
+def _u(r: np.random.Generator, lo_hi: tuple[float, float]) -> float:
+    return float(r.uniform(lo_hi[0], lo_hi[1]))
+
+
+def _count(r: np.random.Generator, spec: dict) -> int:
+    lo, hi = spec["count"]
+    if "p" in spec and r.random() >= spec["p"]:
+        return 0
+    return int(r.integers(max(lo, 1 if "p" in spec else lo), hi + 1))
+
+
+def _sample_cdr(r: np.random.Generator, kind: str) -> float:
+    d = C.CDR[kind]
+    return float(np.clip(r.normal(d["mean"], d["sd"]), d["lo"], d["hi"]))
+
+
+class _Recorder:
+    """Collects lesions per source (dr, dme, amd, ...) for the measurements dict."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple] = []
+        self.m: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def add(self, source: str, kind: str, size_dd: float, item: tuple | None = None,
+            fovea_dd: float | None = None) -> None:
+        entry = self.m.setdefault(source, {}).setdefault(kind, {"count": 0, "size_dd": [size_dd, size_dd]})
+        entry["count"] += 1
+        if fovea_dd is not None:   # how far from the fovea the furthest one lies, in DD
+            entry["max_fovea_dd"] = round(max(entry.get("max_fovea_dd", 0.0), fovea_dd), 4)
+        entry["size_dd"] = [min(entry["size_dd"][0], size_dd), max(entry["size_dd"][1], size_dd)]
+        if item is not None:
+            self.items.append(item)
+
+
+def _vessel_tree(r: np.random.Generator, disc: tuple[float, float], fovea: tuple[float, float],
+                 dd: float, start_r: float, art_factor: float, vein_factor: float,
+                 tortuous_quadrants: set[int], size: int) -> list[dict]:
+    """Arteries and veins leaving the disc: four arcades each, tapering, branching, avoiding the fovea."""
+    tdir = 1.0 if fovea[0] > disc[0] else -1.0
+    vessels: list[dict] = []
+    # Quadrants: 0 superotemporal, 1 inferotemporal, 2 superonasal, 3 inferonasal.
+    for q in range(4):
+        temporal = q < 2
+        up = q in (0, 2)
+        for kind in ("vein", "artery"):
+            w0 = dd * (0.125 if kind == "vein" else 0.095) * (vein_factor if kind == "vein" else art_factor)
+            if kind == "vein" and q not in tortuous_quadrants:
+                w0 = dd * 0.125
+            ang_off = r.uniform(-0.15, 0.15) + (0.12 if kind == "artery" else -0.12)
+            if temporal:
+                theta = math.atan2(-1 if up else 1, tdir * 0.35) + ang_off
+                target = math.atan2(-0.25 if up else 0.25, tdir)
+                length = dd * r.uniform(5.5, 7.0)
+            else:
+                theta = math.atan2(-1 if up else 1, -tdir * 1.2) + ang_off
+                target = math.atan2(-0.5 if up else 0.5, -tdir)
+                length = dd * r.uniform(3.0, 4.5)
+            tort = 0.25 if (kind == "vein" and q in tortuous_quadrants) else 0.08
+            _grow(r, vessels, kind, (disc[0] + start_r * math.cos(theta), disc[1] + start_r * math.sin(theta)),
+                  theta, target, w0, length, dd, fovea, tort, q, depth=0, size=size)
+    return vessels
+
+
+def _grow(r, vessels, kind, p, theta, target, w, length, dd, fovea, tort, q, depth, size) -> None:
+    step = dd * 0.22
+    pts = [p]
+    x, y = p
+    n = max(2, int(length / step))
+    for i in range(n):
+        diff = math.atan2(math.sin(target - theta), math.cos(target - theta))
+        theta += 0.18 * diff + r.normal(0, tort)
+        x, y = x + step * math.cos(theta), y + step * math.sin(theta)
+        # the foveal avascular zone: small vessels turn away from the fovea
+        fx, fy = x - fovea[0], y - fovea[1]
+        if fx * fx + fy * fy < (0.55 * dd) ** 2:
+            break
+        pts.append((x, y))
+        if not (-0.1 * size < x < 1.1 * size and -0.1 * size < y < 1.1 * size):
+            break
+        if depth < 3 and i > 2 and r.random() < 0.11 * (1 + depth * 0.4) and w > dd * 0.03:
+            side = 1 if r.random() < 0.5 else -1
+            if depth == 0 and q < 2 and r.random() < 0.5:     # macular branches point at the fovea
+                bt = math.atan2(fovea[1] - y, fovea[0] - x) + r.normal(0, 0.3)
+            else:
+                bt = theta + side * r.uniform(0.5, 1.0)
+            _grow(r, vessels, kind, (x, y), bt, bt + side * r.uniform(0, 0.6), w * r.uniform(0.55, 0.75),
+                  length * r.uniform(0.25, 0.5), dd, fovea, tort, q, depth + 1, size)
+    vessels.append({"kind": kind, "pts": pts, "w0": w, "w1": max(w * 0.45, dd * 0.02), "q": q})
+
+
+def plan_fundus(row: dict[str, Any], seed: int, index: int, size: int, camera: str | CameraProfile,
+                nonfundus_kinds: tuple[str, ...] = CORPUS_KINDS) -> dict[str, Any]:
+    """Every random choice of one image, and its measurements (sizes in DD and px)."""
+    cam = camera if isinstance(camera, CameraProfile) else get_camera(camera)
+    # the camera is not a key: the same (seed, index) is the same eye under any camera
+    r = np.random.default_rng(derive_seed(seed, index, "fundus", size))
+    q_lo, q_hi = cam.jpeg_quality
+    scene: dict[str, Any] = {"size": size, "camera": cam.name, "seed": seed, "index": index,
+                             "jpeg_quality": int(r.integers(q_lo, q_hi + 1))}
+    meas: dict[str, Any] = {"camera": cam.name, "jpeg_quality": scene["jpeg_quality"]}
+    if int(row.get("is_fundus", 1)) == 0:
+        kind = nonfundus_kinds[int(r.integers(0, len(nonfundus_kinds)))]
+        scene["nonfundus"] = kind
+        meas["nonfundus_kind"] = kind
+        return {"scene": scene, "measurements": meas}
+
+    g = C.GEOMETRY
+    half = size / 2
+    dd = size * 0.94 / _u(r, g["fov_diameter_dd"])
+    off = _u(r, g["fovea_offset_dd"]) * dd
+    a = r.uniform(0, 2 * math.pi)
+    fovea = (half + off * math.cos(a), half + off * math.sin(a) * 0.6)
+    right_eye = int(row.get("eye_side", 0)) == 0
+    dist = _u(r, g["disc_fovea_distance_dd"]) * dd
+    disc = (fovea[0] + (dist if right_eye else -dist), fovea[1] - r.uniform(0.05, 0.35) * dd)
+    aspect = _u(r, g["disc_aspect"])
+    grade = int(row.get("dr_grade", 0))
+    flags = {k: int(row.get(k, 0)) for k in ("is_amd", "is_aon", "is_crp", "is_dme", "is_em", "is_gc",
+                                              "is_htr", "is_pm", "is_rvo")}
+    if flags["is_pm"]:
+        aspect = _u(r, C.LESIONS["pm"]["disc_aspect"])
+    cdr = _sample_cdr(r, "glaucoma" if flags["is_gc"] else "normal")
+    notch = (r.uniform(0.08, 0.15) if flags["is_gc"] and r.random() < C.GLAUCOMA_NOTCH_P else 0.0)
+    pallor = _u(r, C.LESIONS["aon"]["disc_pallor"]) if flags["is_aon"] else r.uniform(0.0, 0.12)
+    pigment = r.uniform(0, 1)
+    scene.update(dd=dd, fovea=fovea, disc=disc, aspect=aspect, cdr=cdr, notch=notch,
+                 notch_dir=(1 if r.random() < 0.6 else -1), pallor=pallor, pigment=pigment,
+                 tess=(_u(r, C.LESIONS["pm"]["tessellation_strength"]) if flags["is_pm"]
+                       else r.uniform(0, 0.25) * (pigment < 0.3)),
+                 exposure=_u(r, cam.exposure), hue=r.normal(0, 0.03, 3).tolist(),
+                 tex_seed=int(r.integers(0, 2**31)))
+    rec = _Recorder()
+
+    # vessels
+    art = _u(r, C.LESIONS["htr"]["arteriole_calibre_factor"]) if flags["is_htr"] else 1.0
+    rvo_q: set[int] = set()
+    vein = 1.0
+    if flags["is_rvo"]:
+        vein = _u(r, C.LESIONS["rvo"]["vein_dilation_factor"])
+        central = r.random() < C.LESIONS["rvo"]["central_p"]
+        rvo_q = {0, 1, 2, 3} if central else {int(r.integers(0, 2))}
+        scene["rvo_type"] = "central" if central else "branch"
+        meas["rvo_type"] = scene["rvo_type"]
+    disc_r = dd / 2
+    start_r = disc_r * (cdr if flags["is_gc"] else 0.25)
+    vessels = _vessel_tree(r, disc, fovea, dd, start_r, art, vein, rvo_q, size)
+    scene["vessels"] = vessels
+    meas.update(dd_px=round(dd, 3), cdr=round(cdr, 4), disc_xy=[round(v, 2) for v in disc],
+                fovea_xy=[round(v, 2) for v in fovea], disc_aspect=round(aspect, 4),
+                disc_pallor=round(pallor, 4), artery_calibre_factor=round(art, 4),
+                vein_dilation_factor=round(vein, 4), glaucoma_notch=bool(notch > 0))
+
+    rng_pts = r
+
+    def retina_point(max_dd: float = 3.3, near=None, within=None, quadrant=None) -> tuple[float, float]:
+        for _ in range(50):
+            if near is not None:
+                ang = rng_pts.uniform(0, 2 * math.pi)
+                rad = within * math.sqrt(rng_pts.uniform(0, 1))
+                x, y = near[0] + rad * math.cos(ang), near[1] + rad * math.sin(ang)
+            else:
+                ang = rng_pts.uniform(0, 2 * math.pi) if quadrant is None else \
+                    rng_pts.uniform(0, math.pi / 2) + quadrant * math.pi / 2
+                rad = dd * max_dd * math.sqrt(rng_pts.uniform(0.02, 1))
+                x, y = half + rad * math.cos(ang), half + rad * math.sin(ang)
+            if (x - disc[0]) ** 2 + (y - disc[1]) ** 2 > (disc_r * 1.1) ** 2:
+                return x, y
+        return x, y
+
+    def vessel_point(kinds=("vein",), quadrants=None) -> tuple[tuple[float, float], float]:
+        cands = [v for v in vessels if v["kind"] in kinds and (quadrants is None or v["q"] in quadrants)
+                 and len(v["pts"]) > 3]
+        for _ in range(20):   # a point on the vessel, inside the field of view
+            v = cands[int(rng_pts.integers(0, len(cands)))]
+            i = int(rng_pts.integers(1, len(v["pts"]) - 1))
+            (x0, y0), (x1, y1) = v["pts"][i], v["pts"][i + 1]
+            if (x0 - half) ** 2 + (y0 - half) ** 2 < (0.85 * half) ** 2:
+                break
+        return (x0, y0), math.atan2(y1 - y0, x1 - x0)
+
+    def beside_vessel(kinds=("vein",), quadrants=None) -> tuple[tuple[float, float], float]:
+        # flame haemorrhages lie in the nerve fibre layer next to a vessel, along its course
+        (x, y), ang = vessel_point(kinds, quadrants)
+        off = rng_pts.choice([-1, 1]) * dd * rng_pts.uniform(0.12, 0.4)
+        return (x - math.sin(ang) * off, y + math.cos(ang) * off), ang + rng_pts.normal(0, 0.15)
+
+    def lesions(source: str, kind: str, spec: dict, layer: str, shape: str, place) -> None:
+        for _ in range(_count(r, spec)):
+            s = _u(r, spec["size_dd"])
+            p, ang = place()
+            fd = math.hypot(p[0] - fovea[0], p[1] - fovea[1]) / dd if source in ("dme", "amd") else None
+            rec.add(source, kind, s, (layer, shape, p[0], p[1], s * dd, ang, _u(r, C.CONTRAST.get(kind, (0.5, 0.8)))),
+                    fovea_dd=fd)
+
+    anywhere = lambda: (retina_point(), r.uniform(0, math.pi))  # noqa: E731
+
+    if grade > 0:
+        spec = C.LESIONS[f"dr{grade}"]
+        lesions("dr", "microaneurysm", spec["microaneurysm"], "red", "dot", anywhere)
+        if "dot_blot_haemorrhage" in spec:
+            quads = iter(range(4)) if spec["dot_blot_haemorrhage"].get("quadrants") else None
+
+            def blot_place():
+                q = next(quads, None) if quads is not None else None
+                return retina_point(quadrant=q), r.uniform(0, math.pi)
+            lesions("dr", "dot_blot_haemorrhage", spec["dot_blot_haemorrhage"], "red", "blot", blot_place)
+        if "hard_exudate" in spec:
+            centre = retina_point(max_dd=2.5)
+            lesions("dr", "hard_exudate", spec["hard_exudate"], "yellow", "dot",
+                    lambda: (retina_point(near=centre, within=dd * 1.2), 0.0))
+        if "cotton_wool_spot" in spec:
+            lesions("dr", "cotton_wool_spot", spec["cotton_wool_spot"], "white", "fluffy",
+                    lambda: (retina_point(near=disc, within=dd * 3.0), r.uniform(0, math.pi)))
+        if "venous_beading" in spec:
+            for _ in range(_count(r, spec["venous_beading"])):
+                s = _u(r, spec["venous_beading"]["size_dd"])
+                cands = [v for v in vessels if v["kind"] == "vein" and v["w0"] > dd * 0.06 and len(v["pts"]) > 12]
+                v = cands[int(r.integers(0, len(cands)))]
+                i0 = int(r.integers(2, len(v["pts"]) - 8))
+                n = max(2, int(s / 0.22))
+                rec.add("dr", "venous_beading", s, ("vein", "beads", v["pts"][i0:i0 + n], v["w0"] * 0.8))
+        if "irma" in spec:
+            lesions("dr", "irma", spec["irma"], "red", "tuft", lambda: (retina_point(max_dd=2.8), 0.0))
+        if "neovascularisation" in spec:
+            def nv_place():
+                if r.random() < 0.5:
+                    return (disc[0] + r.uniform(-0.3, 0.3) * dd, disc[1] + r.uniform(-0.3, 0.3) * dd), 0.0
+                return vessel_point(("vein", "artery"))[0], 0.0
+            lesions("dr", "neovascularisation", spec["neovascularisation"], "red", "frond", nv_place)
+        if "preretinal_haemorrhage" in spec:
+            lesions("dr", "preretinal_haemorrhage", spec["preretinal_haemorrhage"], "red", "boat",
+                    lambda: (retina_point(near=disc, within=dd * 2.5), 0.0))
+    if flags["is_dme"] and grade > 0:
+        spec = C.LESIONS["dme"]["hard_exudate"]
+        circinate = r.random() < spec["circinate_p"]
+        ring_c = retina_point(near=fovea, within=dd * 0.5)
+        ring_r = r.uniform(0.25, 0.45) * dd
+
+        def dme_place():
+            if circinate:
+                a = r.uniform(0, 2 * math.pi)
+                rr = ring_r * r.uniform(0.8, 1.2)
+                p = (ring_c[0] + rr * math.cos(a), ring_c[1] + rr * math.sin(a))
+            else:
+                p = retina_point(near=fovea, within=dd * 0.95)
+            # never further than the contract allows
+            dx, dy = p[0] - fovea[0], p[1] - fovea[1]
+            lim = spec["within_dd_of_fovea"] * dd * 0.98
+            dist_ = math.hypot(dx, dy)
+            if dist_ > lim:
+                p = (fovea[0] + dx * lim / dist_, fovea[1] + dy * lim / dist_)
+            return p, 0.0
+        lesions("dme", "hard_exudate", spec, "yellow", "dot", dme_place)
+        meas["dme_circinate"] = bool(circinate)
+    if flags["is_amd"]:
+        spec = C.LESIONS["amd"]
+        lesions("amd", "drusen", spec["drusen"], "drusen", "soft",
+                lambda: (retina_point(near=fovea, within=dd * spec["drusen"]["within_dd_of_fovea"]), 0.0))
+        lesions("amd", "pigment_clump", spec["pigment_clump"], "dark", "dot",
+                lambda: (retina_point(near=fovea, within=dd * 0.8), 0.0))
+        lesions("amd", "geographic_atrophy", spec["geographic_atrophy"], "atrophy", "patch",
+                lambda: (retina_point(near=fovea, within=dd * 0.3), r.uniform(0, math.pi)))
+    if flags["is_htr"]:
+        spec = C.LESIONS["htr"]
+        lesions("htr", "flame_haemorrhage", spec["flame_haemorrhage"], "red", "flame",
+                lambda: beside_vessel(("vein", "artery")))
+        lesions("htr", "cotton_wool_spot", spec["cotton_wool_spot"], "white", "fluffy",
+                lambda: (retina_point(near=disc, within=dd * 3.0), r.uniform(0, math.pi)))
+        lesions("htr", "av_nicking", spec["av_nicking"], "nick", "nick", lambda: vessel_point(("vein",)))
+    if flags["is_rvo"]:
+        spec = C.LESIONS["rvo"]["flame_haemorrhage"]
+        n_lo, n_hi = spec["count"]
+        if len(rvo_q) == 1:
+            n_hi = max(n_lo, n_hi // 2)
+        lesions("rvo", "flame_haemorrhage", {"count": (n_lo, n_hi), "size_dd": spec["size_dd"]}, "red",
+                "flame", lambda: beside_vessel(("vein",), rvo_q))
+    if flags["is_crp"]:
+        lesions("csc", "serous_detachment", C.LESIONS["csc"]["serous_detachment"], "csc", "csc",
+                lambda: (retina_point(near=fovea, within=dd * 0.25), 0.0))
+    if flags["is_em"]:
+        lesions("erm", "membrane_sheen", C.LESIONS["erm"]["membrane_sheen"], "erm", "erm",
+                lambda: (retina_point(near=fovea, within=dd * 0.3), r.uniform(0, math.pi)))
+    if flags["is_pm"]:
+        spec = C.LESIONS["pm"]
+        tdir = 1.0 if fovea[0] > disc[0] else -1.0
+        lesions("pm", "peripapillary_atrophy", spec["peripapillary_atrophy"], "ppa", "ppa",
+                lambda: (disc, tdir))
+        lesions("pm", "macular_atrophy", spec["macular_atrophy"], "atrophy", "patch",
+                lambda: (retina_point(near=fovea, within=dd * 1.2), r.uniform(0, math.pi)))
+    scene["lesions"] = rec.items
+    meas["lesions"] = rec.m
+
+    # readability defects, exactly where flagged
+    defects = []
+    if int(row.get("is_macular_readable", 1)) == 0:
+        defects.append(("macula", fovea, dd * r.uniform(1.2, 1.6), str(r.choice(["blur", "shadow"]))))
+    if int(row.get("is_optic_disc_readable", 1)) == 0:
+        defects.append(("disc", disc, dd * r.uniform(1.0, 1.4), str(r.choice(["glare", "shadow", "blur"]))))
+    if int(row.get("is_retinal_region_readable", 1)) == 0:
+        defects.append(("retina", (half, half), size, str(r.choice(["opacity", "underexposed", "blur"]))))
+    scene["defects"] = defects
+    meas["defects"] = [f"{d[0]}:{d[3]}" for d in defects]
+
+    # camera extras
+    scene["blur"] = cam.blur * size / 256 * r.uniform(0.8, 1.2)
+    scene["noise"] = cam.noise * r.uniform(0.7, 1.3)
+    scene["stamp"] = (datetime(2015, 1, 1) + timedelta(minutes=int(r.integers(0, 5_000_000)))).strftime(
+        "%Y-%m-%d %H:%M") if cam.overlay else ""
+    scene["artefact_xy"] = (r.uniform(0.2, 0.8) * size, r.uniform(0.2, 0.8) * size)
+    return {"scene": scene, "measurements": meas}
+
+
+# ---- rasterisation ---------------------------------------------------------------------------------
+
+def _blend(img: np.ndarray, alpha: np.ndarray, colour) -> None:
+    """img (3,H,W) <- img*(1-a) + colour*a, in place."""
+    for c in range(3):
+        ch = img[c]
+        ch -= alpha * (ch - colour[c])
+
+
+def _draw_lesion(d: ImageDraw.ImageDraw, item: tuple, r: np.random.Generator) -> None:
+    layer, shape, x, y, s, ang, contrast = item
+    v = int(255 * contrast)
+    rad = max(s / 2, 0.5)
+    if shape in ("dot", "soft"):
+        if rad < 0.75:   # sub-pixel lesions: one pixel at reduced intensity, as a sensor would see it
+            d.point((round(x), round(y)), fill=int(v * min(1.0, (rad / 0.75) ** 2 + 0.3)))
+        else:
+            d.ellipse((x - rad, y - rad, x + rad, y + rad), fill=v)
+    elif shape == "blot":
+        e = rad * r.uniform(0.7, 1.0)
+        d.ellipse((x - rad, y - e, x + rad, y + e), fill=v)
+        ox, oy = r.uniform(-0.5, 0.5, 2) * rad
+        d.ellipse((x + ox - e * 0.7, y + oy - e * 0.7, x + ox + e * 0.7, y + oy + e * 0.7), fill=v)
+    elif shape == "fluffy":
+        for _ in range(3):
+            ox, oy = r.uniform(-0.35, 0.35, 2) * rad
+            rr = rad * r.uniform(0.55, 0.8)
+            d.ellipse((x + ox - rr, y + oy - rr * 0.8, x + ox + rr, y + oy + rr * 0.8), fill=v)
+    elif shape == "flame":
+        # a feathered streak along the nerve fibres: a thin lens shape, tapered at both ends
+        ca, sa = math.cos(ang), math.sin(ang)
+        wd = max(0.6, s / 7)
+        pts = []
+        for k in range(12):
+            tt = -1 + 2 * (k % 6) / 5 if k < 6 else 1 - 2 * (k % 6) / 5
+            half_w = wd * math.sqrt(max(0.0, 1 - tt * tt)) * (1 if k < 6 else -1)
+            pts.append((x + ca * rad * tt - sa * half_w, y + sa * rad * tt + ca * half_w))
+        d.polygon(pts, fill=v)
+    elif shape == "boat":
+        e = rad * r.uniform(0.6, 0.8)
+        d.chord((x - rad, y - e, x + rad, y + e), 0, 180, fill=v)
+    elif shape == "tuft":
+        pts = [(x, y)]
+        for _ in range(8):
+            pts.append((pts[-1][0] + r.uniform(-0.5, 0.5) * rad, pts[-1][1] + r.uniform(-0.5, 0.5) * rad))
+        d.line(pts, fill=int(v * 0.8), width=1)
+    elif shape == "frond":
+        for _ in range(int(r.integers(4, 8))):
+            a0 = r.uniform(0, 2 * math.pi)
+            rr = rad * r.uniform(0.4, 1.0)
+            cx, cy = x + math.cos(a0) * rr * 0.5, y + math.sin(a0) * rr * 0.5
+            d.arc((cx - rr / 2, cy - rr / 2, cx + rr / 2, cy + rr / 2), r.uniform(0, 360), r.uniform(0, 360) + 200,
+                  fill=v, width=1)
+
+
+def rasterise(scene: dict[str, Any], measurements: dict[str, Any] | None = None) -> Image.Image:
+    size = scene["size"]
+    cam = get_camera(scene["camera"])
+    if "nonfundus" in scene:
+        return render_nonfundus(scene["nonfundus"], scene["seed"], scene["index"], size)
+    t = _textures(size)
+    n = t["n"]
+    r = np.random.default_rng(scene["tex_seed"])
+    dd, fovea, disc = scene["dd"], scene["fovea"], scene["disc"]
+    xx, yy = t["xx"], t["yy"]
+
+    # background: pigmentation, choroidal texture, tessellation, macular pigment
+    p = scene["pigment"]
+    base = np.array([0.86 - 0.22 * p, 0.40 - 0.17 * p, 0.20 - 0.10 * p], np.float32) * (1 + np.array(scene["hue"], np.float32))
+    tex = _crop(t["choroid"][int(r.integers(0, 3))], r, size, n)
+    img = np.empty((3, size, size), np.float32)
+    for c, amp in enumerate((0.07, 0.13, 0.15)):
+        img[c] = base[c] * (1 + amp * tex)
+    if scene["tess"] > 0.02:
+        # tessellation: orange-red choroidal vessels over dark-brown intervascular pigment
+        k = scene["tess"]
+        vessels_c = _crop(t["tess"][int(r.integers(0, 2))], r, size, n)
+        between = (1 - vessels_c) * (0.55 * k)
+        on = vessels_c * (0.35 * k)
+        for c, (dark, red) in enumerate(((0.40, 0.75), (0.13, 0.22), (0.07, 0.10))):
+            img[c] -= between * (img[c] - dark) + on * (img[c] - red)
+    d2f = (xx - fovea[0]) ** 2 + (yy - fovea[1]) ** 2
+    mac = np.exp(d2f * (-1 / (2 * (0.75 * dd) ** 2)))
+    d2d = (xx - disc[0]) ** 2 + (yy - disc[1]) ** 2
+    glow = np.exp(d2d * (-1 / (2 * (1.4 * dd) ** 2)))
+    img *= 1 - mac[None] * np.array([0.28, 0.45, 0.45], np.float32)[:, None, None]
+    img *= 1 + 0.12 * glow
+
+    # atrophy / ppa / csc / erm: broad layers under the vessels
+    for item in scene["lesions"]:
+        layer = item[0]
+        if layer == "atrophy":
+            _, _, x, y, s, ang, _ = item
+            _patch(img, t, x, y, s / 2, s / 2 * r.uniform(0.6, 1.0), ang, (0.82, 0.58, 0.40), 0.6,
+                   choroid=_crop(t["tess"][0], r, size, n))
+        elif layer == "ppa":
+            _, _, x, y, s, tdir, _ = item
+            rx = dd / 2 * scene["aspect"] + s * 0.6
+            _patch(img, t, x + tdir * s * 0.45, y, rx, dd / 2 * 1.05, 0.0, (0.82, 0.58, 0.40), 0.6,
+                   choroid=_crop(t["tess"][1], r, size, n))
+        elif layer == "csc":
+            _, _, x, y, s, _, _ = item
+            rr = s / 2
+            dist = np.sqrt((xx - x) ** 2 + (yy - y) ** 2) / rr
+            inside = np.clip((1 - dist) * 6, 0, 1)
+            rim = np.exp(-((dist - 1) / 0.06) ** 2)
+            img[1] *= 1 - 0.10 * inside
+            img[2] *= 1 - 0.06 * inside
+            img[0] *= 1 + 0.04 * inside
+            img += 0.05 * rim[None]
+        elif layer == "erm":
+            _, _, x, y, s, ang, _ = item
+            sheen = Image.new("L", (size, size), 0)
+            ds = ImageDraw.Draw(sheen)
+            rr = s / 2
+            for k in range(int(r.integers(7, 14))):
+                a = ang + k * math.pi / 7 + r.uniform(-0.2, 0.2)
+                l0, l1 = rr * r.uniform(0.1, 0.3), rr * r.uniform(0.7, 1.0)
+                ds.line((x + l0 * math.cos(a), y + l0 * math.sin(a), x + l1 * math.cos(a), y + l1 * math.sin(a)),
+                        fill=int(r.uniform(110, 190)), width=1)
+            ds.ellipse((x - rr, y - rr, x + rr, y + rr), outline=60, width=max(1, int(rr / 6)))
+            a = np.asarray(sheen.filter(ImageFilter.GaussianBlur(max(0.5, dd / 30))), np.float32) * (0.45 / 255)
+            glaze = np.exp(((xx - x) ** 2 + (yy - y) ** 2) * (-1 / (2 * (rr * 0.8) ** 2))) * 0.12
+            _blend(img, a + glaze, COLOURS["white"])
+
+    # optic disc and cup
+    _disc(img, t, scene)
+
+    # vessels
+    art_l = Image.new("L", (size, size), 0)
+    vein_l = Image.new("L", (size, size), 0)
+    da, dv = ImageDraw.Draw(art_l), ImageDraw.Draw(vein_l)
+    for v in scene["vessels"]:
+        pts = v["pts"]
+        d = da if v["kind"] == "artery" else dv
+        k = len(pts)
+        chunks = max(1, min(4, k // 3))
+        for j in range(chunks):
+            a0, a1 = j * (k - 1) // chunks, (j + 1) * (k - 1) // chunks
+            w = v["w0"] + (v["w1"] - v["w0"]) * (j + 0.5) / chunks
+            wi = max(1, int(round(w)))
+            fill = int(255 * min(1.0, w / wi) * (0.85 if v["kind"] == "artery" else 0.95))
+            d.line(pts[a0:a1 + 1], fill=fill, width=wi, joint="curve" if wi > 2 else None)
+    for item in scene["lesions"]:
+        if item[0] == "vein" and item[1] == "beads":
+            pts, w = item[2], item[3]
+            for j, (x, y) in enumerate(pts):
+                rr = w * (1.1 if j % 2 else 0.6)
+                dv.ellipse((x - rr, y - rr, x + rr, y + rr), fill=240)
+        elif item[0] == "nick":
+            _, _, x, y, s, ang, _ = item
+            rr = max(1.0, s / 2)
+            dv.ellipse((x - rr, y - rr, x + rr, y + rr), fill=60)
+            da.line((x - math.sin(ang) * rr * 3, y + math.cos(ang) * rr * 3,
+                     x + math.sin(ang) * rr * 3, y - math.cos(ang) * rr * 3), fill=200,
+                    width=max(1, int(round(dd * 0.06))))
+    soft = ImageFilter.GaussianBlur(max(0.35, dd / 70))
+    _blend(img, np.asarray(vein_l.filter(soft), np.float32) * (1 / 255), COLOURS["vein"])
+    _blend(img, np.asarray(art_l.filter(soft), np.float32) * (1 / 255), COLOURS["artery"])
+
+    # small lesions, one layer per colour
+    layers: dict[str, tuple[Image.Image, ImageDraw.ImageDraw]] = {}
+    for item in scene["lesions"]:
+        if item[0] in ("red", "yellow", "drusen", "white", "dark"):
+            if item[0] not in layers:
+                im = Image.new("L", (size, size), 0)
+                layers[item[0]] = (im, ImageDraw.Draw(im))
+            _draw_lesion(layers[item[0]][1], item, r)
+    for name in ("white", "drusen", "yellow", "dark", "red"):
+        if name in layers:
+            blur = {"white": dd / 12, "drusen": dd / 40, "yellow": dd / 80}.get(name, dd / 70)
+            a = np.asarray(layers[name][0].filter(ImageFilter.GaussianBlur(max(0.3, blur))), np.float32) * (1 / 255)
+            _blend(img, a, COLOURS[name])
+
+    # foveal reflex: a tiny bright point in the dark fovea
+    fx, fy = fovea
+    if 0 < fx < size and 0 < fy < size:
+        fr = max(0.6, dd * 0.035)
+        y0, y1, x0, x1 = int(max(fy - 3 * fr, 0)), int(min(fy + 3 * fr + 1, size)), int(max(fx - 3 * fr, 0)), int(min(fx + 3 * fr + 1, size))
+        spot = np.exp(-((xx[y0:y1, x0:x1] - fx) ** 2 + (yy[y0:y1, x0:x1] - fy) ** 2) / (2 * fr * fr))
+        img[:, y0:y1, x0:x1] += 0.22 * spot[None]
+
+    _defects(img, t, scene)
+
+    # camera: exposure, white balance, FOV and vignetting, noise, softness, JPEG-ready uint8
+    field = _camera_field(size, cam.name) * scene["exposure"]
+    for c in range(3):
+        img[c] *= field * cam.gain[c]
+    if scene["noise"] > 0:
+        img += _crop(t["noise"], r, size, n) * (scene["noise"] / 255)
+    gamma = cam.gamma
+    arr = np.clip(img, 0, 1)
+    out = Image.fromarray((arr.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8), "RGB")
+    if cam.resolution < 1:
+        small = max(16, int(size * cam.resolution))
+        out = out.resize((small, small), Image.BILINEAR).resize((size, size), Image.BILINEAR)
+    if scene["blur"] > 0.2:
+        out = out.filter(ImageFilter.GaussianBlur(scene["blur"]))
+    if abs(gamma - 1) > 1e-3:
+        lut = [int(255 * (i / 255) ** gamma + 0.5) for i in range(256)]
+        out = out.point(lut * 3)
+    _artefacts(out, cam, scene)
+    return out
+
+
+def _patch(img, t, x, y, rx, ry, ang, colour, strength, choroid=None) -> None:
+    """A pale, sharp-edged atrophic patch (choroidal vessels show through when given)."""
+    size = img.shape[1]
+    pad = max(rx, ry) + 2
+    y0, y1, x0, x1 = int(max(y - pad, 0)), int(min(y + pad + 1, size)), int(max(x - pad, 0)), int(min(x + pad + 1, size))
+    if y1 <= y0 or x1 <= x0:
+        return
+    X = t["xx"][y0:y1, x0:x1] - x
+    Y = t["yy"][y0:y1, x0:x1] - y
+    ca, sa = math.cos(ang), math.sin(ang)
+    u, v = X * ca + Y * sa, -X * sa + Y * ca
+    e = np.sqrt((u / rx) ** 2 + (v / ry) ** 2)
+    a = np.clip((1 - e) * max(rx, 2) / 1.2, 0, 1) * strength
+    if choroid is not None:
+        a = a * (1 - 0.5 * choroid[y0:y1, x0:x1])
+    sub = img[:, y0:y1, x0:x1]
+    for c in range(3):
+        sub[c] -= a * (sub[c] - colour[c])
+
+
+def _disc(img, t, scene) -> None:
+    size = img.shape[1]
+    dd, (x, y) = scene["dd"], scene["disc"]
+    rx, ry = dd / 2 * scene["aspect"], dd / 2
+    pad = ry * 1.3 + 2
+    y0, y1, x0, x1 = int(max(y - pad, 0)), int(min(y + pad + 1, size)), int(max(x - pad, 0)), int(min(x + pad + 1, size))
+    if y1 <= y0 or x1 <= x0:
+        return
+    X = t["xx"][y0:y1, x0:x1] - x
+    Y = t["yy"][y0:y1, x0:x1] - y
+    e = np.sqrt((X / rx) ** 2 + (Y / ry) ** 2)
+    disc_a = np.clip((1 - e) * ry / 1.2, 0, 1)
+    # cup: vertical CDR, centred slightly temporal; a notch enlarges it at one pole
+    tdir = 1.0 if scene["fovea"][0] > x else -1.0
+    cdr = scene["cdr"]
+    cx = X - tdir * dd * 0.06
+    ang = np.arctan2(Y, cx)
+    cdr_eff = cdr + scene["notch"] * np.exp(-((ang - scene["notch_dir"] * math.pi / 2) / 0.5) ** 2)
+    ec = np.sqrt((cx / (rx * 0.95)) ** 2 + (Y / ry) ** 2) / np.maximum(cdr_eff, 0.05)
+    cup_a = np.clip((1 - ec) * 3.0, 0, 1) * disc_a
+    pallor = scene["pallor"]
+    rim = np.array([0.97, 0.52 + 0.38 * pallor, 0.34 + 0.5 * pallor], np.float32)
+    cup = np.array([1.0, 0.86, 0.66], np.float32)
+    sub = img[:, y0:y1, x0:x1]
+    for c in range(3):
+        sub[c] -= disc_a * (sub[c] - rim[c])
+        sub[c] -= cup_a * (sub[c] - cup[c])
+
+
+def _defects(img, t, scene) -> None:
+    if not scene["defects"]:
+        return
+    size = img.shape[1]
+    for region, (x, y), rad, kind in scene["defects"]:
+        if region == "retina":
+            w = np.ones((size, size), np.float32)
+        else:
+            d2 = (t["xx"] - x) ** 2 + (t["yy"] - y) ** 2
+            w = np.exp(-d2 / (2 * (rad / 1.6) ** 2)).astype(np.float32)
+        if kind in ("blur", "opacity"):
+            pil = Image.fromarray((np.clip(img, 0, 1).transpose(1, 2, 0) * 255).astype(np.uint8))
+            blurred = np.asarray(pil.filter(ImageFilter.GaussianBlur(scene["dd"] * 0.35)), np.float32).transpose(2, 0, 1) / 255
+            img -= w[None] * (img - blurred)
+            if kind == "opacity":
+                img -= (0.55 * w)[None] * (img - np.array([0.55, 0.45, 0.35], np.float32)[:, None, None])
+        elif kind in ("shadow", "underexposed"):
+            img *= (1 - (0.85 if kind == "shadow" else 0.7) * w)[None]
+        elif kind == "glare":
+            img -= (0.9 * w)[None] * (img - 1.0)
+
+
+def _artefacts(out: Image.Image, cam: CameraProfile, scene: dict) -> None:
+    size = scene["size"]
+    d = ImageDraw.Draw(out)
+    x, y = scene["artefact_xy"]
+    if cam.artefact == "dust":
+        rr = max(1, size / 60)
+        d.ellipse((x - rr, y - rr, x + rr, y + rr), fill=(25, 15, 10))
+    elif cam.artefact == "ring":
+        rr = size * 0.42
+        d.ellipse((size / 2 - rr, size / 2 - rr, size / 2 + rr, size / 2 + rr), outline=(70, 45, 35), width=1)
+    elif cam.artefact == "flare":
+        rr = size * 0.05
+        d.ellipse((x - rr, y - rr * 0.7, x + rr, y + rr * 0.7), outline=(200, 190, 170), width=max(1, size // 128))
+    if scene["stamp"] and size >= 64:
+        text = scene["stamp"] if cam.overlay == "timestamp" else f"{cam.name.split('_')[0].upper()} OD/OS"
+        d.text((3, size - 12 if cam.overlay == "timestamp" else 2), text, fill=(230, 230, 230))
+
+
+def render_fundus(row: dict[str, Any], seed: int, index: int, size: int, camera: str | CameraProfile,
+                  nonfundus_kinds: tuple[str, ...] = CORPUS_KINDS) -> tuple[Image.Image, dict[str, Any]]:
+    """One RGB image and its measurements; a pure function of (row, seed, index, size, camera)."""
+    if size < 32:
+        raise DataError(f"render size {size} px is too small; expected >= 32")
+    plan = plan_fundus(row, seed, index, size, camera, nonfundus_kinds)
+    return rasterise(plan["scene"]), plan["measurements"]
+
+
+def encode_jpeg(img: Image.Image, quality: int) -> bytes:
+    """Fast, deterministic JPEG (libjpeg-turbo through simplejpeg, 4:2:0 as cameras store it)."""
+    import simplejpeg
+    return simplejpeg.encode_jpeg(np.ascontiguousarray(np.asarray(img)), quality=int(quality),
+                                  colorspace="RGB", colorsubsampling="420")

@@ -1,0 +1,267 @@
+"""Write the rendered corpus and the benchmark stand-ins in the real releases' layouts.
+
+Every image is a pure function of (seed, index), so rendering is split over processes in chunks,
+each file is written atomically, and a re-run skips files that exist (their measurements are
+rebuilt from the plan alone, without drawing). CSVs and manifest.json are written last, also
+atomically, so a resumed run ends byte-identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import multiprocessing as mp
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..errors import ConfigError
+from ..io import sha256_file, write_bytes, write_json, write_text
+from ..progress import progress as progress_bar
+from ..schema import COLUMNS
+from ..seeding import derive_seed
+from . import clinical
+from .cameras import camera_record, check_disjoint
+from .captions import caption, caption_diversity, ngram_overlap
+from .labels import fives_labels, messidor2_labels, prevalence_table, refuge_labels, sample_labels
+from .nonfundus import CORPUS_KINDS, RESERVED_KINDS, render_nonfundus as _render_nonfundus_frame
+from .renderer import encode_jpeg, plan_fundus, rasterise
+
+META_COLUMNS = ("camera", "jpeg_quality", "dd_px", "cdr", "disc_aspect", "disc_pallor",
+                "artery_calibre_factor", "vein_dilation_factor", "glaucoma_notch", "n_microaneurysm",
+                "n_haemorrhage", "n_hard_exudate", "n_cotton_wool_spot", "n_drusen", "nonfundus_kind",
+                "defects", "lesions")
+HAEMORRHAGES = ("dot_blot_haemorrhage", "flame_haemorrhage", "preretinal_haemorrhage")
+
+
+# ---- one image ------------------------------------------------------------------------------------
+
+def _task(job: tuple) -> tuple[int, dict[str, Any]]:
+    """Render (or, when the file exists, only plan) one image; returns its measurements."""
+    index, row, seed, size, camera, dest, fmt, kinds = job
+    plan = plan_fundus(row, seed, index, size, camera, kinds)
+    dest = Path(dest)
+    if not dest.exists():
+        img = rasterise(plan["scene"])
+        if fmt == "png":
+            buf = _io.BytesIO()
+            img.save(buf, format="PNG", compress_level=6)
+            data = buf.getvalue()
+        else:
+            data = encode_jpeg(img, plan["measurements"]["jpeg_quality"])
+        write_bytes(dest, data)
+    return index, plan["measurements"]
+
+
+def _clean_stale_temps(dirs: Iterable[Path]) -> None:
+    """A SIGKILL can leave io.atomic_path's temporary siblings behind; they are never final files."""
+    for d in dirs:
+        if d.is_dir():
+            for p in d.glob(".*.tmp"):
+                p.unlink(missing_ok=True)
+
+
+def _run_jobs(jobs: list[tuple], workers: int, desc: str, show: bool) -> list[dict[str, Any]]:
+    _clean_stale_temps({Path(j[5]).parent for j in jobs})
+    out: list[dict[str, Any] | None] = [None] * len(jobs)
+    pos = {j[0]: k for k, j in enumerate(jobs)}
+    bar = progress_bar(total=len(jobs), desc=desc, unit="img") if show else None
+    if workers <= 1 or len(jobs) < 8:
+        results = map(_task, jobs)
+        for index, m in results:
+            out[pos[index]] = m
+            if bar is not None:
+                bar.update(1)
+    else:
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        chunk = max(1, min(64, len(jobs) // (workers * 8)))
+        with ctx.Pool(workers) as pool:
+            for index, m in pool.imap_unordered(_task, jobs, chunksize=chunk):
+                out[pos[index]] = m
+                if bar is not None:
+                    bar.update(1)
+    if bar is not None:
+        bar.close()
+    return out  # type: ignore[return-value]
+
+
+# ---- tables ----------------------------------------------------------------------------------------
+
+def _csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    buf = _io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        w.writerow(r)
+    return buf.getvalue()
+
+
+def meta_row(m: dict[str, Any]) -> list[Any]:
+    """The render_meta.csv columns (META_COLUMNS) of one measurements dict."""
+    les = m.get("lesions", {})
+
+    def total(*kinds: str) -> int:
+        return sum(src.get(k, {}).get("count", 0) for src in les.values() for k in kinds)
+    return [m["camera"], m["jpeg_quality"], m.get("dd_px", ""), m.get("cdr", ""), m.get("disc_aspect", ""),
+            m.get("disc_pallor", ""), m.get("artery_calibre_factor", ""), m.get("vein_dilation_factor", ""),
+            int(m.get("glaucoma_notch", False)) if "cdr" in m else "", total("microaneurysm"),
+            total(*HAEMORRHAGES), total("hard_exudate"), total("cotton_wool_spot"), total("drusen"),
+            m.get("nonfundus_kind", ""), ";".join(m.get("defects", [])),
+            json.dumps(les, sort_keys=True, separators=(",", ":")) if les else ""]
+
+
+def _checksums(root: Path, rels: Iterable[str]) -> dict[str, str]:
+    return {rel: sha256_file(root / rel) for rel in sorted(rels)}
+
+
+def _camera_for(seed: int, key: str, index: int, cameras: Sequence[str]) -> str:
+    return cameras[derive_seed(seed, key, "camera", index) % len(cameras)]
+
+
+def _base_manifest(kind: str, seed: int, size: int, cameras: Sequence[str], used: Counter) -> dict[str, Any]:
+    return {"generator_version": clinical.GENERATOR_VERSION, "kind": kind, "seed": seed, "render_size": size,
+            "cameras": {"available": list(cameras), "used": dict(sorted(used.items())),
+                        "profiles": {c: camera_record(c) for c in cameras}},
+            "clinical_parameters": clinical.clinical_parameters()}
+
+
+# ---- the corpus ------------------------------------------------------------------------------------
+
+def render_corpus(profile, out_dir: str | os.PathLike, progress: bool = True) -> Path:
+    """Render profile.synth.corpus_size images in the SynFundus-1M layout under out_dir; resumable."""
+    s = profile.synth
+    check_disjoint(s.train_cameras, s.heldout_cameras)
+    out = Path(out_dir)
+    seed, size = int(profile.seed), int(s.render_size)
+    rows = sample_labels(int(s.corpus_size), seed, s.class_balance)
+    cams = [_camera_for(seed, "corpus", i, s.train_cameras) for i in range(len(rows))]
+    jobs = [(i, row, seed, size, cams[i], str(out / "Fundus" / row["file_name"]), "jpg", CORPUS_KINDS)
+            for i, row in enumerate(rows)]
+    meas = _run_jobs(jobs, int(s.workers), "render corpus", progress)
+
+    write_text(out / "annotations.csv", _csv_text(COLUMNS, ([r[c] for c in COLUMNS] for r in rows)))
+    zh = [caption(r, seed, i, "zh") for i, r in enumerate(rows)]
+    en = [caption(r, seed, i, "en") for i, r in enumerate(rows)]
+    write_text(out / "captions.csv", _csv_text(("file_name", "caption_zh", "caption_en"),
+                                               zip((r["file_name"] for r in rows), zh, en)))
+    write_text(out / "render_meta.csv", _csv_text(("file_name",) + META_COLUMNS,
+                                                  ([r["file_name"]] + meta_row(m) for r, m in zip(rows, meas))))
+    manifest = _base_manifest("synfundus_corpus", seed, size, list(s.train_cameras), Counter(cams))
+    manifest.update({
+        "profile": profile.name, "class_balance": s.class_balance, "corpus_size": len(rows),
+        "heldout_cameras": list(s.heldout_cameras), "nonfundus_kinds": list(CORPUS_KINDS),
+        "nonfundus_kinds_reserved": list(RESERVED_KINDS),
+        "labels": prevalence_table(rows),
+        "captions": {"zh": caption_diversity(zh, rows), "en": caption_diversity(en, rows),
+                     "ngram_overlap_en_vs_flair_ek_prompts": ngram_overlap(en)},
+        "licence_note": "synthetic stand-in in the SynFundus-1M schema (the real release is CC BY-NC-SA 4.0)",
+    })
+    rels = [f"Fundus/{r['file_name']}" for r in rows] + ["annotations.csv", "captions.csv", "render_meta.csv"]
+    manifest["files"] = _checksums(out, rels)
+    write_json(out / "manifest.json", manifest)
+    return out
+
+
+# ---- the benchmark stand-ins -----------------------------------------------------------------------
+
+def _variant(profile, variant: str) -> tuple[int, list[str]]:
+    s = profile.synth
+    if variant == "test":
+        return int(s.benchmark_test_seed), list(s.heldout_cameras)
+    if variant == "dev":
+        return int(s.benchmark_dev_seed), list(s.heldout_cameras)
+    if variant == "seen":
+        return int(s.benchmark_test_seed), list(s.train_cameras)
+    raise ConfigError(f"benchmark variant {variant!r} is unknown; expected 'test', 'dev' or 'seen'")
+
+
+def _write_dataset(root: Path, name: str, rows: list[dict], rels: list[str], fmt: str, seed: int,
+                   size: int, cameras: list[str], workers: int, show: bool, variant: str,
+                   extra_files: dict[str, str], extra_manifest: dict[str, Any]) -> Path:
+    img_seed = derive_seed(seed, name)          # each dataset holds different eyes
+    cams = [_camera_for(seed, name, i, cameras) for i in range(len(rows))]
+    jobs = [(i, row, img_seed, size, cams[i], str(root / rel), fmt, CORPUS_KINDS)
+            for i, (row, rel) in enumerate(zip(rows, rels))]
+    meas = _run_jobs(jobs, workers, f"render {variant}/{name}", show)
+    for rel, text in extra_files.items():
+        write_text(root / rel, text)
+    write_text(root / "render_meta.csv", _csv_text(("path",) + META_COLUMNS,
+                                                   ([rel] + meta_row(m) for rel, m in zip(rels, meas))))
+    manifest = _base_manifest(f"{name}_standin", seed, size, cameras, Counter(cams))
+    manifest.update({"dataset": name, "variant": variant, "image_seed": img_seed, "n_images": len(rows)},
+                    **extra_manifest)
+    manifest["files"] = _checksums(root, rels + list(extra_files) + ["render_meta.csv"])
+    write_json(root / "manifest.json", manifest)
+    return root
+
+
+def render_benchmarks(profile, out_dir: str | os.PathLike, variant: str = "test",
+                      progress: bool = True) -> dict[str, Path]:
+    """MESSIDOR-2, FIVES and REFUGE stand-ins in their real layouts under out_dir/<dataset>/."""
+    s = profile.synth
+    check_disjoint(s.train_cameras, s.heldout_cameras)
+    seed, cameras = _variant(profile, variant)
+    size, workers, out = int(s.render_size), int(s.workers), Path(out_dir)
+    result: dict[str, Path] = {}
+
+    # MESSIDOR-2 as on Kaggle: messidor_data.csv (gradable rows) + IMAGES/IM000001.JPG
+    rows = messidor2_labels(int(s.messidor2_size), seed)
+    ids = [f"IM{i + 1:06d}.JPG" for i in range(len(rows))]
+    table = _csv_text(("image_id", "adjudicated_dr_grade", "adjudicated_dme", "adjudicated_gradable"),
+                      ([iid, r["dr_grade"], r["is_dme"], 1] for iid, r in zip(ids, rows)))
+    result["messidor2"] = _write_dataset(
+        out / "messidor2", "messidor2", rows, [f"IMAGES/{iid}" for iid in ids], "jpg", seed, size, cameras,
+        workers, progress, variant, {"messidor_data.csv": table},
+        {"grade_counts": dict(sorted(Counter(str(r["dr_grade"]) for r in rows).items()))})
+
+    # FIVES: train/Original/<n>_<A|D|G|N>.png, test/Original/...; 3:1 train/test within each class
+    rows = fives_labels(int(s.fives_size), seed)
+    per_class: dict[str, int] = Counter(r["fives_class"] for r in rows)
+    seen: Counter = Counter()
+    counters = {"train": 0, "test": 0}
+    rels = []
+    for r in rows:
+        c = r["fives_class"]
+        split = "train" if seen[c] < per_class[c] * 3 // 4 else "test"
+        seen[c] += 1
+        counters[split] += 1
+        rels.append(f"{split}/Original/{counters[split]}_{c}.png")
+    result["fives"] = _write_dataset(
+        out / "fives", "fives", rows, rels, "png", seed, size, cameras, workers, progress, variant, {},
+        {"class_counts": dict(sorted(per_class.items())), "split_counts": counters})
+
+    # REFUGE: Training400/Glaucoma/gXXXX.jpg and Training400/Non-Glaucoma/nXXXX.jpg
+    rows = refuge_labels(int(s.refuge_size), seed)
+    counts = {"g": 0, "n": 0}
+    rels = []
+    for r in rows:
+        k = "g" if r["is_gc"] else "n"
+        counts[k] += 1
+        rels.append(f"Training400/{'Glaucoma' if k == 'g' else 'Non-Glaucoma'}/{k}{counts[k]:04d}.jpg")
+    result["refuge"] = _write_dataset(
+        out / "refuge", "refuge", rows, rels, "jpg", seed, size, cameras, workers, progress, variant, {},
+        {"class_counts": {"glaucoma": counts["g"], "no_glaucoma": counts["n"]}})
+    return result
+
+
+def render_nonfundus(out_dir: str | os.PathLike, n: int, seed: int,
+                     kinds: Sequence[str] = RESERVED_KINDS, size: int = 192) -> Path:
+    """n non-fundus frames (by default the kinds the corpus never contains) for the ablation:
+    out_dir/images/NNNNNNN.jpg, out_dir/labels.csv (file_name, kind), out_dir/manifest.json."""
+    out = Path(out_dir)
+    names, used = [], []
+    for i in range(n):
+        kind = kinds[derive_seed(seed, "nonfundus_kind", i) % len(kinds)]
+        name = f"{i + 1:07d}.jpg"
+        dest = out / "images" / name
+        if not dest.exists():
+            write_bytes(dest, encode_jpeg(_render_nonfundus_frame(kind, seed, i, size), 90))
+        names.append(name)
+        used.append(kind)
+    write_text(out / "labels.csv", _csv_text(("file_name", "kind"), zip(names, used)))
+    manifest = {"generator_version": clinical.GENERATOR_VERSION, "kind": "nonfundus", "seed": seed,
+                "render_size": size, "kinds": dict(sorted(Counter(used).items()))}
+    manifest["files"] = _checksums(out, [f"images/{x}" for x in names] + ["labels.csv"])
+    write_json(out / "manifest.json", manifest)
+    return out
