@@ -56,8 +56,12 @@ def load_image(path: Path, size: int) -> Image.Image:
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
-    """uint8 [3, H, W] from an RGB PIL image."""
-    return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+    """uint8 [3, H, W] from an RGB PIL image.
+
+    The HWC -> CHW copy is done by numpy: torch's .contiguous() may hand a tiny copy to its
+    intra-op thread pool, which costs milliseconds per item in busy DataLoader workers.
+    """
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)))
 
 
 class ImageTextDataset(Dataset):
@@ -101,7 +105,7 @@ class ImageTextDataset(Dataset):
         img = preprocess_fundus(load_image(rec.path, self.image_size), self.image_size)
         if self.augment is not None:
             img = self.augment(img, self.epoch, i)
-        labels = torch.tensor([int(rec.labels[c]) for c in LABEL_VECTOR], dtype=torch.long)
+        labels = torch.from_numpy(np.array([int(rec.labels[c]) for c in LABEL_VECTOR], dtype=np.int64))
         return {"image": to_tensor(img), "caption": self.caption(i), "label_key": self._label_keys[i],
                 "index": i, "labels": labels}
 

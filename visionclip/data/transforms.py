@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageChops, ImageFilter
 from scipy import ndimage
 
 from ..seeding import rng
@@ -32,33 +32,52 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _channel_max(img: Image.Image) -> Image.Image:
+    r, g, b = img.split()
+    return ImageChops.lighter(ImageChops.lighter(r, g), b)
+
+
+def _rank3(a: np.ndarray, op) -> np.ndarray:
+    """3x3 min or max filter (separable, edges replicated): the grey opening's two halves."""
+    p = np.pad(a, 1, mode="edge")
+    rows = op(op(p[:-2], p[1:-1]), p[2:])
+    return op(op(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Background components that do not touch the frame are holes (dark lesions, the fovea)."""
+    bg, n = ndimage.label(~mask)
+    if n == 0:
+        return mask
+    edge = np.unique(np.concatenate([bg[0], bg[-1], bg[:, 0], bg[:, -1]]))
+    return mask | ((bg > 0) & ~np.isin(bg, edge))
+
+
 def _foreground(img: Image.Image) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
     """Box of the fundus disk in `img`'s pixels and its mask on a thumbnail, or None when there is none.
 
     Threshold the per-pixel max channel of a box-filtered thumbnail (the red channel carries a
-    fundus, and box filtering averages sensor noise away), open the mask to cut thin strokes
-    (timestamps, overlay text), and keep the largest connected component.
+    fundus, and box filtering averages sensor noise away) after a 3x3 grey opening that cuts
+    thin strokes (timestamps, overlay text), and keep the largest connected component.
     """
     rgb = to_rgb(img)
     w, h = rgb.size
     scale = min(1.0, _WORK_SIDE / max(w, h))
     small = rgb.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BOX) if scale < 1 else rgb
-    level = np.asarray(small, dtype=np.uint8).max(axis=2)
+    level = _rank3(_rank3(np.asarray(_channel_max(small)), np.minimum), np.maximum)
     bright = float(np.percentile(level, 99))
     if bright < 2 * _MIN_LEVEL:
         return None  # a blank or black frame
-    mask = level > max(_MIN_LEVEL, _REL_LEVEL * bright)
-    mask = ndimage.binary_opening(mask, structure=np.ones((3, 3), bool))
-    labels, n = ndimage.label(mask)
+    labels, n = ndimage.label(level > max(_MIN_LEVEL, _REL_LEVEL * bright))
     if n == 0:
         return None
     sizes = np.bincount(labels.ravel())[1:]
     biggest = int(np.argmax(sizes)) + 1
-    if sizes[biggest - 1] < _MIN_AREA * mask.size:
+    if sizes[biggest - 1] < _MIN_AREA * labels.size:
         return None
-    disk = ndimage.binary_fill_holes(labels == biggest)
+    disk = _fill_holes(labels == biggest)
     # One thumbnail pixel of margin: rim pixels are partly dark (vignetting, box-filter mixing).
-    disk = ndimage.binary_dilation(disk, structure=np.ones((3, 3), bool))
+    disk = _rank3(disk, np.logical_or)
     rows = np.flatnonzero(disk.any(axis=1))
     cols = np.flatnonzero(disk.any(axis=0))
     sw, sh = small.size
@@ -154,11 +173,11 @@ class TrainAugment:
             img = img.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
 
         # Photometric jitter on the disk only: the camera surround stays black.
-        x = np.asarray(img, dtype=np.float32) / 255.0
-        inside = (x.max(axis=2, keepdims=True) > _MIN_LEVEL / 255.0).astype(np.float32)
+        inside = (np.asarray(_channel_max(img)) > _MIN_LEVEL)[..., None].astype(np.float32)
+        x = np.asarray(img, dtype=np.float32) * (1.0 / 255.0)
         x = x * g.uniform(1 - self.brightness, 1 + self.brightness)
-        weight = max(float(inside.sum()), 1.0)
-        mean = float((x.mean(axis=2, keepdims=True) * inside).sum()) / weight
+        grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
+        mean = float((grey * inside[..., 0]).sum()) / max(float(inside.sum()), 1.0)
         x = (x - mean) * g.uniform(1 - self.contrast, 1 + self.contrast) + mean
         grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
         x = grey[..., None] + (x - grey[..., None]) * g.uniform(1 - self.saturation, 1 + self.saturation)
