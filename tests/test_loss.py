@@ -104,17 +104,20 @@ def _loss_and_grads(rows: slice, label_aware: bool):
     return loss.detach(), [p.grad for p in params]
 
 
-def _worker(rank: int, port: int, label_aware: bool, out_dir: str):
+def _worker(rank: int, port: int, out_dir: str):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
-        loss, grads = _loss_and_grads(slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH), label_aware)
-        # What DDP does: average the gradients (and here the loss) over ranks.
-        for t in [loss] + grads:
-            dist.all_reduce(t)
-            t /= WORLD
+        results = {}
+        for label_aware in (False, True):
+            loss, grads = _loss_and_grads(slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH), label_aware)
+            # What DDP does: average the gradients (and here the loss) over ranks.
+            for t in [loss] + grads:
+                dist.all_reduce(t)
+                t /= WORLD
+            results[label_aware] = {"loss": loss, "grads": grads}
         if rank == 0:
-            torch.save({"loss": loss, "grads": grads}, os.path.join(out_dir, "dist.pt"))
+            torch.save(results, os.path.join(out_dir, "dist.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -125,16 +128,41 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("label_aware", [False, True])
-def test_two_process_gloo_equals_one_process(tmp_path, label_aware):
+def test_two_process_gloo_equals_one_process(tmp_path):
     """Each rank computes the loss of its B local rows against all N gathered columns; the
     all_gather backward hands every rank the sum of all ranks' gradients for its rows. The mean of
     the per-rank losses is the single-process loss over N rows (equal B per rank), and DDP averages
     gradients over ranks, so the rank-averaged gradient must equal the single-process gradient.
-    Tolerance 1e-10 in float64 (only summation order differs)."""
-    mp.spawn(_worker, args=(_free_port(), label_aware, str(tmp_path)), nprocs=WORLD, join=True)
+    Tolerance 1e-10 in float64 (only summation order differs). One spawn serves both losses."""
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     distributed = torch.load(tmp_path / "dist.pt")
-    single_loss, single_grads = _loss_and_grads(slice(None), label_aware)
-    assert distributed["loss"].item() == pytest.approx(single_loss.item(), abs=1e-10)
-    for g_dist, g_single in zip(distributed["grads"], single_grads):
-        torch.testing.assert_close(g_dist, g_single, atol=1e-10, rtol=0)
+    for label_aware in (False, True):
+        single_loss, single_grads = _loss_and_grads(slice(None), label_aware)
+        assert distributed[label_aware]["loss"].item() == pytest.approx(single_loss.item(), abs=1e-10)
+        for g_dist, g_single in zip(distributed[label_aware]["grads"], single_grads):
+            torch.testing.assert_close(g_dist, g_single, atol=1e-10, rtol=0)
+        # the gathered negatives matter: a rank-local loss would give other gradients
+        assert not torch.allclose(single_grads[0], _local_only_grads(label_aware)[0], atol=1e-6)
+
+
+def _local_only_grads(label_aware: bool):
+    """Gradients of the per-rank loss without gathering (each rank sees only its own B pairs)."""
+    image_tower, text_tower, logit_scale = _towers()
+    images, texts, keys = _batch()
+    total = 0
+    for r in range(WORLD):
+        rows = slice(r * LOCAL_BATCH, (r + 1) * LOCAL_BATCH)
+        img = torch.nn.functional.normalize(image_tower(images[rows]), dim=1)
+        txt = torch.nn.functional.normalize(text_tower(texts[rows]), dim=1)
+        total = total + ClipLoss(label_aware)(img, txt, logit_scale.exp(), keys[rows]) / WORLD
+    total.backward()
+    return [p.grad for p in list(image_tower.parameters()) + list(text_tower.parameters())]
+
+
+def test_similarities_stay_fp32_under_bf16_autocast():
+    img, txt = (t.float() for t in _embeddings(n=8, d=16, seed=2))
+    reference = ClipLoss()(img, txt, torch.tensor(100.0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = ClipLoss()(img, txt, torch.tensor(100.0))
+    assert autocast.dtype == torch.float32
+    assert autocast.item() == pytest.approx(reference.item(), rel=1e-6)

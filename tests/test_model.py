@@ -144,3 +144,22 @@ def test_image_classifier_heads_and_round_trip(tmp_path, batch):
         assert torch.equal(loaded(images)[key], out[key])
     with pytest.raises(CheckpointError, match="'ImageClassifier'"):
         VisionCLIP.from_pretrained(tmp_path)
+
+
+def test_modified_rn50_tower(tokenizer):
+    """Chinese-CLIP's RN50: CLIP's ModifiedResNet whose attention pool projects straight to embed_dim."""
+    pytest.importorskip("open_clip")
+    cfg = dataclasses.replace(TINY, image_tower="modified_rn50")
+    torch.manual_seed(0)
+    model = build_model(cfg, tokenizer.vocab_size, image_size=64).eval()
+    assert isinstance(model.image_proj, torch.nn.Identity)
+    assert model.visual.trunk.attnpool.positional_embedding.shape == (2 * 2 + 1, 2048)
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        reference = model.encode_image(images)
+        model = model.to(memory_format=torch.channels_last)
+        channels_last = model.encode_image(images.to(memory_format=torch.channels_last))
+    assert reference.shape == (2, TINY.embed_dim)
+    torch.testing.assert_close(channels_last, reference, atol=1e-5, rtol=1e-4)
+    with pytest.raises(Exception, match="multiple of 32"):
+        build_model(cfg, tokenizer.vocab_size, image_size=48)

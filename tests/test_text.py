@@ -1,6 +1,11 @@
 """CaptionTokenizer: BERT-style Chinese/English tokenisation, vocab files, save/load."""
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -119,11 +124,30 @@ def test_build_tokenizer_from_model_config(tmp_path):
     assert from_path.tokens() == corpus.tokens()
 
 
+def test_training_is_deterministic_across_processes(tmp_path):
+    """Python's str hash and Rust's hash maps are seeded per process: train in two fresh ones."""
+    script = ("import sys; from visionclip.text import CaptionTokenizer; "
+              f"CaptionTokenizer.train({CAPTIONS!r} * 2, 95).save(sys.argv[1])")
+    for i, hash_seed in enumerate(("1", "2")):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / str(i))], check=True,
+                       env={**os.environ, "PYTHONHASHSEED": hash_seed})
+    assert (tmp_path / "0" / "vocab.txt").read_bytes() == (tmp_path / "1" / "vocab.txt").read_bytes()
+    assert (tmp_path / "0" / "tokenizer.json").read_bytes() == (tmp_path / "1" / "tokenizer.json").read_bytes()
+
+
 def test_cn_clip_vocab_when_installed():
+    """With cn-clip installed (pip install cn-clip --no-deps): its 21,128-token RoBERTa-wwm-ext vocab
+    tokenises exactly as Chinese-CLIP's own BERT tokenizer, and locating it imports nothing."""
     path = find_cn_clip_vocab()
     if path is None:
         pytest.skip("cn-clip is not installed")
+    assert "cn_clip" not in sys.modules
     tok = CaptionTokenizer.from_vocab(path)
     assert tok.vocab_size == 21128
-    # tokenises as transformers' BertTokenizer with the same vocab (the paper's Chinese-CLIP setup)
     assert tok.tokenize("糖尿病视网膜病变") == list("糖尿病视网膜病变")
+    spec = importlib.util.spec_from_file_location("cn_clip_bert_tokenizer", path.parent / "bert_tokenizer.py")
+    reference_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference_module)  # a plain-Python file: no cn_clip package import
+    reference = reference_module.FullTokenizer(vocab_file=str(path))
+    for text in CAPTIONS + ["Mixed 中文 and English: CDR 0.7 (Severe)! café"]:
+        assert tok.tokenize(text) == reference.tokenize(text)
