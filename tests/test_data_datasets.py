@@ -76,6 +76,15 @@ def test_deterministic_per_seed_epoch_index(corpus):
     assert torch.equal(first, c[1]["image"])
 
 
+def test_worker_processes_give_the_same_batches(corpus):
+    ds = ImageTextDataset(corpus, 32, "both", augment=True, seed=4)
+    ds.set_epoch(1)
+    solo = list(DataLoader(ds, batch_size=3, num_workers=0))
+    pool = list(DataLoader(ds, batch_size=3, num_workers=2))
+    for a, b in zip(solo, pool):
+        assert torch.equal(a["image"], b["image"]) and a["caption"] == b["caption"]
+
+
 def test_image_dataset(tmp_path):
     # circles cut at top and bottom: wider than tall, so the square needs padding
     recs = [Record(disk_jpeg(tmp_path / f"{i}.jpg", seed=i, radius=0.6), i % 2, ("a", "b"), "refuge", "refuge")

@@ -303,7 +303,7 @@ def read_messidor2(root: str | os.PathLike, verify: bool = True) -> list[Record]
 
 # --------------------------------------------------------------------------- MESSIDOR (original)
 
-_MESSIDOR_SHEET = re.compile(r"^annotation_base\w*\.xls$", re.IGNORECASE)
+_MESSIDOR_SHEET = re.compile(r"^annotation[ _]?base\w*\.xls$", re.IGNORECASE)
 MESSIDOR_COLUMNS = ("Image name", "Retinopathy grade")
 
 
@@ -343,7 +343,9 @@ def read_messidor(root: str | os.PathLike, verify: bool = True) -> list[Record]:
     root = _require_root(root, "messidor")
     sheets = sorted((p for p in root.rglob("*") if _MESSIDOR_SHEET.match(p.name)), key=_natural_key)
     if not sheets:
-        raise _layout_error(root, "messidor", "no Annotation_BaseXX.xls spreadsheet")
+        xlsx = sorted(p.name for p in root.rglob("*.xlsx") if p.name.lower().startswith("annotation"))
+        hint = f" (found {xlsx[:3]}: xlrd reads the release's .xls format only; save them as .xls)" if xlsx else ""
+        raise _layout_error(root, "messidor", f"no Annotation_BaseXX.xls spreadsheet{hint}")
     if verify:
         verify_root(root)
     label_map = {int(k): v for k, v in load_manifest("messidor")["label_map"]["retinopathy_grade"].items()}
