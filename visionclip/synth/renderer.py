@@ -83,6 +83,25 @@ def _camera_field(size: int, name: str) -> np.ndarray:
     return (mask * vign).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=256)
+def _kernel(sigma_q: int) -> ImageFilter.Kernel:
+    """A 3x3 or 5x5 Gaussian kernel: much faster than PIL's GaussianBlur for sub-2-px softness."""
+    sigma = sigma_q / 20
+    half = 1 if sigma <= 0.8 else 2
+    ax = np.arange(-half, half + 1, dtype=np.float64)
+    g = np.exp(-(ax[:, None] ** 2 + ax[None, :] ** 2) / (2 * sigma * sigma))
+    g /= g.sum()
+    return ImageFilter.Kernel((2 * half + 1, 2 * half + 1), g.ravel().tolist(), scale=1.0)
+
+
+def _soften(im: Image.Image, sigma: float) -> Image.Image:
+    if sigma < 0.25:
+        return im
+    if sigma <= 1.6:
+        return im.filter(_kernel(int(round(sigma * 20))))
+    return im.filter(ImageFilter.GaussianBlur(sigma))
+
+
 def _crop(arr: np.ndarray, r: np.random.Generator, size: int, n: int) -> np.ndarray:
     y, x = r.integers(0, n - size, 2)
     out = arr[..., y:y + size, x:x + size]
@@ -154,7 +173,8 @@ def _vessel_tree(r: np.random.Generator, disc: tuple[float, float], fovea: tuple
                 target = math.atan2(-0.5 if up else 0.5, -tdir)
                 length = dd * r.uniform(3.0, 4.5)
             tort = 0.25 if (kind == "vein" and q in tortuous_quadrants) else 0.08
-            _grow(r, vessels, kind, (disc[0] + start_r * math.cos(theta), disc[1] + start_r * math.sin(theta)),
+            ox = disc[0] - tdir * dd * 0.07          # central vessels emerge on the nasal side of the cup
+            _grow(r, vessels, kind, (ox + start_r * math.cos(theta), disc[1] + start_r * math.sin(theta)),
                   theta, target, w0, length, dd, fovea, tort, q, depth=0, size=size)
     return vessels
 
@@ -240,7 +260,8 @@ def plan_fundus(row: dict[str, Any], seed: int, index: int, size: int, camera: s
         scene["rvo_type"] = "central" if central else "branch"
         meas["rvo_type"] = scene["rvo_type"]
     disc_r = dd / 2
-    start_r = disc_r * (cdr if flags["is_gc"] else 0.25)
+    # vessels emerge inside the cup; in glaucoma they climb out at its edge and bend there
+    start_r = disc_r * (cdr if flags["is_gc"] else 0.6 * cdr)
     vessels = _vessel_tree(r, disc, fovea, dd, start_r, art, vein, rvo_q, size)
     scene["vessels"] = vessels
     meas.update(dd_px=round(dd, 3), cdr=round(cdr, 4), disc_xy=[round(v, 2) for v in disc],
@@ -529,7 +550,7 @@ def rasterise(scene: dict[str, Any], measurements: dict[str, Any] | None = None)
                 ds.line((x + l0 * math.cos(a), y + l0 * math.sin(a), x + l1 * math.cos(a), y + l1 * math.sin(a)),
                         fill=int(r.uniform(110, 190)), width=1)
             ds.ellipse((x - rr, y - rr, x + rr, y + rr), outline=60, width=max(1, int(rr / 6)))
-            a = np.asarray(sheen.filter(ImageFilter.GaussianBlur(max(0.5, dd / 30))), np.float32) * (0.45 / 255)
+            a = np.asarray(_soften(sheen, max(0.5, dd / 30)), np.float32) * (0.45 / 255)
             glaze = np.exp(((xx - x) ** 2 + (yy - y) ** 2) * (-1 / (2 * (rr * 0.8) ** 2))) * 0.12
             _blend(img, a + glaze, COLOURS["white"])
 
@@ -564,9 +585,9 @@ def rasterise(scene: dict[str, Any], measurements: dict[str, Any] | None = None)
             da.line((x - math.sin(ang) * rr * 3, y + math.cos(ang) * rr * 3,
                      x + math.sin(ang) * rr * 3, y - math.cos(ang) * rr * 3), fill=200,
                     width=max(1, int(round(dd * 0.06))))
-    soft = ImageFilter.GaussianBlur(max(0.35, dd / 70))
-    _blend(img, np.asarray(vein_l.filter(soft), np.float32) * (1 / 255), COLOURS["vein"])
-    _blend(img, np.asarray(art_l.filter(soft), np.float32) * (1 / 255), COLOURS["artery"])
+    soft = max(0.35, dd / 70)
+    _blend(img, np.asarray(_soften(vein_l, soft), np.float32) * (1 / 255), COLOURS["vein"])
+    _blend(img, np.asarray(_soften(art_l, soft), np.float32) * (1 / 255), COLOURS["artery"])
 
     # small lesions, one layer per colour
     layers: dict[str, tuple[Image.Image, ImageDraw.ImageDraw]] = {}
@@ -579,7 +600,7 @@ def rasterise(scene: dict[str, Any], measurements: dict[str, Any] | None = None)
     for name in ("white", "drusen", "yellow", "dark", "red"):
         if name in layers:
             blur = {"white": dd / 12, "drusen": dd / 40, "yellow": dd / 80}.get(name, dd / 70)
-            a = np.asarray(layers[name][0].filter(ImageFilter.GaussianBlur(max(0.3, blur))), np.float32) * (1 / 255)
+            a = np.asarray(_soften(layers[name][0], max(0.3, blur)), np.float32) * (1 / 255)
             _blend(img, a, COLOURS[name])
 
     # foveal reflex: a tiny bright point in the dark fovea
@@ -604,8 +625,7 @@ def rasterise(scene: dict[str, Any], measurements: dict[str, Any] | None = None)
     if cam.resolution < 1:
         small = max(16, int(size * cam.resolution))
         out = out.resize((small, small), Image.BILINEAR).resize((size, size), Image.BILINEAR)
-    if scene["blur"] > 0.2:
-        out = out.filter(ImageFilter.GaussianBlur(scene["blur"]))
+    out = _soften(out, scene["blur"])
     if abs(gamma - 1) > 1e-3:
         lut = [int(255 * (i / 255) ** gamma + 0.5) for i in range(256)]
         out = out.point(lut * 3)
@@ -652,14 +672,18 @@ def _disc(img, t, scene) -> None:
     ang = np.arctan2(Y, cx)
     cdr_eff = cdr + scene["notch"] * np.exp(-((ang - scene["notch_dir"] * math.pi / 2) / 0.5) ** 2)
     ec = np.sqrt((cx / (rx * 0.95)) ** 2 + (Y / ry) ** 2) / np.maximum(cdr_eff, 0.05)
-    cup_a = np.clip((1 - ec) * 3.0, 0, 1) * disc_a
+    # the cup's visible edge (alpha 0.5) lies at the CDR, sloping over ~1.5 px like a real excavation
+    cup_a = np.clip((1 - ec) * (ry * cdr / 1.5) + 0.5, 0, 1) * disc_a
     pallor = scene["pallor"]
-    rim = np.array([0.97, 0.52 + 0.38 * pallor, 0.34 + 0.5 * pallor], np.float32)
-    cup = np.array([1.0, 0.86, 0.66], np.float32)
+    rim = np.array([0.96, 0.50 + 0.40 * pallor, 0.33 + 0.52 * pallor], np.float32)
+    cup = np.array([1.0, 0.84 + 0.08 * pallor, 0.64 + 0.2 * pallor], np.float32)
+    # the rim is pinker towards the disc margin, the margin itself slightly darker
+    margin = np.clip(1 - np.abs(e - 0.97) / 0.08, 0, 1) * 0.12
     sub = img[:, y0:y1, x0:x1]
     for c in range(3):
-        sub[c] -= disc_a * (sub[c] - rim[c])
+        sub[c] -= disc_a * (sub[c] - rim[c] * (1 - 0.08 * e))
         sub[c] -= cup_a * (sub[c] - cup[c])
+        sub[c] *= 1 - margin
 
 
 def _defects(img, t, scene) -> None:
