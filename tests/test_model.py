@@ -161,5 +161,7 @@ def test_modified_rn50_tower(tokenizer):
         channels_last = model.encode_image(images.to(memory_format=torch.channels_last))
     assert reference.shape == (2, TINY.embed_dim)
     torch.testing.assert_close(channels_last, reference, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="built for 64x64 images"):
+        model.encode_image(torch.rand(1, 3, 96, 96))
     with pytest.raises(Exception, match="multiple of 32"):
         build_model(cfg, tokenizer.vocab_size, image_size=48)

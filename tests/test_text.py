@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pickle
 import subprocess
 import sys
 
@@ -70,6 +71,15 @@ def test_save_load_round_trip(tokenizer, tmp_path):
     for key in ("input_ids", "attention_mask"):
         assert torch.equal(loaded(CAPTIONS, 32)[key], tokenizer(CAPTIONS, 32)[key])
     assert CaptionTokenizer.from_vocab(tmp_path / "vocab.txt").tokens() == tokenizer.tokens()
+    saved = (tmp_path / "tokenizer.json").read_bytes()  # saving after batch calls: same file
+    tokenizer(CAPTIONS, 20)
+    tokenizer.save(tmp_path)
+    assert (tmp_path / "tokenizer.json").read_bytes() == saved
+
+
+def test_pickles_for_dataloader_workers(tokenizer):
+    clone = pickle.loads(pickle.dumps(tokenizer))
+    assert torch.equal(clone(CAPTIONS, 16)["input_ids"], tokenizer(CAPTIONS, 16)["input_ids"])
 
 
 def test_from_handmade_vocab(tmp_path):

@@ -45,11 +45,12 @@ class ImageTower(nn.Module):
     so every caller passes [0, 1] images and the saved model carries its own preprocessing.
     """
 
-    def __init__(self, trunk: nn.Module, feature_dim: int, name: str):
+    def __init__(self, trunk: nn.Module, feature_dim: int, name: str, fixed_size: int | None = None):
         super().__init__()
         self.trunk = trunk
         self.feature_dim = feature_dim
         self.name = name
+        self.fixed_size = fixed_size  # modified_rn50: the size its attention pool was built for
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -57,6 +58,9 @@ class ImageTower(nn.Module):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images as a float tensor [B, 3, H, W] in [0, 1], got shape "
                              f"{tuple(images.shape)}")
+        if self.fixed_size is not None and tuple(images.shape[-2:]) != (self.fixed_size,) * 2:
+            raise ValueError(f"image tower {self.name} was built for {self.fixed_size}x{self.fixed_size} images "
+                             f"(one attention-pool position per 32 px patch), got {tuple(images.shape[-2:])}")
         x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
         return self.trunk(x)
 
@@ -86,7 +90,7 @@ def build_image_tower(model_cfg: ModelConfig, image_size: int = DEFAULT_IMAGE_SI
         trunk = ModifiedResNet(layers=MODIFIED_RN50["layers"], output_dim=model_cfg.embed_dim,
                                heads=MODIFIED_RN50["heads"], image_size=image_size,
                                width=MODIFIED_RN50["width"])
-        return ImageTower(trunk, model_cfg.embed_dim, name)
+        return ImageTower(trunk, model_cfg.embed_dim, name, fixed_size=image_size)
     raise DataError(f"model.image_tower: unknown image tower {name!r}; expected resnet18, resnet34, "
                     "resnet50 or modified_rn50")
 

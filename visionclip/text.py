@@ -25,6 +25,10 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from .errors import DataError
 from .io import write_text
 
+# Captions are short and the trainer tokenises in DataLoader workers (already one per core):
+# tokenizers' own thread pool would only oversubscribe, and it warns after every fork once used.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 REQUIRED_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 VOCAB_FILE = "vocab.txt"
@@ -166,6 +170,9 @@ class CaptionTokenizer:
     def save(self, directory: str | os.PathLike) -> None:
         """Write vocab.txt (portable) and tokenizer.json (the full pipeline), atomically."""
         directory = Path(directory)
+        self._tok.no_padding()  # the batch settings of __call__ are not part of the saved pipeline
+        self._tok.no_truncation()
+        self._length = None
         write_text(directory / VOCAB_FILE, "".join(t + "\n" for t in self.tokens()))
         write_text(directory / TOKENIZER_FILE, self._tok.to_str(pretty=True))
 
