@@ -19,19 +19,27 @@ from .errors import ConfigError, DataError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 DEFAULT_TEMPLATES = {"en": "A fundus photograph of [CLS]", "zh": "一张眼底照片，显示[CLS]"}
-# (positive, negative) prompt per SynFundus readability flag.
+# (positive prompts, negative prompts) per SynFundus readability flag. The negative sides use the
+# phrases the corpus captioner (synth/captions.py: NON_FUNDUS, READABILITY) writes for flag = 0, so
+# a model trained on the corpus has seen them; the positive sides describe an ordinary photograph.
 READABILITY_PROMPTS = {
     "en": {
-        "is_fundus": ("a fundus photograph", "not a fundus photograph"),
-        "is_macular_readable": ("the macula is readable", "the macula is not readable"),
-        "is_optic_disc_readable": ("the optic disc is readable", "the optic disc is not readable"),
-        "is_retinal_region_readable": ("the retinal region is readable", "the retinal region is not readable"),
+        "is_fundus": (["a fundus photograph", "colour fundus photograph showing a normal fundus"],
+                      ["not a fundus photograph", "this image is not a retinal photograph"]),
+        "is_macular_readable": (["the macula is clearly visible", "a normal fundus without lesions"],
+                                ["the macula is obscured", "the macular region cannot be assessed"]),
+        "is_optic_disc_readable": (["the optic disc is clearly visible", "a well defined disc"],
+                                   ["the optic disc is not visible", "the disc region cannot be assessed"]),
+        "is_retinal_region_readable": (["a sharp fundus photograph of good quality", "a normal fundus without lesions"],
+                                       ["the image is blurred and of poor quality",
+                                        "media opacity obscures the retina"]),
     },
     "zh": {
-        "is_fundus": ("一张眼底照片", "不是眼底照片"),
-        "is_macular_readable": ("黄斑区可读", "黄斑区不可读"),
-        "is_optic_disc_readable": ("视盘可读", "视盘不可读"),
-        "is_retinal_region_readable": ("视网膜区域可读", "视网膜区域不可读"),
+        "is_fundus": (["眼底照片", "彩色眼底照相可见正常眼底"], ["非眼底图像", "该图像不是眼底照片"]),
+        "is_macular_readable": (["黄斑区显示清晰", "正常眼底"], ["黄斑区显示不清", "黄斑区遮挡，无法评估"]),
+        "is_optic_disc_readable": (["视盘界清色可", "视盘区域显示清晰"], ["视盘区域显示不清", "视盘区过曝，无法评估"]),
+        "is_retinal_region_readable": (["图像清晰，质量良好", "正常眼底"],
+                                       ["图像整体模糊，质量欠佳", "屈光间质混浊，视网膜显示不清"]),
     },
 }
 
@@ -130,7 +138,8 @@ def predict(model_dir: str | Path, images_or_folder, classes: Sequence[str] | No
     scale = logit_scale_of(model)
     protos = class_prototypes(model, tokenizer, prompts, ctx)
     checks = READABILITY_PROMPTS[language]
-    check_protos = {flag: class_prototypes(model, tokenizer, [[pos], [neg]], ctx) for flag, (pos, neg) in checks.items()}
+    check_protos = {flag: class_prototypes(model, tokenizer, [list(pos), list(neg)], ctx)
+                    for flag, (pos, neg) in checks.items()}
 
     rows = []
     model.eval()

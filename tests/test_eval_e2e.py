@@ -1,0 +1,75 @@
+"""Zero-shot evaluation end to end on benchmark folders in the real layouts, with a tiny saved model."""
+import json
+
+import pytest
+
+from test_eval_fixtures import TINY_OVERRIDES, make_benchmarks, save_tiny_classifier, save_tiny_model
+from visionclip.config import load_profile
+from visionclip.errors import CheckpointError, ConfigError, DataError
+from visionclip.evaluate import PAPER_ROWS, evaluate_zero_shot, run_evaluation, run_fewshot
+from visionclip.predict import main as cli_main
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    save_tiny_model(run_dir / "model")
+    save_tiny_classifier(run_dir / "supervised")
+    make_benchmarks(run_dir / "data" / "benchmarks" / "test")
+    make_benchmarks(run_dir / "data" / "benchmarks" / "dev", seed=100)
+    profile = load_profile("ci", {**TINY_OVERRIDES, "train.image_size": 32, "eval.bootstrap": 100,
+                                  "eval.fewshot_k": [1, 2], "eval.fewshot_draws": 2, "eval.batch_size": 16})
+    return profile, run_dir, run_evaluation(profile, run_dir)
+
+
+def test_run_evaluation_writes_table_and_reports(run):
+    profile, run_dir, out = run
+    df = out["table"]
+    assert list(df.columns) == ["model", "source", "MESSIDOR", "FIVES", "REFUGE"]
+    assert len(df) == len(PAPER_ROWS) + 4 + 2  # paper rows, zh/en x plain/EK, chance, ceiling
+    ours = df.iloc[len(PAPER_ROWS):]
+    assert (ours["source"] == "synthetic stand-in, held-out camera profiles (test rendering)").all()
+    assert ours["MESSIDOR"].str.match(r"^0\.\d{3} \[0\.\d{3}, [01]\.\d{3}\]$").all()
+    assert ours["model"].str.contains("Chance").any() and ours["model"].str.contains("Supervised").any()
+    for name in ("table.csv", "table.md", "table.json", "messidor2.json", "predictions_refuge.csv"):
+        assert (run_dir / "eval" / name).is_file()
+    rep = json.loads((run_dir / "eval" / "messidor2.json").read_text())["results"]
+    assert set(rep) == {"zh_plain", "zh_ek", "en_plain", "en_ek", "chance", "supervised"}
+    r = rep["zh_ek"]["report"]
+    assert len(r["confusion_matrix"]) == 5 and "quadratic_kappa" in r
+    assert r["per_class"][0]["sensitivity"]["lo"] is not None
+    assert (run_dir / "embeddings" / "refuge_test.npz").is_file()
+    # deterministic: the same run gives the same numbers
+    again = run_evaluation(profile, run_dir, datasets=["refuge"])["table"]
+    assert again["REFUGE"].tolist() == df["REFUGE"].tolist()
+
+
+def test_fewshot_uses_dev_shots(run):
+    profile, run_dir, _ = run
+    out = run_fewshot(profile, run_dir, datasets=["fives", "refuge"])
+    assert [c["k"] for c in out["fives"]["curve"]] == [1, 2]
+    assert out["fives"]["shots_from"].startswith("dev")
+    assert out["refuge"]["zero_shot_aca"]["value"] is not None
+
+
+def test_evaluate_zero_shot_and_bad_input(run, tmp_path, capsys):
+    profile, run_dir, _ = run
+    root = run_dir / "data" / "benchmarks" / "test" / "refuge"
+    res = evaluate_zero_shot(run_dir / "model", "refuge", root, "en", "plain", image_size=32, n_boot=50)
+    assert res["report"]["n"] == 4 and res["y_prob"].shape == (4, 2)
+    with pytest.raises(ConfigError, match="unknown dataset 'idrid'"):
+        evaluate_zero_shot(run_dir / "model", "idrid", root)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty"):
+        evaluate_zero_shot(run_dir / "model", "fives", tmp_path / "empty")
+    with pytest.raises(DataError):  # a REFUGE folder is not the FIVES layout
+        evaluate_zero_shot(run_dir / "model", "fives", root)
+    with pytest.raises(CheckpointError, match="ImageClassifier"):  # a checkpoint of another kind
+        evaluate_zero_shot(run_dir / "supervised", "refuge", root)
+    # the CLI: clear one-line errors, a report on success
+    assert cli_main(["evaluate", "--checkpoint", str(run_dir / "model"), "--dataset", "refuge",
+                     "--data-root", str(root), "--bootstrap", "100", "--out-dir", str(tmp_path / "o")]) == 0
+    assert "aca" in capsys.readouterr().out and (tmp_path / "o" / "refuge.json").is_file()
+    assert cli_main(["evaluate", "--checkpoint", str(run_dir / "model"), "--dataset", "fives",
+                     "--data-root", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
