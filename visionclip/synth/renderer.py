@@ -85,9 +85,9 @@ def _camera_field(size: int, name: str) -> np.ndarray:
 
 @functools.lru_cache(maxsize=256)
 def _kernel(sigma_q: int) -> ImageFilter.Kernel:
-    """A 3x3 or 5x5 Gaussian kernel: much faster than PIL's GaussianBlur for sub-2-px softness."""
+    """A 3x3 Gaussian kernel for sub-pixel softness."""
     sigma = sigma_q / 20
-    half = 1 if sigma <= 0.8 else 2
+    half = 1
     ax = np.arange(-half, half + 1, dtype=np.float64)
     g = np.exp(-(ax[:, None] ** 2 + ax[None, :] ** 2) / (2 * sigma * sigma))
     g /= g.sum()
@@ -97,7 +97,7 @@ def _kernel(sigma_q: int) -> ImageFilter.Kernel:
 def _soften(im: Image.Image, sigma: float) -> Image.Image:
     if sigma < 0.25:
         return im
-    if sigma <= 1.6:
+    if sigma <= 0.8:   # a 3x3 kernel is cheaper than GaussianBlur here; a 5x5 one is not
         return im.filter(_kernel(int(round(sigma * 20))))
     return im.filter(ImageFilter.GaussianBlur(sigma))
 
@@ -544,13 +544,17 @@ def rasterise(scene: dict[str, Any], measurements: dict[str, Any] | None = None)
             sheen = Image.new("L", (size, size), 0)
             ds = ImageDraw.Draw(sheen)
             rr = s / 2
-            for k in range(int(r.integers(7, 14))):
-                a = ang + k * math.pi / 7 + r.uniform(-0.2, 0.2)
-                l0, l1 = rr * r.uniform(0.1, 0.3), rr * r.uniform(0.7, 1.0)
-                ds.line((x + l0 * math.cos(a), y + l0 * math.sin(a), x + l1 * math.cos(a), y + l1 * math.sin(a)),
-                        fill=int(r.uniform(110, 190)), width=1)
-            ds.ellipse((x - rr, y - rr, x + rr, y + rr), outline=60, width=max(1, int(rr / 6)))
-            a = np.asarray(_soften(sheen, max(0.5, dd / 30)), np.float32) * (0.45 / 255)
+            # irregular, wavy striae of uneven length around (not from) a centre: wrinkled membrane
+            for _ in range(int(r.integers(6, 12))):
+                a0 = r.uniform(0, 2 * math.pi)
+                l0, l1 = rr * r.uniform(0.15, 0.5), rr * r.uniform(0.6, 1.05)
+                pts = []
+                for k in range(6):
+                    ll = l0 + (l1 - l0) * k / 5
+                    aa = a0 + 0.18 * math.sin(k * 1.7 + a0 * 3)
+                    pts.append((x + ll * math.cos(aa), y + ll * math.sin(aa)))
+                ds.line(pts, fill=int(r.uniform(70, 150)), width=1)
+            a = np.asarray(_soften(sheen, max(0.5, dd / 30)), np.float32) * (0.5 / 255)
             glaze = np.exp(((xx - x) ** 2 + (yy - y) ** 2) * (-1 / (2 * (rr * 0.8) ** 2))) * 0.12
             _blend(img, a + glaze, COLOURS["white"])
 
