@@ -225,6 +225,15 @@ def test_messidor2_stand_in_domain_from_render_meta(tmp_path):
     assert [r.domain for r in read_messidor2(root)] == ["nidek_afc"] * 2 + ["handheld_pictor"] * 2
 
 
+def test_messidor2_duplicate_file_names(tmp_path):
+    root = make_messidor2(tmp_path / "m")
+    write_image(root / "copy" / "IM000002.jpg")               # spelled as in the CSV: this one wins
+    assert read_messidor2(root)[1].path == root / "copy" / "IM000002.jpg"
+    write_image(root / "copy" / "im000001.JPG")               # two case variants, neither exact: refuse
+    with pytest.raises(DataError, match=r"row 1 .*IM000001.jpg.*ambiguous"):
+        read_messidor2(root)
+
+
 def test_messidor2_bad_input(tmp_path):
     root = make_messidor2(tmp_path / "m")
     header = ("image_id", "adjudicated_dr_grade", "adjudicated_dme", "adjudicated_gradable")

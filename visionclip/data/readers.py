@@ -100,9 +100,6 @@ class _ImageIndex:
                 self.by_name.setdefault(name.lower(), []).append(path)
                 self.by_stem.setdefault(os.path.splitext(name)[0].lower(), []).append(path)
 
-    def __len__(self) -> int:
-        return sum(len(v) for v in self.by_name.values())
-
     def find(self, name: str, where: str, field: str) -> Path:
         """The one file called `name` (any case), or with its stem and another image extension."""
         key = Path(name).name.lower()
@@ -111,6 +108,9 @@ class _ImageIndex:
             hits = self.by_stem.get(os.path.splitext(key)[0])
         if not hits:
             raise DataError(f"{where}, field '{field}': image {name!r} not found under the data root")
+        if len(hits) > 1:  # prefer the file whose name matches exactly, case included
+            exact = [h for h in hits if h.name == Path(name).name]
+            hits = exact if len(exact) == 1 else hits
         if len(hits) > 1:
             raise DataError(f"{where}, field '{field}': image {name!r} is ambiguous, several files "
                             f"match: {[str(h) for h in hits]}")
