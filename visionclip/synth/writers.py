@@ -46,7 +46,7 @@ def _task(job: tuple) -> tuple[int, dict[str, Any]]:
         img = rasterise(plan["scene"])
         if fmt == "png":
             buf = _io.BytesIO()
-            img.save(buf, format="PNG", compress_level=6)
+            img.save(buf, format="PNG", compress_level=1)  # same pixels, 3-4x faster
             data = buf.getvalue()
         else:
             data = encode_jpeg(img, plan["measurements"]["jpeg_quality"])
