@@ -17,7 +17,8 @@ CAPTIONS = [
     "眼底彩照显示中度非增殖性糖尿病视网膜病变，伴有硬性渗出。",
     "A fundus photograph showing moderate diabetic retinopathy, with hard exudates.",
     "Cup-to-disc ratio 0.6; suspected glaucoma.",
-    "视盘杯盘比增大，疑似青光眼。",
+    "视盘杯盘比0.6，疑似青光眼。",
+    "考虑重度npdr，糖尿病性黄斑水肿。",
     "Age-related macular degeneration with drusen.",
     "正常眼底。",
     "A normal fundus.",
@@ -53,13 +54,16 @@ def test_batch_padding_and_truncation(tokenizer):
 
 
 def test_training_is_deterministic_and_respects_size():
-    a = CaptionTokenizer.train(CAPTIONS, vocab_size=95)
-    b = CaptionTokenizer.train(list(CAPTIONS), vocab_size=95)
-    assert a.tokens() == b.tokens() and a.vocab_size == 95
-    full = CaptionTokenizer.train(CAPTIONS, vocab_size=1000)  # every character and word: 102 tokens
-    assert full.vocab_size == 102 and set(a.tokens()) < set(full.tokens())
-    # characters are always kept, even past vocab_size (81 here): nothing seen becomes [UNK]
-    assert CaptionTokenizer.train(CAPTIONS, vocab_size=50).vocab_size == 81
+    full = CaptionTokenizer.train(CAPTIONS, vocab_size=10_000)  # room for every character and word
+    assert full.vocab_size < 10_000
+    assert not any(p.startswith("##") for text in CAPTIONS for p in full.tokenize(text))  # whole words
+    alphabet = [t for t in full.tokens() if len(t.removeprefix("##")) == 1 or t.startswith("[")]
+    size = full.vocab_size - 7
+    a = CaptionTokenizer.train(CAPTIONS, vocab_size=size)
+    b = CaptionTokenizer.train(list(CAPTIONS), vocab_size=size)
+    assert a.tokens() == b.tokens() and a.vocab_size == size and set(a.tokens()) < set(full.tokens())
+    # characters are always kept, even past vocab_size: nothing seen becomes [UNK]
+    assert CaptionTokenizer.train(CAPTIONS, vocab_size=10).tokens() == alphabet
     # unknown words of known characters are spelled in pieces, not [UNK]
     assert a.decode(a(["photographs"], 16)["input_ids"][0]) == "photographs"
 
@@ -127,10 +131,10 @@ def test_missing_vocab_file(tmp_path):
 def test_build_tokenizer_from_model_config(tmp_path):
     from types import SimpleNamespace
 
-    corpus = build_tokenizer(SimpleNamespace(vocab="corpus", vocab_size=150), CAPTIONS)
-    assert corpus.vocab_size == 102  # every character and word of CAPTIONS: fewer than 150
+    corpus = build_tokenizer(SimpleNamespace(vocab="corpus", vocab_size=100), CAPTIONS)
+    assert corpus.tokens() == CaptionTokenizer.train(CAPTIONS, 100).tokens() and corpus.vocab_size == 100
     corpus.save(tmp_path)
-    from_path = build_tokenizer(SimpleNamespace(vocab=str(tmp_path / "vocab.txt"), vocab_size=150))
+    from_path = build_tokenizer(SimpleNamespace(vocab=str(tmp_path / "vocab.txt"), vocab_size=100))
     assert from_path.tokens() == corpus.tokens()
 
 

@@ -54,14 +54,14 @@ _JOINERS = set("-/")
 
 
 def join_words(words: Sequence[str]) -> str:
-    """Join BERT words into readable text: no spaces between CJK characters or before closing
+    """Join BERT words into readable text: no spaces next to CJK characters or before closing
     punctuation, none around '-' and '/', and '0 . 6' back to '0.6'. Used by `decode` and `normalize`."""
     out: list[str] = []
     for i, w in enumerate(words):
         if i > 0:
             prev = words[i - 1]
             tight = (
-                (_is_wide(prev[-1]) and _is_wide(w[0]))
+                _is_wide(prev[-1]) or _is_wide(w[0])  # Chinese text: no spaces, "轻度npdr"
                 or w in _NO_SPACE_BEFORE or prev in _NO_SPACE_AFTER
                 or w in _JOINERS or prev in _JOINERS
                 or (prev == "." and i >= 2 and words[i - 2][-1:].isdigit() and w[:1].isdigit())
