@@ -93,6 +93,27 @@ def foreground_box(img: Image.Image) -> tuple[int, int, int, int] | None:
     return None if found is None else found[0]
 
 
+def _crop_and_mask(rgb: Image.Image, found, out_size: tuple[int, int] | None) -> Image.Image:
+    """Crop to the disk, resize to `out_size` (long side) when given, black out the surround.
+
+    The mask is applied at the output resolution, so a 2048-px photograph costs no full-size
+    compositing.
+    """
+    if found is None:
+        return rgb if out_size is None else rgb.resize(out_size, Image.BICUBIC, reducing_gap=3.0)
+    box, disk = found
+    crop = rgb if box == (0, 0) + rgb.size else rgb.crop(box)
+    if out_size is not None and out_size != crop.size:
+        crop = crop.resize(out_size, Image.BICUBIC, reducing_gap=3.0)
+    if disk.all():
+        return crop
+    sh, sw = disk.shape
+    fx, fy = rgb.size[0] / sw, rgb.size[1] / sh
+    keep = Image.fromarray(disk.astype(np.uint8) * 255, "L").resize(
+        crop.size, Image.BILINEAR, box=(box[0] / fx, box[1] / fy, box[2] / fx, box[3] / fy))
+    return Image.composite(crop, Image.new("RGB", crop.size), keep.point(lambda v: 255 if v > 0 else 0))
+
+
 def crop_fundus(img: Image.Image) -> Image.Image:
     """`img` in RGB cropped to the fundus disk, everything outside the disk set to black.
 
@@ -101,30 +122,24 @@ def crop_fundus(img: Image.Image) -> Image.Image:
     disk is found.
     """
     rgb = to_rgb(img)
-    found = _foreground(rgb)
-    if found is None:
-        return rgb
-    box, disk = found
-    if not disk.all():
-        keep = Image.fromarray(disk.astype(np.uint8) * 255, "L").resize(rgb.size, Image.BILINEAR)
-        rgb = Image.composite(rgb, Image.new("RGB", rgb.size), keep.point(lambda v: 255 if v > 0 else 0))
-    return rgb if box == (0, 0) + rgb.size else rgb.crop(box)
+    return _crop_and_mask(rgb, _foreground(rgb), None)
 
 
 def preprocess_fundus(img: Image.Image, size: int, flair_exact: bool = False) -> Image.Image:
     """RGB, foreground crop, long side resized to `size`, zero-padded to `size` x `size`.
 
     The padding is centred by default; `flair_exact` pads at the bottom and right as FLAIR does,
-    so the two can be compared.
+    so the two can be compared. The surround of the disk is black in both.
     """
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
-    disk = crop_fundus(img)
-    w, h = disk.size
+    rgb = to_rgb(img)
+    found = _foreground(rgb)
+    box = found[0] if found is not None else (0, 0) + rgb.size
+    w, h = box[2] - box[0], box[3] - box[1]
     s = size / max(w, h)
     nw, nh = max(1, min(size, round(w * s))), max(1, min(size, round(h * s)))
-    if (nw, nh) != (w, h):
-        disk = disk.resize((nw, nh), Image.BICUBIC, reducing_gap=3.0)
+    disk = _crop_and_mask(rgb, found, (nw, nh))
     if (nw, nh) == (size, size):
         return disk
     canvas = Image.new("RGB", (size, size))
