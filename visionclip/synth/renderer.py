@@ -195,7 +195,7 @@ def _grow(r, vessels, kind, p, theta, target, w, length, dd, fovea, tort, q, dep
         pts.append((x, y))
         if not (-0.1 * size < x < 1.1 * size and -0.1 * size < y < 1.1 * size):
             break
-        if depth < 3 and i > 2 and r.random() < 0.11 * (1 + depth * 0.4) and w > dd * 0.03:
+        if depth < 3 and i > 2 and r.random() < 0.14 * (1 + depth * 0.4) and w > dd * 0.03:
             side = 1 if r.random() < 0.5 else -1
             if depth == 0 and q < 2 and r.random() < 0.5:     # macular branches point at the fovea
                 bt = math.atan2(fovea[1] - y, fovea[0] - x) + r.normal(0, 0.3)
@@ -589,6 +589,11 @@ def rasterise(scene: dict[str, Any], measurements: dict[str, Any] | None = None)
             da.line((x - math.sin(ang) * rr * 3, y + math.cos(ang) * rr * 3,
                      x + math.sin(ang) * rr * 3, y - math.cos(ang) * rr * 3), fill=200,
                     width=max(1, int(round(dd * 0.06))))
+    # arteries carry a thin central light reflex where they are wide enough to show one
+    reflex = [v["pts"] for v in scene["vessels"] if v["kind"] == "artery" and v["w0"] >= 3.5]
+    if reflex:
+        for pts in reflex:
+            da.line(pts[: max(2, len(pts) * 2 // 3)], fill=150, width=1)
     soft = max(0.35, dd / 70)
     _blend(img, np.asarray(_soften(vein_l, soft), np.float32) * (1 / 255), COLOURS["vein"])
     _blend(img, np.asarray(_soften(art_l, soft), np.float32) * (1 / 255), COLOURS["artery"])
