@@ -170,8 +170,7 @@ def _find_annotation_csv(root: Path) -> Path:
     for p in sorted(root.glob("*.csv")):
         if p.name in SIDE_FILES:
             continue
-        header, _ = _read_csv_header(p)
-        if all(c in header for c in COLUMNS):
+        if all(c in _read_csv_header(p) for c in COLUMNS):
             candidates.append(p)
     if len(candidates) == 1:
         return candidates[0]
@@ -182,12 +181,13 @@ def _find_annotation_csv(root: Path) -> Path:
                     f"({[p.name for p in candidates]}); rename the one to use to annotations.csv")
 
 
-def _read_csv_header(path: Path) -> tuple[list[str], None]:
+def _read_csv_header(path: Path) -> list[str]:
+    """The header of a CSV, or [] when it is not a readable UTF-8 CSV (it is then not a candidate)."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            return [h.strip() for h in next(csv.reader(f), [])], None
+            return [h.strip() for h in next(csv.reader(f), [])]
     except (UnicodeDecodeError, csv.Error):
-        return [], None
+        return []
 
 
 def _read_captions(path: Path) -> dict[str, tuple[str, str]]:
