@@ -12,6 +12,7 @@ other file: a checkpoint whose files do not match is treated as corrupt.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -126,18 +127,24 @@ def save_checkpoint(root: str | os.PathLike, *, step: int, samples: int, model: 
     try:
         opt_tensors, opt_structure = flatten_optimizer(optimizer.state_dict())
         rng_tensors, rng_meta = capture_rng()
-        write_bytes(tmp / "model.safetensors", st_save(model_tensors(model)))
-        write_bytes(tmp / "optimizer.safetensors", st_save(opt_tensors))
-        write_bytes(tmp / "rng.safetensors", st_save(rng_tensors))
+        digests = {}
+        for name, tensors in (("model.safetensors", model_tensors(model)),
+                              ("optimizer.safetensors", opt_tensors), ("rng.safetensors", rng_tensors)):
+            data = st_save(tensors)
+            write_bytes(tmp / name, data)
+            digests[name] = hashlib.sha256(data).hexdigest()  # from memory: no second read of the file
         if write_side_files is not None:
             write_side_files(tmp)
-        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        for p in tmp.rglob("*"):
+            rel = str(p.relative_to(tmp))
+            if p.is_file() and rel not in digests:
+                digests[rel] = sha256_file(p)
         state = {
             "format_version": FORMAT_VERSION, "step": step, "samples": samples,
             "optimizer": opt_structure, "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "rng": rng_meta, "extra": extra or {},
-            "sha256": {str(p.relative_to(tmp)): sha256_file(p) for p in files},
+            "sha256": dict(sorted(digests.items())),
         }
         write_json(tmp / "state.json", state)
         if final.exists():  # a replay after resume re-saves the same step: replace it
