@@ -153,6 +153,10 @@ def test_synfundus_bad_layouts(tmp_path):
     (root / "annotations.csv").unlink()
     with pytest.raises(DataError, match=r"annotations.csv.*17"):
         read_synfundus(root)
+    for name in ("labels_a.csv", "labels_b.csv"):
+        write_csv(root / name, COLUMNS, [[r[c] for c in COLUMNS] for r in CORPUS_ROWS])
+    with pytest.raises(DataError, match=r"several CSVs.*labels_a.csv.*labels_b.csv"):
+        read_synfundus(root)
     # no Fundus/ folder
     (tmp_path / "c2").mkdir()
     with pytest.raises(DataError, match=r"no Fundus/ folder"):
