@@ -151,7 +151,7 @@ class _Recorder:
 
 def _vessel_tree(r: np.random.Generator, disc: tuple[float, float], fovea: tuple[float, float],
                  dd: float, start_r: float, art_factor: float, vein_factor: float,
-                 tortuous_quadrants: set[int], size: int) -> list[dict]:
+                 tortuous_quadrants: set[int], size: int, traction=None) -> list[dict]:
     """Arteries and veins leaving the disc: four arcades each, tapering, branching, avoiding the fovea."""
     tdir = 1.0 if fovea[0] > disc[0] else -1.0
     vessels: list[dict] = []
@@ -175,18 +175,26 @@ def _vessel_tree(r: np.random.Generator, disc: tuple[float, float], fovea: tuple
             tort = 0.25 if (kind == "vein" and q in tortuous_quadrants) else 0.08
             ox = disc[0] - tdir * dd * 0.07          # central vessels emerge on the nasal side of the cup
             _grow(r, vessels, kind, (ox + start_r * math.cos(theta), disc[1] + start_r * math.sin(theta)),
-                  theta, target, w0, length, dd, fovea, tort, q, depth=0, size=size)
+                  theta, target, w0, length, dd, fovea, tort, q, depth=0, size=size, traction=traction)
     return vessels
 
 
-def _grow(r, vessels, kind, p, theta, target, w, length, dd, fovea, tort, q, depth, size) -> None:
+def _grow(r, vessels, kind, p, theta, target, w, length, dd, fovea, tort, q, depth, size, traction=None) -> None:
     step = dd * 0.22
     pts = [p]
     x, y = p
     n = max(2, int(length / step))
     for i in range(n):
         diff = math.atan2(math.sin(target - theta), math.cos(target - theta))
-        theta += 0.18 * diff + r.normal(0, tort)
+        wobble = r.normal(0, tort)
+        if traction is not None:
+            # an epiretinal membrane pulls nearby vessels straight towards its centre
+            tx, ty, tr = traction
+            if (x - tx) ** 2 + (y - ty) ** 2 < (1.6 * tr) ** 2:
+                pull = math.atan2(ty - y, tx - x)
+                diff = 0.5 * diff + 0.5 * math.atan2(math.sin(pull - theta), math.cos(pull - theta))
+                wobble = 0.0
+        theta += 0.18 * diff + wobble
         x, y = x + step * math.cos(theta), y + step * math.sin(theta)
         # the foveal avascular zone: small vessels turn away from the fovea
         fx, fy = x - fovea[0], y - fovea[1]
@@ -202,7 +210,7 @@ def _grow(r, vessels, kind, p, theta, target, w, length, dd, fovea, tort, q, dep
             else:
                 bt = theta + side * r.uniform(0.5, 1.0)
             _grow(r, vessels, kind, (x, y), bt, bt + side * r.uniform(0, 0.6), w * r.uniform(0.55, 0.75),
-                  length * r.uniform(0.25, 0.5), dd, fovea, tort, q, depth + 1, size)
+                  length * r.uniform(0.25, 0.5), dd, fovea, tort, q, depth + 1, size, traction)
     vessels.append({"kind": kind, "pts": pts, "w0": w, "w1": max(w * 0.45, dd * 0.02), "q": q})
 
 
@@ -262,7 +270,14 @@ def plan_fundus(row: dict[str, Any], seed: int, index: int, size: int, camera: s
     disc_r = dd / 2
     # vessels emerge inside the cup; in glaucoma they climb out at its edge and bend there
     start_r = disc_r * (cdr if flags["is_gc"] else 0.6 * cdr)
-    vessels = _vessel_tree(r, disc, fovea, dd, start_r, art, vein, rvo_q, size)
+    erm = None
+    if flags["is_em"]:   # drawn before the vessels: the membrane straightens the vessels it holds
+        spec = C.LESIONS["erm"]["membrane_sheen"]
+        erm_s = _u(r, spec["size_dd"])
+        ang = r.uniform(0, 2 * math.pi)
+        rad = dd * 0.3 * math.sqrt(r.uniform(0, 1))
+        erm = (fovea[0] + rad * math.cos(ang), fovea[1] + rad * math.sin(ang), erm_s * dd / 2)
+    vessels = _vessel_tree(r, disc, fovea, dd, start_r, art, vein, rvo_q, size, traction=erm)
     scene["vessels"] = vessels
     meas.update(dd_px=round(dd, 3), cdr=round(cdr, 4), disc_xy=[round(v, 2) for v in disc],
                 fovea_xy=[round(v, 2) for v in fovea], disc_aspect=round(aspect, 4),
@@ -397,8 +412,8 @@ def plan_fundus(row: dict[str, Any], seed: int, index: int, size: int, camera: s
         lesions("csc", "serous_detachment", C.LESIONS["csc"]["serous_detachment"], "csc", "csc",
                 lambda: (retina_point(near=fovea, within=dd * 0.25), 0.0))
     if flags["is_em"]:
-        lesions("erm", "membrane_sheen", C.LESIONS["erm"]["membrane_sheen"], "erm", "erm",
-                lambda: (retina_point(near=fovea, within=dd * 0.3), r.uniform(0, math.pi)))
+        rec.add("erm", "membrane_sheen", erm[2] * 2 / dd,
+                ("erm", "erm", erm[0], erm[1], erm[2] * 2, r.uniform(0, math.pi), 0.5))
     if flags["is_pm"]:
         spec = C.LESIONS["pm"]
         tdir = 1.0 if fovea[0] > disc[0] else -1.0
