@@ -26,7 +26,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 HTML_DIR = ROOT / "book" / "_build" / "html"
-SHOT_DIR = ROOT / "book" / "_build" / "screenshots"
 REQUIRED_ENV = "VISIONCLIP_BROWSER_CHECK"
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -71,14 +70,28 @@ def find_chromium() -> tuple[str | None, str | None]:
     return browser, driver
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves the book quietly and records every request it could not answer."""
+
+    missing: list[str] = []
+
     def log_message(self, *args) -> None:  # one line per request would bury the report
+        pass
+
+    def send_error(self, code, message=None, explain=None) -> None:
+        if self.path.split("?")[0] != "/favicon.ico":  # browsers ask for it; Sphinx ships none
+            self.missing.append(f"{code} {self.path}")
+        super().send_error(code, message, explain)
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:  # the browser closing a socket early
         pass
 
 
 def serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
-    handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    handler = functools.partial(_Handler, directory=str(directory))
+    server = _Server(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
@@ -115,7 +128,13 @@ def _wait_loaded(drv, timeout: float = 20.0) -> None:
                                  "MathJax.startup.promise.then(() => done(true), () => done(false));")
 
 
-def check(html_dir: Path = HTML_DIR, shot_dir: Path = SHOT_DIR) -> int:
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def check(html_dir: Path = HTML_DIR, shot_dir: Path | None = None) -> int:
+    """Check every page under `html_dir`; screenshots go to `shot_dir` (default: beside html/)."""
+    shot_dir = shot_dir or html_dir.parent / "screenshots"
     browser, driver_path = find_chromium()
     if browser is None or driver_path is None:
         missing = "chromium" if browser is None else "chromium-driver"
@@ -144,12 +163,14 @@ def check(html_dir: Path = HTML_DIR, shot_dir: Path = SHOT_DIR) -> int:
                 drv.get(f"{base}/{rel}")
                 _wait_loaded(drv)
                 problems = list(drv.execute_script(PAGE_PROBE))
+                problems += [f"resource not served: {m}" for m in _Handler.missing]
+                _Handler.missing.clear()
                 height = int(drv.execute_script("return Math.ceil(document.documentElement.scrollHeight)"))
                 drv.set_window_size(PAGE_WIDTH, min(max(height, 600), MAX_PAGE_HEIGHT))
                 shot = shot_dir / (rel.replace("/", "__").removesuffix(".html") + ".png")
                 drv.save_screenshot(str(shot))
                 status = "ok" if not problems else f"{len(problems)} problem(s)"
-                print(f"browser check: {rel}: {status} (screenshot {shot.relative_to(ROOT)})")
+                print(f"browser check: {rel}: {status} (screenshot {_shown(shot)})")
                 for p in problems:
                     print(f"    - {p}")
                 if problems:
@@ -161,7 +182,7 @@ def check(html_dir: Path = HTML_DIR, shot_dir: Path = SHOT_DIR) -> int:
     if failures:
         print(f"browser check: FAILED: {len(failures)} of {len(pages)} pages have problems ({seconds:.1f} s)")
         return 1
-    print(f"browser check: {len(pages)} pages ok, screenshots in {shot_dir.relative_to(ROOT)} ({seconds:.1f} s)")
+    print(f"browser check: {len(pages)} pages ok, screenshots in {_shown(shot_dir)} ({seconds:.1f} s)")
     return 0
 
 

@@ -40,12 +40,28 @@ def env_probe_notebook(path: Path) -> None:
     nbformat.write(nb, path)
 
 
+def skeleton_notebook(path: Path, title: str) -> None:
+    """The shape of every book notebook: parameters cell, imports, profile validated and printed."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(f"# {title}"),
+        nbformat.v4.new_code_cell('profile: str = "cpu"  # profile\nrun_dir: str = ""  # run dir\n'
+                                  'overrides: dict = {}  # overrides', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("from visionclip.config import load_profile"),
+        nbformat.v4.new_code_cell("P = load_profile(profile, overrides)\nprint(repr(P.name), P.synth)"),
+    ]
+    for i, c in enumerate(nb.cells):
+        c["id"] = f"cell-{i}"
+    nbformat.write(nb, path)
+
+
 def outputs_text(path: Path) -> str:
     nb = nbformat.read(path, as_version=4)
     return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
 
 
-def test_skeletons_are_parameterised_and_committed_without_outputs():
+def test_notebooks_are_parameterised_and_committed_without_outputs():
     found = pipeline.discover_notebooks(NOTEBOOKS)
     assert [p.name[:2] for p in found] == sorted(p.name[:2] for p in found)
     assert {"01", "02", "03", "04", "05"} <= {p.name[:2] for p in found}
@@ -55,6 +71,8 @@ def test_skeletons_are_parameterised_and_committed_without_outputs():
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert "parameters" in code[0].metadata.get("tags", []), f"{path.name}: first code cell not tagged"
         for line in code[0].source.splitlines():
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
             assert ":" in line.split("=")[0] and "#" in line, f"{path.name}: untyped or undocumented: {line}"
         assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), \
             f"{path.name} is committed with outputs"
@@ -71,7 +89,7 @@ def test_selection_only_and_skip_ablations():
 def test_runs_notebooks_in_order_atomically_with_parameters_and_kernel_env(tmp_path, tiny_profile, capsys):
     nb_dir = tmp_path / "notebooks"
     nb_dir.mkdir()
-    shutil.copy(NOTEBOOKS / "01_data_exploration.ipynb", nb_dir)
+    skeleton_notebook(nb_dir / "01_data_exploration.ipynb", "Data")
     env_probe_notebook(nb_dir / "02_probe.ipynb")
     run_dir = tmp_path / "run"
 
@@ -148,3 +166,45 @@ def test_a_failing_notebook_names_itself(tmp_path, tiny_profile):
     with pytest.raises(VisionCLIPError, match="01_fails.ipynb failed"):
         pipeline.run_notebooks(str(tiny_profile), tmp_path / "run", notebook_dir=nb_dir)
     assert [p.name for p in (tmp_path / "run" / "notebooks").iterdir()] == ["01_fails.failed.ipynb"]
+
+
+# ----------------------------------------------------------------------------- browser check
+
+def _load_browser_check():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("browser_check", Path(__file__).with_name("browser_check.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_browser_check_says_skipped_without_chromium_unless_required(monkeypatch, capsys, tmp_path):
+    bc = _load_browser_check()
+    monkeypatch.setattr(bc, "find_chromium", lambda: (None, None))
+    monkeypatch.delenv(bc.REQUIRED_ENV, raising=False)
+    assert bc.check(tmp_path, tmp_path / "shots") == 0
+    assert "browser check: skipped (chromium not installed)" in capsys.readouterr().out
+    monkeypatch.setenv(bc.REQUIRED_ENV, "required")
+    assert bc.check(tmp_path, tmp_path / "shots") == 1
+
+
+def test_browser_check_finds_broken_images_and_tracebacks(tmp_path, capsys):
+    bc = _load_browser_check()
+    if None in bc.find_chromium():
+        pytest.skip("chromium / chromedriver not installed (.ci/run installs them)")
+    html = tmp_path / "html"
+    html.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (4, 4), "red").save(html / "ok.png")
+    (html / "good.html").write_text('<main><p>fine</p><figure><img src="ok.png"></figure></main>')
+    (html / "bad.html").write_text(
+        '<main><img src="missing.png"><div class="cell_output"><pre>Traceback (most recent call last):\n'
+        '  File "x.py", line 1\nValueError: boom</pre></div></main>')
+    assert bc.check(html, tmp_path / "shots") == 1
+    out = capsys.readouterr().out
+    assert "good.html: ok" in out
+    assert "broken image: missing.png" in out and 'page shows "Traceback' in out
+    assert "resource not served: 404 /missing.png" in out
+    assert sorted(p.name for p in (tmp_path / "shots").iterdir()) == ["bad.png", "good.png"]
