@@ -114,6 +114,8 @@ def test_matches_transformers_bert_tokenizer_fast(tokenizer, tmp_path):
     (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
     ("hello\nworld\n[CLS]\n".encode(), r"missing special token\(s\) \['\[PAD\]', '\[UNK\]', '\[SEP\]'\]"),
     (b"\xff\xfe[\x00P\x00", "binary|UTF-8"),
+    ("[PAD]\n[UNK]\n[CLS]\n[SEP]\nfundus\n\nretina\n".encode(), "line 6 holds a blank token"),
+    ("[PAD]\n[UNK]\n[CLS]\n[SEP]\nfundus\n[UNK]\n".encode(), r"line 6 holds token '\[UNK\]' again"),
 ])
 def test_wrong_kind_of_vocab_file_raises_data_error(tmp_path, content, reason):
     path = tmp_path / "vocab.txt"

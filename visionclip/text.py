@@ -101,6 +101,13 @@ def _read_vocab_file(path: Path) -> list[str]:
     missing = [t for t in REQUIRED_TOKENS if t not in set(tokens)]
     if missing:
         raise DataError(f"{path}: missing special token(s) {missing}; expected {expected}")
+    # Ids are line numbers: a repeated (or blank) line would leave an id no token maps back to.
+    first_line: dict[str, int] = {}
+    for line_no, t in enumerate(tokens, start=1):
+        if t in first_line or t == "":  # not .strip(): cn-clip's vocab holds U+2028 as a token
+            what = "a blank token" if t == "" else f"token {t!r} again (first on line {first_line[t]})"
+            raise DataError(f"{path}: line {line_no} holds {what}; expected {expected}, each token once")
+        first_line[t] = line_no
     return tokens
 
 
@@ -125,9 +132,10 @@ class CaptionTokenizer:
     @classmethod
     def from_tokens(cls, tokens: Sequence[str]) -> "CaptionTokenizer":
         """A tokenizer whose token ids are the positions in `tokens` (vocab.txt order)."""
-        vocab = {}
-        for i, t in enumerate(tokens):
-            vocab.setdefault(t, i)  # a duplicated line keeps its first id, as BERT's loader does
+        vocab = {t: i for i, t in enumerate(tokens)}
+        if len(vocab) != len(tokens):
+            raise DataError(f"vocabulary of {len(tokens)} tokens has {len(tokens) - len(vocab)} repeated; "
+                            "expected each token once")
         model = models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##",
                                  max_input_chars_per_word=100)
         return cls(_bert_pipeline(Tokenizer(model)))
