@@ -1,0 +1,128 @@
+"""Training throughput: the streaming input path against the compute ceiling, and bf16 against fp32.
+
+    python benchmarks/bench_train.py --profile cpu [--run-dir runs/cpu] [--steps 20]
+
+compute ceiling: the profile's model, batch and image size, fed from batches decoded, augmented
+                 and tokenised beforehand and held in memory (what the model alone can do).
+streaming:       the trainer's own input path (visionclip.train.make_loader): JPEGs decoded,
+                 preprocessed and augmented in train.num_workers DataLoader workers, captions
+                 tokenised in the workers' collate, the seeded resumable sampler.
+Both time forward + backward + clipping + AdamW step, after warm-up steps. The goal is
+streaming / ceiling >= 0.9. The corpus is run_dir/data/corpus; without one, a small corpus is
+rendered into a temporary directory (visionclip.synth.render_corpus).
+Timings are wall-clock on whatever else the machine is doing: report them with the load.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from visionclip.config import load_profile, parse_override  # noqa: E402
+from visionclip.data.datasets import ImageTextDataset  # noqa: E402
+from visionclip.data.readers import read_synfundus  # noqa: E402
+from visionclip.data.splits import split_corpus  # noqa: E402
+from visionclip.paths import corpus_dir  # noqa: E402
+from visionclip.train import ClipTask, make_loader  # noqa: E402
+from visionclip.training.optim import build_optimizer  # noqa: E402
+from visionclip.training.precision import Precision, choose_precision  # noqa: E402
+from visionclip.training.sampler import ResumableBatchSampler  # noqa: E402
+
+
+def corpus_records(profile, run_dir: Path | None, tmp: Path, images: int) -> list:
+    root = corpus_dir(profile, run_dir) if run_dir else None
+    if root is None or not (root / "annotations.csv").is_file():
+        from visionclip.synth import render_corpus
+
+        small = load_profile(profile.name, {"synth.corpus_size": images})
+        root = tmp / "corpus"
+        print(f"no corpus under {run_dir}: rendering {images} images into {root}", flush=True)
+        render_corpus(small, root, progress=False)
+    return split_corpus(read_synfundus(root), profile.seed)["train"]
+
+
+def timed_steps(task: ClipTask, model, optimizer, batches, precision: Precision, steps: int, warmup: int,
+                batch_size: int, grad_clip: float) -> float:
+    """images/s of `steps` optimizer steps after `warmup` untimed ones."""
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    it = iter(batches)
+    for i in range(warmup + steps):
+        if i == warmup:
+            start = time.perf_counter()
+        batch = next(it)
+        with precision.autocast():
+            loss, _ = task.step_loss(model, batch, torch.device("cpu"))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, grad_clip or float("inf"))
+        optimizer.step()
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    ap.add_argument("--run-dir", type=Path, help="run directory whose data/corpus to read (default runs/<profile>)")
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps before each measurement")
+    ap.add_argument("--render-images", type=int, default=600, help="corpus size when one must be rendered")
+    args = ap.parse_args(argv)
+
+    profile = load_profile(args.profile, dict(parse_override(o) for o in args.overrides))
+    cfg = profile.train
+    run_dir = args.run_dir or Path("runs") / profile.name
+    device = torch.device("cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        train = corpus_records(profile, run_dir, Path(tmp), args.render_images)
+        task = ClipTask(profile, train, None)
+        model = task.model.to(memory_format=torch.channels_last)
+        optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+        dataset = ImageTextDataset(train, cfg.image_size, cfg.caption_language, cfg.augment, profile.seed)
+        sampler = ResumableBatchSampler(len(dataset), cfg.batch_size, profile.seed)
+        n_steps = args.warmup + args.steps
+        if sampler.steps_per_epoch < n_steps:
+            sys.exit(f"the train split has {sampler.steps_per_epoch} batches of {cfg.batch_size}; "
+                     f"--warmup + --steps = {n_steps}: render more images (--render-images)")
+
+        def stream():
+            return make_loader(dataset, batch_sampler=sampler, collate=task.collate, num_workers=cfg.num_workers,
+                               device=device, seed_key=(profile.seed, "bench"))
+
+        auto = choose_precision(cfg.precision, device)
+        print(f"profile {profile.name}: {profile.model.image_tower} + {profile.model.text_layers}-layer BERT, "
+              f"{cfg.image_size} px, batch {cfg.batch_size}, workers {cfg.num_workers}, precision {auto.name}, "
+              f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} "
+              f"on {os.cpu_count()} CPUs", flush=True)
+
+        t = time.perf_counter()
+        preloaded = list(itertools.islice(iter(stream()), 8))  # decoded + augmented + tokenised once
+        print(f"preloaded {len(preloaded)} batches in {time.perf_counter() - t:.1f} s", flush=True)
+        cycle = lambda: itertools.cycle(preloaded)  # noqa: E731
+
+        common = dict(steps=args.steps, warmup=args.warmup, batch_size=cfg.batch_size, grad_clip=cfg.grad_clip)
+        ceiling = timed_steps(task, model, optimizer, cycle(), auto, **common)
+        streaming = timed_steps(task, model, optimizer, iter(stream()), auto, **common)
+        ceiling2 = timed_steps(task, model, optimizer, cycle(), auto, **common)  # drift check
+        print(f"compute ceiling ({auto.name}): {ceiling:.1f} img/s (again after streaming: {ceiling2:.1f})")
+        print(f"streaming       ({auto.name}): {streaming:.1f} img/s")
+        print(f"streaming / ceiling: {streaming / ((ceiling + ceiling2) / 2):.3f}  (goal >= 0.9)")
+        if auto.name == "bf16":
+            fp32 = timed_steps(task, model, optimizer, cycle(), Precision("fp32", "cpu"), **common)
+            print(f"compute ceiling (fp32): {fp32:.1f} img/s; bf16 / fp32: {ceiling / fp32:.2f}")
+        else:
+            print("bf16 vs fp32: this CPU has no native bf16, auto chose fp32")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
