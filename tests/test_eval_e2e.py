@@ -3,10 +3,13 @@ import json
 
 import pytest
 
-from test_eval_fixtures import TINY_OVERRIDES, make_benchmarks, save_tiny_classifier, save_tiny_model
+from test_eval_fixtures import TINY_OVERRIDES, make_benchmarks, make_corpus, save_tiny_classifier, save_tiny_model
 from visionclip.config import load_profile
 from visionclip.errors import CheckpointError, ConfigError, DataError
-from visionclip.evaluate import PAPER_ROWS, evaluate_zero_shot, run_evaluation, run_fewshot
+from visionclip import viz
+from visionclip.evaluate import (PAPER_ROWS, evaluate_zero_shot, run_embeddings, run_evaluation, run_fewshot,
+                                 run_retrieval)
+from visionclip.retrieval import retrieval_examples
 from visionclip.predict import main as cli_main
 
 
@@ -17,6 +20,7 @@ def run(tmp_path_factory):
     save_tiny_classifier(run_dir / "supervised")
     make_benchmarks(run_dir / "data" / "benchmarks" / "test")
     make_benchmarks(run_dir / "data" / "benchmarks" / "dev", seed=100)
+    make_corpus(run_dir / "data" / "corpus")
     profile = load_profile("ci", {**TINY_OVERRIDES, "train.image_size": 32, "eval.bootstrap": 100,
                                   "eval.fewshot_k": [1, 2], "eval.fewshot_draws": 2, "eval.batch_size": 16})
     return profile, run_dir, run_evaluation(profile, run_dir)
@@ -73,3 +77,21 @@ def test_evaluate_zero_shot_and_bad_input(run, tmp_path, capsys):
     assert cli_main(["evaluate", "--checkpoint", str(run_dir / "model"), "--dataset", "fives",
                      "--data-root", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_retrieval_embeddings_and_maps(run, monkeypatch):
+    profile, run_dir, _ = run
+    out = run_retrieval(profile, run_dir)
+    n = out["zh"]["n"]
+    assert n >= 2 and set(out["zh"]["image_to_text"]) == {"exact", "label_set"}
+    assert out["en"]["text_to_image"]["label_set"]["R@10"] >= out["en"]["text_to_image"]["exact"]["R@10"]
+    ex = retrieval_examples(run_dir, "zh", n_queries=2, k=2)
+    assert len(ex["match_paths"]) == 2 and len(ex["match_paths"][0]) == 2
+    info = run_embeddings(profile, run_dir)
+    assert info["n_images"] == n
+    # the UMAP fit itself is tested in test_eval_viz.py; here only the glue, with a cheap projection
+    monkeypatch.setattr(viz, "umap_projection", lambda img, protos=None, seed=0: (
+        img[:, :2], None if protos is None else protos[:, :2]))
+    figs = viz.corpus_maps(run_dir)
+    assert set(figs) == {"disease", "dr_grade", "domain"}
+    assert set(viz.benchmark_maps(run_dir, "fives")) == {"class", "domain"}

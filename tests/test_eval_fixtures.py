@@ -90,3 +90,25 @@ def make_benchmarks(root: Path, seed: int = 0) -> dict[str, Path]:
         fundus_image(refuge / "Training400" / folder / f"{prefix}{i:04d}.jpg", seed=seed + 40 + i)
     out["refuge"] = refuge
     return out
+
+
+def make_corpus(root: Path, n: int = 60) -> Path:
+    """A SynFundus-1M-layout corpus: Fundus/*.jpg, annotations.csv, captions.csv, render_meta.csv."""
+    from visionclip.schema import COLUMNS
+
+    rows, caps, meta = [], [], []
+    for i in range(n):
+        name = f"{i:06d}.jpg"
+        fundus_image(root / "Fundus" / name, seed=500 + i)
+        row = {c: 0 for c in COLUMNS}
+        row.update(file_name=name, dr_grade=i % 3, is_gc=int(i % 4 == 0), is_fundus=1, is_macular_readable=1,
+                   is_optic_disc_readable=1, is_retinal_region_readable=1)
+        rows.append([row[c] for c in COLUMNS])
+        caps.append([name, f"眼底照片，分级{i % 3}", f"fundus photograph, grade {i % 3}"])
+        meta.append([name, f"cam{i % 2}"])
+    for fname, header, body in (("annotations.csv", list(COLUMNS), rows),
+                                ("captions.csv", ["file_name", "caption_zh", "caption_en"], caps),
+                                ("render_meta.csv", ["file_name", "camera"], meta)):
+        with open(root / fname, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([header] + body)
+    return root

@@ -23,13 +23,33 @@ def _device_of(model) -> torch.device:
         return torch.device("cpu")
 
 
+class RecordImages(torch.utils.data.Dataset):
+    """Evaluation preprocessing of any records with a `.path` (corpus records have no single label)."""
+
+    def __init__(self, records, image_size: int, flair_exact: bool = False):
+        self.records, self.image_size, self.flair_exact = list(records), int(image_size), bool(flair_exact)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict:
+        from .data.datasets import load_image, to_tensor
+        from .data.transforms import preprocess_fundus
+
+        img = load_image(self.records[i].path, self.image_size)
+        return {"image": to_tensor(preprocess_fundus(img, self.image_size, self.flair_exact)), "index": i}
+
+
 def _as_dataset(dataset_or_records, image_size: int, flair_exact: bool):
-    """Accept a torch Dataset or a list of records (wrapped in data.datasets.ImageDataset)."""
+    """Accept a torch Dataset or a list of records (benchmark records go through data.datasets.ImageDataset)."""
     if hasattr(dataset_or_records, "__getitem__") and not isinstance(dataset_or_records, (list, tuple)):
         return dataset_or_records
-    from .data.datasets import ImageDataset
+    records = list(dataset_or_records)
+    if records and hasattr(records[0], "label"):
+        from .data.datasets import ImageDataset
 
-    return ImageDataset(list(dataset_or_records), image_size, flair_exact=flair_exact)
+        return ImageDataset(records, image_size, flair_exact=flair_exact)
+    return RecordImages(records, image_size, flair_exact)
 
 
 def _image_of(item) -> torch.Tensor:

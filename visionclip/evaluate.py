@@ -434,15 +434,75 @@ def run_retrieval(profile, run_dir: str | Path, languages: Sequence[str] = ("zh"
     records = split_corpus(read_synfundus(corpus_dir(profile, run_dir)), profile.seed)["test"]
     if max_items:
         records = records[:max_items]
+    from .embed import embed_images
+
+    image_emb = embed_images(model, records, profile.train.image_size, profile.eval.batch_size,
+                             desc="embed corpus test images")
     out = {}
     for lang in languages:
         out[lang] = evaluate_retrieval(model, tokenizer, records, lang, profile.train.image_size,
                                        model_setting(model, "context_length", profile.model.context_length),
-                                       profile.eval.batch_size, run_dir=run_dir, name=f"corpus_test_{lang}")
+                                       profile.eval.batch_size, run_dir=run_dir, name=f"corpus_test_{lang}",
+                                       image_emb=image_emb)
     write_json(run_dir / "eval" / "retrieval.json", out)
     return out
 
 
+def disease_name(labels: Mapping) -> str:
+    """One colour per image for the maps: its disease, 'several diseases', 'healthy' or 'not fundus'.
+
+    Diabetes (is_dm) alone is not visible in the fundus and does not count; DR counts as a disease.
+    """
+    from .schema import DISEASE_FLAGS, GLOSSES
+
+    if int(labels.get("is_fundus", 1)) == 0:
+        return "not fundus"
+    found = [GLOSSES[f][0] for f in DISEASE_FLAGS if f != "is_dm" and int(labels.get(f, 0))]
+    if int(labels.get("dr_grade", 0)) > 0:
+        found.insert(0, "diabetic retinopathy")
+    if not found:
+        return "healthy"
+    return found[0] if len(found) == 1 else "several diseases"
+
+
+def run_embeddings(profile, run_dir: str | Path, datasets: Sequence[str] = ("messidor2", "fives", "refuge"),
+                   language: str | None = None, mode: str | None = None) -> dict:
+    """Inputs of the embedding maps: corpus test images with their labels, and class prototypes.
+
+    Writes run_dir/embeddings/corpus_test.npz (image, dr_grade, disease, domain, path) and
+    run_dir/embeddings/prototypes.npz (<dataset> [C, D] and <dataset>_names, headline prompts).
+    """
+    from .data.readers import read_synfundus
+    from .data.splits import split_corpus
+    from .embed import embed_images, save_embeddings
+    from .paths import corpus_dir
+
+    run_dir = Path(run_dir)
+    language = language or profile.eval.language
+    mode = mode or profile.eval.prompt_mode
+    model, tokenizer = load_clip(run_dir / "model")
+    ctx = model_setting(model, "context_length", profile.model.context_length)
+    records = split_corpus(read_synfundus(corpus_dir(profile, run_dir)), profile.seed)["test"]
+    if not records:
+        raise DataError(f"{corpus_dir(profile, run_dir)}: the corpus test split is empty")
+    emb = embed_images(model, records, profile.train.image_size, profile.eval.batch_size,
+                       flair_exact=profile.eval.flair_exact, desc="embed corpus test images")
+    save_embeddings(run_dir, "corpus_test", image=emb,
+                    dr_grade=np.array([int(r.labels["dr_grade"]) for r in records]),
+                    disease=np.array([disease_name(r.labels) for r in records]),
+                    domain=np.array([str(r.domain) for r in records]),
+                    path=np.array([str(r.path) for r in records]))
+    protos = {}
+    for ds in datasets:
+        manifest = load_dataset_manifest(ds)
+        p = class_prototypes(model, tokenizer, build_prompts(manifest, language, mode), ctx,
+                             flair_exact=profile.eval.flair_exact)
+        protos[ds] = p.numpy()
+        protos[f"{ds}_names"] = np.array([c[f"name_{language}"] for c in manifest["classes"]])
+    save_embeddings(run_dir, "prototypes", **protos)
+    return {"n_images": len(records), "prototypes": list(datasets), "language": language, "mode": mode}
+
+
 __all__ = ["PAPER_ROWS", "TABLE_COLUMNS", "KNOWN_DATASETS", "PROMPT_SETTINGS", "load_clip", "load_records",
            "evaluate_zero_shot", "zero_shot_probs", "ceiling_probs", "chance_model", "paper_table", "write_table",
-           "run_evaluation", "run_fewshot", "run_retrieval", "row_name"]
+           "run_evaluation", "run_fewshot", "run_retrieval", "run_embeddings", "disease_name", "row_name"]

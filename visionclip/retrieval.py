@@ -51,10 +51,11 @@ def top_matches(query_emb, item_emb, k: int = 5) -> np.ndarray:
 
 def evaluate_retrieval(model, tokenizer, records, language: str, image_size: int, context_length: int,
                        batch_size: int = 64, ks: Sequence[int] = (1, 5, 10), run_dir: str | Path | None = None,
-                       name: str = "corpus_test") -> dict:
+                       name: str = "corpus_test", image_emb: np.ndarray | None = None) -> dict:
     """Embed corpus records (CorpusRecord) and their captions in `language`; Recall@K both ways.
 
-    With `run_dir`, the image and text embeddings are saved to run_dir/embeddings/<name>.npz.
+    Pass `image_emb` to reuse image embeddings across languages. With `run_dir`, the image and
+    text embeddings, captions, label keys, paths and cameras go to run_dir/embeddings/<name>.npz.
     """
     from .data.datasets import label_set_key
     from .embed import embed_images, embed_texts, save_embeddings
@@ -64,10 +65,11 @@ def evaluate_retrieval(model, tokenizer, records, language: str, image_size: int
         raise DataError("evaluate_retrieval: no corpus records (is the test split empty?)")
     captions = [getattr(r, f"caption_{language}") for r in records]
     keys = np.array([label_set_key(r.labels) for r in records], dtype=np.int64)
-    img = embed_images(model, records, image_size, batch_size, desc="embed corpus test images")
+    img = image_emb if image_emb is not None else embed_images(model, records, image_size, batch_size,
+                                                               desc="embed corpus test images")
     txt = embed_texts(model, tokenizer, captions, context_length, desc=f"embed {language} captions")
     if run_dir is not None:
-        save_embeddings(run_dir, name, image=img, text=txt, label_key=keys,
+        save_embeddings(run_dir, name, image=img, text=txt, label_key=keys, caption=np.array(captions),
                         path=np.array([str(r.path) for r in records]),
                         domain=np.array([str(getattr(r, "domain", "")) for r in records]))
     out = recall_at_k(img, txt, keys, keys, ks)
@@ -75,4 +77,26 @@ def evaluate_retrieval(model, tokenizer, records, language: str, image_size: int
     return out
 
 
-__all__ = ["recall_at_k", "top_matches", "evaluate_retrieval"]
+def retrieval_examples(run_dir: str | Path, language: str = "zh", n_queries: int = 4, k: int = 5,
+                       seed: int = 0) -> dict:
+    """Seeded text->image examples from run_dir/embeddings/corpus_test_<language>.npz.
+
+    Returns {"query_texts", "query_paths" (the paired images), "match_paths" [Q][k],
+    "match_captions" [Q][k] ("hit" when the image has the query's label set, else "miss")},
+    ready for viz.retrieval_examples_figure.
+    """
+    from .embed import load_embeddings
+    from .seeding import rng
+
+    data = load_embeddings(run_dir, f"corpus_test_{language}")
+    n = len(data["image"])
+    queries = np.sort(rng(seed, "retrieval-examples").choice(n, size=min(n_queries, n), replace=False))
+    top = top_matches(data["text"][queries], data["image"], k)
+    keys = data["label_key"]
+    return {"query_texts": [str(data["caption"][q]) for q in queries],
+            "query_paths": [str(data["path"][q]) for q in queries],
+            "match_paths": [[str(data["path"][j]) for j in row] for row in top],
+            "match_captions": [["hit" if keys[j] == keys[q] else "miss" for j in row] for q, row in zip(queries, top)]}
+
+
+__all__ = ["recall_at_k", "top_matches", "evaluate_retrieval", "retrieval_examples"]

@@ -186,6 +186,41 @@ def umap_figure(image_emb, colour_by: Sequence, colour_name: str, prototypes=Non
     return fig
 
 
+def corpus_maps(run_dir: str | Path, prototypes_of: Sequence[str] = ("fives",), seed: int = 0) -> dict:
+    """UMAP maps of the corpus test split coloured by disease, DR grade and camera, from one fit.
+
+    Reads run_dir/embeddings/corpus_test.npz and prototypes.npz (evaluate.run_embeddings); the
+    prototypes of `prototypes_of` are fitted together with the images and drawn as stars.
+    """
+    from .embed import load_embeddings
+
+    data = load_embeddings(run_dir, "corpus_test")
+    protos = load_embeddings(run_dir, "prototypes")
+    p = np.vstack([protos[ds] for ds in prototypes_of]) if prototypes_of else None
+    names = [str(n) for ds in prototypes_of for n in protos[f"{ds}_names"]]
+    proj = umap_projection(data["image"], p, seed)
+    grades = [f"grade {g}" for g in data["dr_grade"]]
+    return {key: umap_figure(data["image"], colours, label, p, names, seed, projection=proj,
+                             title=f"Corpus test split (UMAP), coloured by {label}")
+            for key, colours, label in (("disease", data["disease"], "disease"),
+                                        ("dr_grade", grades, "DR grade"),
+                                        ("domain", data["domain"], "camera"))}
+
+
+def benchmark_maps(run_dir: str | Path, dataset: str, variant: str = "test", seed: int = 0) -> dict:
+    """UMAP maps of one benchmark set coloured by class and by camera, with its class prototypes."""
+    from .embed import load_embeddings
+
+    data = load_embeddings(run_dir, f"{dataset}_{variant}")
+    protos = load_embeddings(run_dir, "prototypes")
+    p, names = protos.get(dataset), [str(n) for n in protos.get(f"{dataset}_names", [])]
+    proj = umap_projection(data["image"], p, seed)
+    classes = [str(data["class_names"][y]) for y in data["label"]] if "class_names" in data else data["label"]
+    return {key: umap_figure(data["image"], colours, label, p, names, seed, projection=proj,
+                             title=f"{dataset} ({variant}) embeddings (UMAP), coloured by {label}")
+            for key, colours, label in (("class", classes, "class"), ("domain", data["domain"], "camera"))}
+
+
 # ---------------------------------------------------------------- training curves
 
 def read_jsonl(path: str | Path) -> pd.DataFrame:
@@ -298,5 +333,5 @@ def retrieval_examples_figure(query_paths: Sequence[str], query_texts: Sequence[
 
 
 __all__ = ["setup_fonts", "confusion_matrix_figure", "sensitivity_specificity_figure", "grouped_bars_figure",
-           "prompt_comparison_figure", "umap_projection", "umap_figure", "training_curves_figure",
+           "prompt_comparison_figure", "umap_projection", "umap_figure", "corpus_maps", "benchmark_maps", "training_curves_figure",
            "fewshot_figure", "retrieval_examples_figure", "read_jsonl"]
