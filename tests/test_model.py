@@ -85,7 +85,7 @@ def test_save_load_round_trip_is_exact(tokenizer, batch, tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model"] == dataclasses.asdict(TINY) and config["vocab_size"] == tokenizer.vocab_size
     loaded, loaded_tok = VisionCLIP.from_pretrained(tmp_path)
-    loaded.eval()
+    assert not loaded.training
     assert loaded_tok.tokens() == tokenizer.tokens()
     model = model.to(memory_format=torch.contiguous_format)
     reloaded_text = loaded_tok(CAPTIONS, TINY.context_length)
@@ -139,7 +139,8 @@ def test_image_classifier_heads_and_round_trip(tmp_path, batch):
     out = classifier(images)
     assert out["dr_grade"].shape == (4, 5) and out["flags"].shape == (4, len(FLAG_COLUMNS))
     classifier.save_pretrained(tmp_path)
-    loaded = ImageClassifier.from_pretrained(tmp_path).eval()
+    loaded = ImageClassifier.from_pretrained(tmp_path)
+    assert not loaded.training
     for key in out:
         assert torch.equal(loaded(images)[key], out[key])
     with pytest.raises(CheckpointError, match="'ImageClassifier'"):

@@ -162,7 +162,8 @@ class VisionCLIP(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike,
                         map_location: str | torch.device = "cpu") -> tuple["VisionCLIP", CaptionTokenizer]:
-        """Rebuild the model from config.json and load its safetensors weights; also the tokenizer."""
+        """Rebuild the model from config.json and load its safetensors weights (returned in eval
+        mode, on `map_location`); also the tokenizer."""
         directory = Path(directory)
         config = _read_config(directory, "VisionCLIP")
         model_cfg = _model_cfg_from(config, directory)
@@ -175,7 +176,7 @@ class VisionCLIP(nn.Module):
                                   f"{directory / CONFIG_FILE} says {config['vocab_size']}")
         model = cls(model_cfg, int(config["vocab_size"]), int(config.get("image_size", DEFAULT_IMAGE_SIZE)))
         _load_weights(model, directory, config, map_location)
-        return model, tokenizer
+        return model.eval(), tokenizer  # eval mode, as transformers' from_pretrained: ready to embed
 
 
 def build_model(model_cfg: ModelConfig, vocab_size: int, image_size: int = DEFAULT_IMAGE_SIZE) -> VisionCLIP:
@@ -218,7 +219,7 @@ class ImageClassifier(nn.Module):
                                   f"differ from this library's {list(FLAG_COLUMNS)}")
         model = cls(_model_cfg_from(config, directory), int(config.get("image_size", DEFAULT_IMAGE_SIZE)))
         _load_weights(model, directory, config, map_location)
-        return model
+        return model.eval()
 
 
 def build_image_classifier(model_cfg: ModelConfig, image_size: int = DEFAULT_IMAGE_SIZE) -> ImageClassifier:
