@@ -48,6 +48,15 @@ def test_run_evaluation_writes_table_and_reports(run):
     assert again["REFUGE"].tolist() == df["REFUGE"].tolist()
 
 
+def test_real_data_root_is_named_in_the_table(run, tmp_path):
+    profile, run_dir, _ = run
+    real = make_benchmarks(tmp_path / "real")["refuge"]
+    real_profile = load_profile("ci", {**TINY_OVERRIDES, "train.image_size": 32, "eval.bootstrap": 100,
+                                       "eval.batch_size": 16, "data.refuge_root": str(real)})
+    df = run_evaluation(real_profile, run_dir, datasets=["refuge"])["table"]
+    assert (df["source"].iloc[len(PAPER_ROWS):] == f"real refuge at {real}").all()
+
+
 def test_fewshot_uses_dev_shots(run):
     profile, run_dir, _ = run
     out = run_fewshot(profile, run_dir, datasets=["fives", "refuge"])

@@ -99,3 +99,11 @@ def test_ceiling_mapping():
     names = ["normal", "age related macular degeneration", "diabetic retinopathy", "glaucoma"]
     f = ceiling_probs(heads, "fives", names)
     assert np.allclose(f.sum(1), 1) and f[0].argmax() == 0 and f[1].argmax() in (2, 3)
+
+
+def test_paper_table_original_messidor_column():
+    ours = [{"model": "m", "source": "real messidor at /data/m", "scores": {"messidor": {"value": 0.4, "lo": 0.3, "hi": 0.5}}}]
+    df = paper_table(ours)
+    assert df.columns[-1].startswith("MESSIDOR (original")
+    assert df.iloc[0, -1] == "—" and df.iloc[-1, -1] == "0.400 [0.300, 0.500]"
+    assert "MESSIDOR (original" not in "".join(paper_table([]).columns)

@@ -24,6 +24,8 @@ from .progress import progress
 from .zeroshot import build_prompts, class_prototypes, logit_scale_of, zero_shot_scores
 
 TABLE_COLUMNS = {"messidor2": "MESSIDOR", "fives": "FIVES", "refuge": "REFUGE"}
+# shown only when a run evaluated the original MESSIDOR (real data only: it has no stand-in)
+EXTRA_COLUMNS = {"messidor": "MESSIDOR (original, grades 0-3)"}
 KNOWN_DATASETS = ("messidor2", "messidor", "fives", "refuge")
 ORDINAL = {"messidor2", "messidor"}  # DR grades: the quadratic-weighted kappa is meaningful
 PAPER_SOURCE = "reported in the paper"
@@ -242,15 +244,19 @@ def paper_table(results: Iterable[Mapping]) -> pd.DataFrame:
     """The paper's Table 1 layout: its rows first, then `results`.
 
     Each result is {"model": str, "source": str, "scores": {"messidor2"|"fives"|"refuge": report entry
-    {"value","lo","hi"}}}; a missing dataset shows as "—". Cells read "0.xxx [lo, hi]".
+    {"value","lo","hi"}}}; a missing dataset shows as "—". Cells read "0.xxx [lo, hi]". A column for
+    the original MESSIDOR is added when a result has it.
     """
-    rows = [{"model": m, "source": PAPER_SOURCE, **{col: f"{v:.3f}" for col, v in zip(TABLE_COLUMNS.values(), vals)}}
-            for m, vals in PAPER_ROWS]
+    results = list(results)
+    columns = dict(TABLE_COLUMNS)
+    columns.update({ds: col for ds, col in EXTRA_COLUMNS.items() if any(ds in r.get("scores", {}) for r in results)})
+    rows = [{"model": m, "source": PAPER_SOURCE, **{col: "—" for col in columns.values()},
+             **{col: f"{v:.3f}" for col, v in zip(TABLE_COLUMNS.values(), vals)}} for m, vals in PAPER_ROWS]
     for r in results:
         scores = r.get("scores", {})
         rows.append({"model": r["model"], "source": r["source"],
-                     **{col: format_interval(scores.get(ds)) for ds, col in TABLE_COLUMNS.items()}})
-    return pd.DataFrame(rows, columns=["model", "source", *TABLE_COLUMNS.values()])
+                     **{col: format_interval(scores.get(ds)) for ds, col in columns.items()}})
+    return pd.DataFrame(rows, columns=["model", "source", *columns.values()])
 
 
 def table_json(results: Iterable[Mapping]) -> dict:
@@ -321,7 +327,8 @@ def run_evaluation(profile, run_dir: str | Path, variant: str = "test", datasets
     chance = chance_model(profile, tokenizer)
     sup_dir = run_dir / "supervised"
     classifier = load_classifier(sup_dir) if sup_dir.is_dir() else None
-    datasets = list(datasets or STANDIN_BENCHMARKS)
+    if datasets is None:  # the original MESSIDOR has no stand-in: evaluated when its real root is set
+        datasets = list(STANDIN_BENCHMARKS) + (["messidor"] if getattr(profile.data, "messidor_root", "") else [])
     out_dir = run_dir / "eval" if variant == "test" else run_dir / "eval" / variant
 
     rows: dict[str, dict] = {}

@@ -105,7 +105,8 @@ def _load_batch(paths: Sequence[Path], size: int):
             tensors.append(to_tensor(img))
             ok.append(i)
         except (DataError, OSError, ValueError) as e:
-            errors[i] = str(e)
+            msg = str(e)
+            errors[i] = msg[len(f"{p}: "):] if msg.startswith(f"{p}: ") else msg
     return (torch.stack(tensors) if tensors else None), ok, errors
 
 
