@@ -50,6 +50,11 @@ def test_fast_equivalents_equal_sklearn():
         ref = roc_auc_score(y, prob[:, 1]) if c == 2 else roc_auc_score(y, prob, multi_class="ovr")
         assert M._auc_rank(y, prob) == pytest.approx(ref)
         assert M.auc(y, prob) == pytest.approx(ref)
+        idx = np.stack([np.arange(60), r.integers(0, 60, 60), np.zeros(60, int)])
+        prob_ties = prob.round(1)  # ties are counted one half
+        batch = M._auc_bootstrap(y, prob_ties, idx)
+        assert batch[:2] == pytest.approx([M._auc_rank(y[i], prob_ties[i]) for i in idx[:2]])
+        assert np.isnan(batch[2])  # one case drawn 60 times: AUC undefined
 
 
 def test_auc_binary_and_ties():
@@ -75,6 +80,8 @@ def test_bootstrap_deterministic_and_seeded():
     assert d == pytest.approx(a)
     lo, hi = M.bootstrap_ci(y, prob, "auc", n=200, seed=7)[1:]
     assert 0 <= lo <= hi <= 1
+    slow = M.bootstrap_ci(y, prob, lambda t, p: M._auc_rank(t, p), n=200, seed=7)
+    assert (lo, hi) == pytest.approx(slow[1:])
 
 
 def test_report_is_json_and_complete():

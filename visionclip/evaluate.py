@@ -221,14 +221,14 @@ def load_classifier(sup_dir: str | Path):
 
 # ---------------------------------------------------------------- chance
 
-def chance_model(profile, tokenizer):
+def chance_model(profile, tokenizer, image_size: int | None = None):
     """An untrained VisionCLIP with the run's configuration and seed (the chance reference)."""
     from .model import build_model
     from .seeding import seed_everything
 
     seed_everything(profile.seed)
     vocab_size = getattr(tokenizer, "vocab_size", None) or len(tokenizer)
-    model = build_model(profile.model, vocab_size)
+    model = build_model(profile.model, vocab_size, image_size or profile.train.image_size)
     model.eval()
     return model
 
@@ -324,7 +324,7 @@ def run_evaluation(profile, run_dir: str | Path, variant: str = "test", datasets
     image_size, n_boot, seed = profile.train.image_size, ev.bootstrap, profile.seed
     model, tokenizer = load_clip(run_dir / "model")
     context_length = model_setting(model, "context_length", profile.model.context_length)
-    chance = chance_model(profile, tokenizer)
+    chance = chance_model(profile, tokenizer, model_setting(model, "image_size", image_size))
     sup_dir = run_dir / "supervised"
     classifier = load_classifier(sup_dir) if sup_dir.is_dir() else None
     if datasets is None:  # the original MESSIDOR has no stand-in: evaluated when its real root is set
