@@ -1,0 +1,396 @@
+"""Tables and figures of the book that compose library pieces (data summaries, gaps, examples).
+
+The notebooks stay glue: each figure or table they show is one call here or in `viz.py`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+from .paths import STANDIN_BENCHMARKS, VARIANTS, benchmark_dir
+from .schema import DISEASE_FLAGS, DR_GRADE_NAMES, FLAG_COLUMNS, GLOSSES
+from .seeding import rng
+
+
+def _plt():
+    import matplotlib.pyplot as plt
+
+    from .viz import setup_fonts
+
+    setup_fonts()
+    return plt
+
+
+# ---------------------------------------------------------------- corpus
+
+def primary_finding(labels: dict) -> str:
+    """One name per image for colouring maps: non-fundus, the DR grade, else the first disease flag."""
+    if not labels["is_fundus"]:
+        return "non-fundus"
+    if labels["dr_grade"] > 0:
+        return f"DR grade {labels['dr_grade']}"
+    for flag in DISEASE_FLAGS:
+        if flag != "is_dm" and labels[flag]:
+            return GLOSSES[flag][0]
+    return "no finding"
+
+
+def label_frame(records) -> pd.DataFrame:
+    """One row per corpus image: the schema columns plus camera domain and primary finding."""
+    rows = [dict(r.labels, domain=r.domain, finding=primary_finding(r.labels)) for r in records]
+    if not rows:
+        raise DataError("label_frame: no corpus records")
+    return pd.DataFrame(rows)
+
+
+def prevalence_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Share of images carrying each flag and each DR grade."""
+    rows = [{"annotation": f, "meaning": GLOSSES.get(f, (f.removeprefix("is_").replace("_", " "),))[0],
+             "images": int(frame[f].sum()), "share": round(float(frame[f].mean()), 4)} for f in FLAG_COLUMNS]
+    rows += [{"annotation": f"dr_grade={g}", "meaning": DR_GRADE_NAMES[g][0],
+              "images": int((frame.dr_grade == g).sum()), "share": round(float((frame.dr_grade == g).mean()), 4)}
+             for g in range(5)]
+    return pd.DataFrame(rows)
+
+
+def prevalence_figure(frame: pd.DataFrame, title: str = "Label prevalence in the corpus"):
+    plt = _plt()
+    table = prevalence_table(frame)
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    ax.barh(table.annotation, table.share, color="#4c72b0")
+    ax.invert_yaxis()
+    ax.set_xlabel("share of images")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def cooccurrence_figure(frame: pd.DataFrame, title: str = "Disease co-occurrence (images with both)"):
+    """Counts of images carrying both findings (DR as dr_grade > 0)."""
+    import seaborn as sns
+
+    plt = _plt()
+    cols = {"DR": frame.dr_grade > 0}
+    cols.update({f.removeprefix("is_").upper(): frame[f] > 0 for f in DISEASE_FLAGS})
+    flags = pd.DataFrame(cols).astype(int)
+    co = flags.T @ flags
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    sns.heatmap(co, annot=True, fmt="d", cmap="Blues", ax=ax, cbar_kws={"label": "images"})
+    ax.set_title(title)
+    ax.set_xlabel("finding")
+    ax.set_ylabel("finding")
+    fig.tight_layout()
+    return fig
+
+
+def caption_examples(records, n: int = 6, seed: int = 0) -> pd.DataFrame:
+    """A seeded sample of image-caption pairs, one per distinct primary finding where possible."""
+    order = rng(seed, "caption-examples").permutation(len(records))
+    chosen, seen = [], set()
+    for i in order:
+        finding = primary_finding(records[i].labels)
+        if finding not in seen:
+            seen.add(finding)
+            chosen.append(records[i])
+        if len(chosen) == n:
+            break
+    return pd.DataFrame([{"file": r.path.name, "finding": primary_finding(r.labels), "camera": r.domain,
+                          "caption (zh)": r.caption_zh, "caption (en)": r.caption_en} for r in chosen])
+
+
+def token_lengths(tokenizer, records) -> pd.DataFrame:
+    """Tokens per caption ([CLS] and [SEP] included), untruncated, for both languages."""
+    rows = []
+    for lang in ("zh", "en"):
+        texts = [getattr(r, f"caption_{lang}") for r in records]
+        ids = tokenizer(texts, context_length=512)["attention_mask"].sum(dim=1).tolist()
+        rows += [{"language": lang, "tokens": int(t)} for t in ids]
+    return pd.DataFrame(rows)
+
+
+def token_length_figure(lengths: pd.DataFrame, context_length: int):
+    import seaborn as sns
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.histplot(data=lengths, x="tokens", hue="language", discrete=True, element="step", ax=ax)
+    ax.axvline(context_length, color="red", ls="--", label=f"context length {context_length}")
+    ax.set_xlabel("tokens per caption ([CLS] and [SEP] included)")
+    ax.set_ylabel("captions")
+    ax.set_title("Caption length in tokens, Chinese vs English")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- benchmark sets
+
+def benchmark_records(profile, run_dir, variants: Sequence[str] = VARIANTS) -> dict[tuple[str, str], list]:
+    from .data.readers import read_benchmark
+
+    out = {}
+    for variant in variants:
+        for ds in STANDIN_BENCHMARKS:
+            root = benchmark_dir(profile, run_dir, ds, variant)
+            if root is not None and root.exists():
+                out[(ds, variant)] = read_benchmark(ds, root)
+    return out
+
+
+def benchmark_summary(sets: dict[tuple[str, str], list]) -> pd.DataFrame:
+    """Images per class (rows: dataset and class; columns: renderings), cameras in the last row per dataset."""
+    counts: dict[tuple[str, str], dict] = {}
+    for (ds, variant), records in sets.items():
+        names = records[0].class_names
+        for name, c in zip(names, np.bincount([r.label for r in records], minlength=len(names))):
+            counts.setdefault((ds, name), {})[variant] = int(c)
+        counts.setdefault((ds, "cameras"), {})[variant] = ", ".join(sorted({r.domain for r in records}))
+    frame = pd.DataFrame.from_dict(counts, orient="index")
+    frame.index = pd.MultiIndex.from_tuples(frame.index, names=["dataset", "class"])
+    return frame
+
+
+def benchmark_examples_figure(sets: dict[tuple[str, str], list], variant: str = "test", per_class: int = 3,
+                              seed: int = 0, tile: float = 1.5):
+    """Rows = (dataset, class), columns = examples, each titled with its camera."""
+    from PIL import Image
+
+    plt = _plt()
+    rows = []
+    for (ds, v), records in sets.items():
+        if v != variant:
+            continue
+        for label, name in enumerate(records[0].class_names):
+            members = [r for r in records if r.label == label]
+            pick = rng(seed, ds, variant, label).permutation(len(members))[:per_class]
+            rows.append((f"{ds}\n{name}", [members[i] for i in pick]))
+    fig, axes = plt.subplots(len(rows), per_class, figsize=(tile * per_class + 1.5, tile * len(rows)), squeeze=False)
+    for i, (title, members) in enumerate(rows):
+        for j in range(per_class):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(members):
+                with Image.open(members[j].path) as im:
+                    ax.imshow(np.asarray(im.convert("RGB")))
+                ax.set_title(members[j].domain, fontsize=7)
+            else:
+                ax.axis("off")
+            if j == 0:
+                ax.set_ylabel(title, fontsize=7)
+    fig.suptitle(f"Stand-in benchmark sets ({variant} rendering): examples per class", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- evaluation summaries
+
+def headline_key(profile) -> str:
+    return f"{profile.eval.language}_{profile.eval.prompt_mode}"
+
+
+def load_eval(run_dir, variant: str = "test") -> dict[str, dict]:
+    """The per-dataset evaluation JSON written by evaluate.run_evaluation."""
+    eval_dir = Path(run_dir) / "eval" / ("" if variant == "test" else variant)
+    out = {}
+    for ds in STANDIN_BENCHMARKS:
+        path = eval_dir / f"{ds}.json"
+        if path.is_file():
+            out[ds] = json.loads(path.read_text(encoding="utf-8"))
+    if not out:
+        raise DataError(f"{eval_dir}: no evaluation JSON; run evaluate.run_evaluation(variant={variant!r}) first")
+    return out
+
+
+def setting_table(evals: dict[str, dict], metric: str = "aca") -> pd.DataFrame:
+    """Rows = prompt settings (and chance / ceiling), columns = datasets, cells 'point [lo, hi]'."""
+    from .metrics import format_interval
+
+    rows: dict[str, dict] = {}
+    for ds, data in evals.items():
+        for key, res in data["results"].items():
+            rows.setdefault(key, {})[ds] = format_interval(res["report"][metric])
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def best_dev_setting(dev_evals: dict[str, dict]) -> tuple[str, pd.Series]:
+    """The prompt setting with the highest mean ACA over the dev renderings (chance/ceiling excluded)."""
+    scores: dict[str, list] = {}
+    for data in dev_evals.values():
+        for key, res in data["results"].items():
+            if key in ("chance", "supervised"):
+                continue
+            scores.setdefault(key, []).append(res["report"]["aca"]["value"])
+    mean = pd.Series({k: float(np.mean(v)) for k, v in scores.items()}).sort_values(ascending=False)
+    return str(mean.index[0]), mean.round(4)
+
+
+def ceiling_ratio_table(evals: dict[str, dict], key: str) -> pd.DataFrame:
+    """Zero-shot ACA of setting `key` against the supervised ceiling on the same set."""
+    rows = []
+    for ds, data in evals.items():
+        res = data["results"]
+        zs = res[key]["report"]["aca"]["value"]
+        sup = res.get("supervised", {}).get("report", {}).get("aca", {}).get("value")
+        rows.append({"dataset": ds, "zero-shot ACA": round(zs, 4),
+                     "supervised ceiling ACA": None if sup is None else round(sup, 4),
+                     "zero-shot / ceiling": None if not sup else round(zs / sup, 3)})
+    return pd.DataFrame(rows)
+
+
+def _predictions(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path}: missing; run evaluate.run_evaluation for this rendering first")
+    return pd.read_csv(path)
+
+
+def domain_gap_table(run_dir, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """ACA on held-out vs training camera profiles for the same cases (same seed, same labels).
+
+    The two renderings share file names, labels and anatomy and differ only in the camera, so the
+    difference gets a paired bootstrap interval (resampling cases).
+    """
+    from sklearn.metrics import balanced_accuracy_score
+
+    run_dir = Path(run_dir)
+    rows = []
+    for ds in STANDIN_BENCHMARKS:
+        held = _predictions(run_dir / "eval" / f"predictions_{ds}.csv")
+        seen = _predictions(run_dir / "eval" / "seen" / f"predictions_{ds}.csv")
+        # the last three path parts identify a case in every layout (FIVES repeats names across train/test)
+        held["key"] = held.path.map(lambda p: "/".join(Path(p).parts[-3:]))
+        seen["key"] = seen.path.map(lambda p: "/".join(Path(p).parts[-3:]))
+        both = held.merge(seen, on="key", suffixes=("_held", "_seen"))
+        if len(both) != len(held):
+            raise DataError(f"{ds}: held-out and seen renderings do not pair by file name "
+                            f"({len(held)} vs {len(both)} matched)")
+        y = both.label_held.to_numpy()
+        ph, ps = both.predicted_held.to_numpy(), both.predicted_seen.to_numpy()
+        a_h, a_s = balanced_accuracy_score(y, ph), balanced_accuracy_score(y, ps)
+        idx = rng(seed, "gap", ds).integers(0, len(y), size=(n_boot, len(y)))
+        diffs = [balanced_accuracy_score(y[i], ps[i]) - balanced_accuracy_score(y[i], ph[i]) for i in idx]
+        lo, hi = np.percentile(diffs, [2.5, 97.5])
+        rows.append({"dataset": ds, "images": len(y), "ACA seen cameras": round(a_s, 4),
+                     "ACA held-out cameras": round(a_h, 4), "gap (seen - held-out)": round(a_s - a_h, 4),
+                     "gap 95% CI": f"[{lo:.3f}, {hi:.3f}]"})
+    return pd.DataFrame(rows)
+
+
+def dataset_panels(data: dict, key: str):
+    """Confusion matrix and per-class sensitivity/specificity of one setting, numbers printed too."""
+    from IPython.display import display
+
+    from .metrics import format_interval
+    from .viz import confusion_matrix_figure, sensitivity_specificity_figure
+
+    rep = data["results"][key]["report"]
+    names = data["class_names"]
+    title = f"{data['dataset']} ({key}): ACA {format_interval(rep['aca'])}"
+    print(title)
+    display(pd.DataFrame([{"class": c["class"], "support": c["support"], "predicted": c["predicted"],
+                           "sensitivity": format_interval(c["sensitivity"]),
+                           "specificity": format_interval(c["specificity"])} for c in rep["per_class"]]))
+    cm = confusion_matrix_figure(rep["confusion_matrix"], names, title=f"Confusion matrix: {title}")
+    ss = sensitivity_specificity_figure(rep, title=f"Sensitivity and specificity: {data['dataset']} ({key})")
+    return cm, ss
+
+
+# ---------------------------------------------------------------- embeddings, retrieval, few-shot
+
+def retrieval_table(retrieval: dict) -> pd.DataFrame:
+    """Recall@K rows per caption language, direction and counting rule."""
+    rows = []
+    for lang, res in retrieval.items():
+        for direction in ("image_to_text", "text_to_image"):
+            for rule in ("label_set", "exact"):
+                if rule in res[direction]:
+                    row = {"captions": lang, "direction": direction.replace("_", " "), "hit counted by": rule.replace("_", " ")}
+                    row.update({k: round(v, 4) for k, v in res[direction][rule].items()})
+                    rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def retrieval_examples_figure(profile, run_dir, language: str = "zh", n_queries: int = 5, k: int = 5):
+    """Text-to-image retrieval on the corpus test split: one query per distinct finding."""
+    from .embed import load_embeddings
+    from .retrieval import top_matches
+    from .viz import retrieval_examples_figure as grid
+
+    emb = load_embeddings(run_dir, f"corpus_test_{language}")
+    from .data.readers import read_synfundus
+    from .data.splits import split_corpus
+    from .paths import corpus_dir
+
+    test = split_corpus(read_synfundus(corpus_dir(profile, run_dir)), profile.seed)["test"]
+    by_path = {str(r.path): r for r in test}
+    records = [by_path[p] for p in emb["path"]]
+    queries, seen = [], set()
+    for i in rng(profile.seed, "retrieval-examples").permutation(len(records)):
+        finding = primary_finding(records[i].labels)
+        if finding not in seen:
+            seen.add(finding)
+            queries.append(i)
+        if len(queries) == n_queries:
+            break
+    matches = top_matches(emb["text"][queries], emb["image"], k)
+    keys = emb["label_key"]
+    marks = [["hit" if keys[j] == keys[q] else "miss" for j in row] for q, row in zip(queries, matches)]
+    return grid([str(records[q].path) for q in queries],
+                [getattr(records[q], f"caption_{language}") for q in queries],
+                [[str(records[j].path) for j in row] for row in matches],
+                title=f"Text-to-image retrieval ({language} captions): top {k}; hit = same label set",
+                match_captions=marks)
+
+
+def embedding_maps(profile, run_dir) -> list:
+    """UMAP maps: corpus test split by finding and by camera; benchmark sets with their prototypes."""
+    from .embed import load_embeddings
+    from .evaluate import load_clip, load_dataset_manifest, model_setting
+    from .viz import umap_figure, umap_projection
+    from .zeroshot import build_prompts, class_prototypes
+
+    run_dir = Path(run_dir)
+    figs = []
+    emb = load_embeddings(run_dir, f"corpus_test_{profile.eval.language}")
+    from .data.readers import read_synfundus
+    from .data.splits import split_corpus
+    from .paths import corpus_dir
+
+    test = {str(r.path): r for r in split_corpus(read_synfundus(corpus_dir(profile, run_dir)), profile.seed)["test"]}
+    findings = [primary_finding(test[p].labels) for p in emb["path"]]
+    proj = umap_projection(emb["image"], seed=profile.seed)
+    figs.append(umap_figure(emb["image"], findings, "finding", projection=proj, seed=profile.seed,
+                            title="Corpus test split: image embeddings by primary finding"))
+    figs.append(umap_figure(emb["image"], list(emb["domain"]), "camera", projection=proj, seed=profile.seed,
+                            title="Corpus test split: image embeddings by camera profile"))
+    model, tokenizer = load_clip(run_dir / "model")
+    context = model_setting(model, "context_length", profile.model.context_length)
+    for ds, colour in (("messidor2", "DR grade"), ("fives", "class"), ("refuge", "class")):
+        bench = load_embeddings(run_dir, f"{ds}_test")
+        names = [str(n) for n in bench["class_names"]]
+        prompts = build_prompts(load_dataset_manifest(ds), profile.eval.language, profile.eval.prompt_mode)
+        protos = class_prototypes(model, tokenizer, prompts, context, flair_exact=profile.eval.flair_exact)
+        protos = protos.detach().cpu().numpy()
+        proj = umap_projection(bench["image"], protos, seed=profile.seed)
+        figs.append(umap_figure(bench["image"], [names[i] for i in bench["label"]], colour, prototypes=protos,
+                                prototype_names=names, projection=proj, seed=profile.seed,
+                                title=f"{ds} test rendering: images by {colour}, text prototypes as stars"))
+        if ds == "fives":
+            figs.append(umap_figure(bench["image"], list(bench["domain"]), "camera", projection=proj,
+                                    seed=profile.seed, title="fives test rendering: images by held-out camera"))
+    return figs
+
+
+def fewshot_table(fewshot: dict) -> pd.DataFrame:
+    rows = []
+    for ds, entry in fewshot.items():
+        zs = (entry.get("zero_shot_aca") or {}).get("value")
+        for point in entry["curve"]:
+            rows.append({"dataset": ds, "shots per class": point["k"], "probe ACA mean": round(point["aca_mean"], 4),
+                         "probe ACA sd": round(point["aca_sd"], 4),
+                         "zero-shot ACA": None if zs is None else round(zs, 4)})
+    return pd.DataFrame(rows)
