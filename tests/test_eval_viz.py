@@ -61,7 +61,8 @@ def test_curves_fewshot_and_retrieval_grid(tmp_path):
     train.write_text("\n".join(json.dumps({"step": s, "loss": 5 - s * 0.1, "lr": 1e-3, "logit_scale": 14 + s})
                                for s in range(5)))
     val = tmp_path / "val.jsonl"
-    val.write_text(json.dumps({"step": 4, "i2t_R@1": 0.1, "t2i_R@1": 0.2}) + "\n")
+    val.write_text(json.dumps({"step": 4, "i2t_top1_label_set": 0.1, "val_loss": 4.0, "chance": 0.3,
+                               "val_images": 32}) + "\n")
     fig = viz.training_curves_figure(train, val)
     assert len(fig.axes) == 4
     fs = {"refuge": {"curve": [{"k": 1, "aca_mean": 0.6, "aca_sd": 0.1}, {"k": 4, "aca_mean": 0.7, "aca_sd": 0.05}],
@@ -73,3 +74,13 @@ def test_curves_fewshot_and_retrieval_grid(tmp_path):
     assert len(fig.axes) == 3
     with pytest.raises(Exception, match="not found"):
         viz.training_curves_figure(tmp_path / "missing.jsonl")
+
+
+def test_paper_table_figure(tmp_path):
+    from visionclip.evaluate import write_table
+
+    ours = [{"model": "VisionCLIP (this run)", "source": "synthetic stand-in",
+             "scores": {"messidor2": {"value": 0.5, "lo": 0.4, "hi": 0.6}}}]
+    write_table(ours, tmp_path)
+    fig = viz.paper_table_figure(tmp_path / "table.json")
+    assert len(fig.axes[0].patches) == 6 * 3 and fig.axes[0].get_ylabel().startswith("ACA")

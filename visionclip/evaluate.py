@@ -262,7 +262,9 @@ def paper_table(results: Iterable[Mapping]) -> pd.DataFrame:
 def table_json(results: Iterable[Mapping]) -> dict:
     rows = [{"model": m, "source": PAPER_SOURCE, "aca": dict(zip(TABLE_COLUMNS, vals))} for m, vals in PAPER_ROWS]
     rows += [{"model": r["model"], "source": r["source"], "aca": dict(r.get("scores", {}))} for r in results]
-    return {"metric": "ACA (balanced accuracy) with bootstrap 95% interval", "columns": TABLE_COLUMNS, "rows": rows}
+    # a list of [dataset, column] pairs: JSON objects are written with sorted keys, the order matters here
+    return {"metric": "ACA (balanced accuracy) with bootstrap 95% interval",
+            "columns": [[ds, col] for ds, col in TABLE_COLUMNS.items()], "rows": rows}
 
 
 def write_table(results: Sequence[Mapping], eval_dir: str | Path) -> pd.DataFrame:

@@ -7,6 +7,7 @@ nothing when none is installed (glyphs then show as boxes, nothing fails).
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -146,6 +147,37 @@ def prompt_comparison_figure(eval_dir: str | Path, compare: str = "mode", metric
     return grouped_bars_figure(values, f"Zero-shot {metric.upper()}: {what}", ylabel=metric.upper())
 
 
+def paper_table_figure(table: Mapping | str | Path, title: str = "Zero-shot ACA: the paper's Table 1 and this run"):
+    """Bars per dataset for every row of evaluate's table.json: the paper's numbers hatched (no
+    interval is reported), this run's rows with their bootstrap 95% intervals."""
+    if not isinstance(table, Mapping):
+        table = json.loads(Path(table).read_text(encoding="utf-8"))
+    columns = dict(table["columns"])  # [[dataset, column label], ...] in the paper's order
+    rows = table["rows"]
+    fig, ax = _fig(max(8, 2.2 * len(columns) + 4), 4.8)
+    ax = ax[0, 0]
+    width = 0.85 / len(rows)
+    x = np.arange(len(columns))
+    palette = sns.color_palette("tab20", n_colors=len(rows))
+    for i, (row, color) in enumerate(zip(rows, palette)):
+        entries = []
+        for ds in columns:
+            v = row["aca"].get(ds)
+            entries.append(v if isinstance(v, Mapping) else ({"value": v} if v is not None else None))
+        v, err = _err(entries)
+        paper = row["source"] == "reported in the paper"
+        ax.bar(x - 0.425 + width * (i + 0.5), v, width=width, yerr=None if paper else err, capsize=2,
+               color=color, hatch="//" if paper else None, edgecolor="white" if paper else None,
+               label=f"{row['model']}" + (" (paper)" if paper and "paper" not in row["model"] else ""))
+    ax.set_xticks(x, list(columns.values()))
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("dataset")
+    ax.set_ylabel("ACA (balanced accuracy)")
+    ax.set_title(title)
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
 # ---------------------------------------------------------------- embedding maps
 
 def umap_projection(image_emb, prototypes=None, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1):
@@ -245,22 +277,30 @@ def training_curves_figure(train_jsonl: str | Path, val_jsonl: str | Path | None
     """
     train = read_jsonl(train_jsonl)
     val = read_jsonl(val_jsonl) if val_jsonl and Path(val_jsonl).is_file() else None
-    panels = [(c, train) for c in ("loss", "lr", "logit_scale") if c in train.columns]
+    panels = [c for c in ("loss", "lr", "logit_scale") if c in train.columns]
+    retrieval_cols = []
     if val is not None:
-        vcols = [c for c in val.columns if c != step and pd.api.types.is_numeric_dtype(val[c])]
-        if vcols:
-            panels.append((vcols, val))
+        retrieval_cols = [c for c in val.columns if any(t in c.lower() for t in ("top", "r@", "recall"))
+                          and pd.api.types.is_numeric_dtype(val[c])]
+        if retrieval_cols:
+            panels.append("validation retrieval")
     if not panels:
         raise DataError(f"{train_jsonl}: no loss / lr / logit_scale columns to plot")
     fig, axes = _fig(4.2 * len(panels), 3.6, ncols=len(panels))
-    for ax, (col, df) in zip(axes[0], panels):
-        cols = col if isinstance(col, list) else [col]
-        for c in cols:
-            ax.plot(df[step], df[c], label=c, lw=1.2)
-        name = "validation" if isinstance(col, list) else col
+    for ax, name in zip(axes[0], panels):
+        if name == "validation retrieval":
+            for c in retrieval_cols:
+                ax.plot(val[step], val[c], marker="o", lw=1.2, label=c)
+            if "chance" in val.columns:
+                ax.plot(val[step], val["chance"], ls="--", color="grey", label="chance (label set)")
+            ax.set_ylabel("recall")
+        else:
+            ax.plot(train[step], train[name], lw=1.2, label=f"train {name}")
+            if name == "loss" and val is not None and "val_loss" in val.columns:
+                ax.plot(val[step], val["val_loss"], marker="o", lw=1.2, label="validation loss")
+            ax.set_ylabel(name)
         ax.set_title(name)
         ax.set_xlabel(step)
-        ax.set_ylabel(name if not isinstance(col, list) else "value")
         ax.legend(fontsize="small")
     fig.suptitle("Pre-training curves")
     return fig
@@ -319,7 +359,9 @@ def retrieval_examples_figure(query_paths: Sequence[str], query_texts: Sequence[
                 im.thumbnail((image_size, image_size))
                 ax.imshow(np.asarray(im.convert("RGB")))
             if show_query and j == 0:
-                ax.set_title("paired image", fontsize=8, color="green")
+                wrapped = "\n".join(textwrap.wrap(text, 26, max_lines=3, placeholder=" …"))
+                ax.set_title(f"query: {wrapped}", fontsize=7, color="green", loc="left")
+                ax.set_xlabel("paired image", fontsize=7, color="green")
                 for s in ax.spines.values():
                     s.set_edgecolor("green")
                     s.set_linewidth(2)
@@ -327,11 +369,12 @@ def retrieval_examples_figure(query_paths: Sequence[str], query_texts: Sequence[
                 rank = j + 1 - int(show_query)
                 cap = match_captions[q][rank - 1] if match_captions is not None else ""
                 ax.set_title(f"#{rank} {cap}"[:40], fontsize=7)
-        axes[q, 0].set_ylabel("\n".join(text[i:i + 22] for i in range(0, min(len(text), 66), 22)), fontsize=7)
+        if not show_query:
+            axes[q, 0].set_ylabel("\n".join(text[i:i + 22] for i in range(0, min(len(text), 66), 22)), fontsize=7)
     fig.suptitle(title)
     return fig
 
 
-__all__ = ["setup_fonts", "confusion_matrix_figure", "sensitivity_specificity_figure", "grouped_bars_figure",
+__all__ = ["setup_fonts", "paper_table_figure", "confusion_matrix_figure", "sensitivity_specificity_figure", "grouped_bars_figure",
            "prompt_comparison_figure", "umap_projection", "umap_figure", "corpus_maps", "benchmark_maps", "training_curves_figure",
            "fewshot_figure", "retrieval_examples_figure", "read_jsonl"]
