@@ -53,7 +53,8 @@ def test_real_data_root_is_named_in_the_table(run, tmp_path):
     real = make_benchmarks(tmp_path / "real")["refuge"]
     real_profile = load_profile("ci", {**TINY_OVERRIDES, "train.image_size": 32, "eval.bootstrap": 100,
                                        "eval.batch_size": 16, "data.refuge_root": str(real)})
-    df = run_evaluation(real_profile, run_dir, datasets=["refuge"])["table"]
+    df = run_evaluation(real_profile, run_dir, datasets=["refuge"], settings=[("en", "ek")], references=False)["table"]
+    assert len(df) == len(PAPER_ROWS) + 1
     assert (df["source"].iloc[len(PAPER_ROWS):] == f"real refuge at {real}").all()
 
 

@@ -309,7 +309,7 @@ def _row_source(sources: Mapping[str, str]) -> str:
 
 
 def run_evaluation(profile, run_dir: str | Path, variant: str = "test", datasets: Sequence[str] | None = None,
-                   settings: Sequence[tuple[str, str]] = PROMPT_SETTINGS) -> dict:
+                   settings: Sequence[tuple[str, str]] = PROMPT_SETTINGS, references: bool = True) -> dict:
     """The whole zero-shot evaluation of run_dir/model on the benchmark sets of `variant`.
 
     Per dataset: image embeddings (saved to run_dir/embeddings/<dataset>_<variant>.npz), the four
@@ -317,6 +317,8 @@ def run_evaluation(profile, run_dir: str | Path, variant: str = "test", datasets
     ceiling (when run_dir/supervised exists). Writes run_dir/eval/<variant>/<dataset>.json (every
     report, confusion matrices, per-class sensitivity/specificity with intervals), predictions of the
     headline setting, and the table (run_dir/eval/table.* for the test variant). Returns a summary.
+    `references=False` skips the chance and ceiling rows (two more passes over the images), e.g. for
+    the dev rendering where only the prompt settings are compared.
     """
     from .embed import embed_images, save_embeddings
     from .paths import STANDIN_BENCHMARKS, benchmark_dir
@@ -326,9 +328,9 @@ def run_evaluation(profile, run_dir: str | Path, variant: str = "test", datasets
     image_size, n_boot, seed = profile.train.image_size, ev.bootstrap, profile.seed
     model, tokenizer = load_clip(run_dir / "model")
     context_length = model_setting(model, "context_length", profile.model.context_length)
-    chance = chance_model(profile, tokenizer, model_setting(model, "image_size", image_size))
+    chance = chance_model(profile, tokenizer, model_setting(model, "image_size", image_size)) if references else None
     sup_dir = run_dir / "supervised"
-    classifier = load_classifier(sup_dir) if sup_dir.is_dir() else None
+    classifier = load_classifier(sup_dir) if references and sup_dir.is_dir() else None
     if datasets is None:  # the original MESSIDOR has no stand-in: evaluated when its real root is set
         datasets = list(STANDIN_BENCHMARKS) + (["messidor"] if getattr(profile.data, "messidor_root", "") else [])
     out_dir = run_dir / "eval" if variant == "test" else run_dir / "eval" / variant
@@ -361,12 +363,13 @@ def run_evaluation(profile, run_dir: str | Path, variant: str = "test", datasets
         headline = results.get(f"{ev.language}_{ev.prompt_mode}") or next(iter(results.values()))
         write_predictions(out_dir / f"predictions_{ds}.csv", headline["paths"], y_true, headline["y_prob"],
                           class_names)
-        chance_emb = embed_images(chance, records, image_size, ev.batch_size, flair_exact=ev.flair_exact,
-                                  desc=f"embed {ds} (chance)")
-        ch = evaluate_zero_shot(None, ds, root, ev.language, ev.prompt_mode, model=chance, tokenizer=tokenizer,
-                                image_emb=chance_emb, **common)
-        results["chance"] = ch
-        rows.setdefault("Chance (untrained model, same configuration and seed)", {})[ds] = ch["report"]["aca"]
+        if chance is not None:
+            chance_emb = embed_images(chance, records, image_size, ev.batch_size, flair_exact=ev.flair_exact,
+                                      desc=f"embed {ds} (chance)")
+            ch = evaluate_zero_shot(None, ds, root, ev.language, ev.prompt_mode, model=chance, tokenizer=tokenizer,
+                                    image_emb=chance_emb, **common)
+            results["chance"] = ch
+            rows.setdefault("Chance (untrained model, same configuration and seed)", {})[ds] = ch["report"]["aca"]
         if classifier is not None:
             heads = classifier_heads(classifier, records, image_size, ev.batch_size)
             probs = ceiling_probs(heads, ds, class_names)
