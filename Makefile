@@ -13,7 +13,8 @@ EXTRAS       := book,test,towers
 SANITISER    := tests/nbval_sanitize.cfg
 # The environment the kernels see under nbval: the same as the pipeline gives them.
 KERNEL_ENV   := VISIONCLIP_QUIET=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0 \
-                TOKENIZERS_PARALLELISM=false MPLBACKEND=module://matplotlib_inline.backend_inline
+                TOKENIZERS_PARALLELISM=false MPLBACKEND=module://matplotlib_inline.backend_inline \
+                PYTHONWARNINGS="ignore:IProgress not found"
 
 .PHONY: env os-deps book test unit notebooks-ci nbval book-ci browser-check bench lock clean
 

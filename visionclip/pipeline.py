@@ -48,6 +48,9 @@ KERNEL_ENV = {
     "MPLBACKEND": "module://matplotlib_inline.backend_inline",
     "PYTHONHASHSEED": "0",
     "TOKENIZERS_PARALLELISM": "false",
+    # tqdm.auto's notice that it falls back to a text bar (no ipywidgets): exactly what the book
+    # wants, so the notice itself stays out of the outputs. Other warnings still show.
+    "PYTHONWARNINGS": "ignore:IProgress not found",
 }
 
 
