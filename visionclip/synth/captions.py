@@ -71,6 +71,12 @@ READABILITY = {
 NORMAL = (["眼底未见明显异常", "视盘界清色可，黄斑中心凹反光可见，未见出血渗出", "正常眼底"],
           ["no abnormality of the fundus", "healthy retina with a well defined disc and a foveal reflex",
            "a normal fundus without lesions"])
+# Pertinent negatives, as real reports state them: they teach the text tower what "no X" means,
+# which the normal-class prompts of the benchmarks rely on ("no glaucoma", "no retinopathy").
+NEGATIVES = (["未见糖尿病视网膜病变", "未见青光眼性视盘改变", "无视网膜病变征象", "未见微血管瘤及出血",
+              "杯盘比正常", "黄斑区未见玻璃膜疣"],
+             ["no signs of diabetic retinopathy", "no glaucomatous disc changes", "no signs of retinopathy",
+              "no microaneurysms or haemorrhages", "a normal cup-to-disc ratio", "no drusen at the macula"])
 NON_FUNDUS = (["非眼底图像", "该图像不是眼底照片", "非眼底照片，无法评估"],
               ["not a fundus photograph", "this image is not a retinal photograph", "non-fundus image, not gradable"])
 OPENERS = (["眼底彩照示：", "彩色眼底照相可见", "{eye}眼底照片：", "检查所见：", ""],
@@ -90,8 +96,10 @@ DIAG_EN = {"is_amd": ["age-related macular degeneration", "AMD"], "is_aon": ["op
            "is_em": ["epiretinal membrane"], "is_gc": ["glaucoma", "glaucomatous optic neuropathy"],
            "is_htr": ["hypertensive retinopathy"], "is_pm": ["pathologic myopia", "myopic maculopathy"],
            "is_rvo": ["retinal vein occlusion"]}
-DR_ZH = {1: ["轻度非增殖期糖尿病视网膜病变", "轻度NPDR"], 2: ["中度非增殖期糖尿病视网膜病变", "中度NPDR"],
-         3: ["重度非增殖期糖尿病视网膜病变", "重度NPDR"], 4: ["增殖期糖尿病视网膜病变", "PDR"]}
+DR_ZH = {1: ["轻度非增殖期糖尿病视网膜病变", "轻度非增殖性糖尿病视网膜病变", "轻度NPDR"],
+         2: ["中度非增殖期糖尿病视网膜病变", "中度非增殖性糖尿病视网膜病变", "中度NPDR"],
+         3: ["重度非增殖期糖尿病视网膜病变", "重度非增殖性糖尿病视网膜病变", "重度NPDR"],
+         4: ["增殖期糖尿病视网膜病变", "增殖性糖尿病视网膜病变", "PDR"]}
 DR_EN = {1: ["mild non-proliferative diabetic retinopathy", "mild NPDR"],
          2: ["moderate non-proliferative diabetic retinopathy", "moderate NPDR"],
          3: ["severe non-proliferative diabetic retinopathy", "severe NPDR"],
@@ -149,6 +157,8 @@ def caption(row: dict[str, Any], seed: int, index: int, lang: str = "zh") -> str
             body = pick(NORMAL[0])
             if int(row.get("is_dm", 0)):
                 body += "，" + pick(["糖尿病患者，未见糖尿病视网膜病变", "糖尿病史，眼底未见视网膜病变"])
+            elif r.random() < 0.6:
+                body += "，" + pick(NEGATIVES[0])
         else:
             body = "、".join(findings)
         text = opener + body + "。"
@@ -161,6 +171,8 @@ def caption(row: dict[str, Any], seed: int, index: int, lang: str = "zh") -> str
         body = pick(NORMAL[1])
         if int(row.get("is_dm", 0)):
             body += ", " + pick(["diabetic patient without retinopathy", "diabetes without signs of retinopathy"])
+        elif r.random() < 0.6:
+            body += ", " + pick(NEGATIVES[1])
     else:
         body = ", ".join(findings[:-1]) + (" and " if len(findings) > 1 else "") + findings[-1]
     text = opener + body
