@@ -37,6 +37,8 @@ PAPER_ROWS: tuple[tuple[str, tuple[float, float, float]], ...] = (
     ("VisionCLIP (paper)", (0.431, 0.739, 0.925)),
 )
 PROMPT_SETTINGS = (("zh", "plain"), ("zh", "ek"), ("en", "plain"), ("en", "ek"))
+CHANCE_ROW = "Chance (untrained model, same configuration and seed)"
+CEILING_ROW = "Supervised ceiling (same image encoder, cross-entropy on corpus labels)"
 
 
 # ---------------------------------------------------------------- loading
@@ -369,13 +371,13 @@ def run_evaluation(profile, run_dir: str | Path, variant: str = "test", datasets
             ch = evaluate_zero_shot(None, ds, root, ev.language, ev.prompt_mode, model=chance, tokenizer=tokenizer,
                                     image_emb=chance_emb, **common)
             results["chance"] = ch
-            rows.setdefault("Chance (untrained model, same configuration and seed)", {})[ds] = ch["report"]["aca"]
+            rows.setdefault(CHANCE_ROW, {})[ds] = ch["report"]["aca"]
         if classifier is not None:
             heads = classifier_heads(classifier, records, image_size, ev.batch_size)
             probs = ceiling_probs(heads, ds, class_names)
             rep = classification_report(y_true, probs, class_names, n_boot=n_boot, seed=seed, ordinal=ds in ORDINAL)
             results["supervised"] = {"dataset": ds, "data_root": str(root), "report": rep}
-            rows.setdefault("Supervised ceiling (same image encoder, cross-entropy on corpus labels)", {})[ds] = rep["aca"]
+            rows.setdefault(CEILING_ROW, {})[ds] = rep["aca"]
         per_dataset[ds] = {name: _public(r) for name, r in results.items()}
         write_json(out_dir / f"{ds}.json", {"dataset": ds, "variant": variant, "source": sources[ds],
                                             "class_names": class_names, "results": per_dataset[ds]})

@@ -375,6 +375,7 @@ def retrieval_examples_figure(query_paths: Sequence[str], query_texts: Sequence[
     return fig
 
 
-__all__ = ["setup_fonts", "paper_table_figure", "confusion_matrix_figure", "sensitivity_specificity_figure", "grouped_bars_figure",
-           "prompt_comparison_figure", "umap_projection", "umap_figure", "corpus_maps", "benchmark_maps", "training_curves_figure",
+__all__ = ["setup_fonts", "paper_table_figure", "confusion_matrix_figure", "sensitivity_specificity_figure",
+           "grouped_bars_figure", "prompt_comparison_figure", "umap_projection", "umap_figure", "corpus_maps",
+           "benchmark_maps", "training_curves_figure",
            "fewshot_figure", "retrieval_examples_figure", "read_jsonl"]
