@@ -283,10 +283,6 @@ def _total_steps(profile: Profile, steps_per_epoch: int) -> int:
     return max(1, int(round(profile.train.epochs * steps_per_epoch)))
 
 
-def _unwrap(model):
-    return model.module if hasattr(model, "module") else model
-
-
 def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool, progress: bool,
          device: str | None = None) -> dict:
     from .data.datasets import ImageTextDataset
