@@ -37,13 +37,13 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+
     from . import train
 
-    profile = _load(args)
-    run_dir = Path(args.run_dir or Path("runs") / profile.name)
-    fn = train.train_supervised if args.supervised else train.train_clip
-    summary = fn(profile, run_dir, resume=not args.restart)
-    print(summary)
+    summary = train.run_from_args(args)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
+        print({k: v for k, v in summary.items() if k != "final_train"})
     return 0
 
 
@@ -59,13 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmarks-only", action="store_true", help="skip the corpus")
     p.set_defaults(func=_cmd_synth)
 
+    from . import train  # light: torch is imported inside its functions
+
     p = sub.add_parser("train", help="pre-train VisionCLIP (or the supervised ceiling) on the corpus")
-    _profile_args(p)
-    p.add_argument("--run-dir", help="run directory (default: runs/<profile>)")
-    p.add_argument("--resume", action="store_true", default=True,
-                   help="resume from the newest checkpoint when one exists (the default)")
-    p.add_argument("--restart", action="store_true", help="ignore existing checkpoints")
-    p.add_argument("--supervised", action="store_true", help="train the label-supervised ceiling instead")
+    train.add_arguments(p)
     p.set_defaults(func=_cmd_train)
 
     from . import predict  # light: heavy imports happen inside its functions
