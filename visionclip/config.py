@@ -8,6 +8,7 @@ because papermill itself checks nothing.
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,23 +188,26 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise AssertionError(f"unsupported field type {tp}")
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
+def _build(cls: type, raw: Any, where: str, field_path: str = "") -> Any:
+    """Validate `raw` into `cls`; messages read '<profile file>: section.key: what was expected'."""
+    label = f"{where}: {field_path}" if field_path else where
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
+        raise ConfigError(f"{label}: expected a mapping, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(fields)}")
+        raise ConfigError(f"{label}: unknown key(s) {unknown}; known keys: {sorted(fields)}")
     missing = sorted(set(fields) - set(raw))
     if missing:
-        raise ConfigError(f"{where}: missing key(s) {missing}")
+        raise ConfigError(f"{label}: missing key(s) {missing}")
     hints = typing.get_type_hints(cls)
     values = {}
     for name, f in fields.items():
-        key = f"{where}.{name}"
+        key_path = f"{field_path}.{name}" if field_path else name
+        key = f"{where}: {key_path}"
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
-            values[name] = _build(tp, raw[name], key)
+            values[name] = _build(tp, raw[name], where, key_path)
             continue
         v = _coerce(raw[name], tp, key)
         meta = f.metadata
@@ -229,13 +233,20 @@ def _apply_overrides(raw: dict, overrides: Mapping[str, Any], where: str) -> dic
                 raise ConfigError(f"override {dotted!r}: unknown section {part!r}; known: {sorted(SECTIONS)}")
             node = node[part]
         if parts[-1] not in node:
-            raise ConfigError(f"override {dotted!r}: unknown key {parts[-1]!r} in {where}")
+            raise ConfigError(f"override {dotted!r}: unknown key {parts[-1]!r} in {where}; "
+                              f"known: {sorted(node)}")
         node[parts[-1]] = value
     return raw
 
 
 def load_profile(name_or_path: str | Path = "cpu", overrides: Mapping[str, Any] | None = None) -> Profile:
     """Read, merge and validate a profile. `overrides` maps 'section.key' to a value."""
+    if not isinstance(name_or_path, (str, os.PathLike)):  # papermill passes whatever -p gave
+        raise ConfigError(f"profile: expected a profile name in {PROFILE_DIR} or a YAML path, got "
+                          f"{name_or_path!r} ({type(name_or_path).__name__})")
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ConfigError(f"overrides: expected a mapping {{'section.key': value}}, got {overrides!r} "
+                          f"({type(overrides).__name__})")
     path = resolve_profile_path(name_or_path)
     raw = _read_yaml(path)
     raw.setdefault("name", path.stem)

@@ -51,7 +51,8 @@ def load_image(path: Path, size: int) -> Image.Image:
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
+        detail = str(e).replace(f" '{path}'", "").replace(f" {path}", "")  # the path is named once
+        raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {detail})") from None
     return img
 
 

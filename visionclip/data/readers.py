@@ -26,9 +26,21 @@ SIDE_FILES = ("captions.csv", "render_meta.csv")
 
 # --------------------------------------------------------------------------- helpers
 
+def _layout_summary(layout: str) -> str:
+    """The required entries of a manifest's layout text, on one line: the paths of its `<root>/...`
+    lines that are not marked optional (the full text stays in data_manifests/<dataset>.yaml)."""
+    entries = []
+    for line in layout.splitlines():
+        if line.startswith("<root>") and "optional" not in line:
+            entries.append(re.split(r"\s{2,}", line.strip())[0].rstrip(";,. "))
+    return "; ".join(entries) or layout.splitlines()[0]
+
+
 def _layout_error(root: Path, dataset: str, problem: str) -> DataError:
-    layout = load_manifest(dataset)["layout"].rstrip()
-    return DataError(f"{root}: {problem}. Expected the {dataset} layout:\n{layout}")
+    # One line (CLI errors are one line); the manifest holds the full description.
+    summary = _layout_summary(load_manifest(dataset)["layout"])
+    return DataError(f"{root}: {problem}. Expected the {dataset} layout: {summary} "
+                     f"(see 'layout' in data_manifests/{dataset}.yaml)")
 
 
 def _require_root(root: str | os.PathLike, dataset: str) -> Path:

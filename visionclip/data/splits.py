@@ -22,6 +22,17 @@ def _file_name(record: object) -> str:
     return record.path.name  # type: ignore[attr-defined]
 
 
+def _common_folder(records: Sequence[object]) -> str:
+    """'<folder>: ' holding the records' images, for error messages ('' when records have no path)."""
+    import os
+
+    paths = [str(getattr(r, "path", "")) for r in records if getattr(r, "path", None)]
+    if not paths:
+        return ""
+    folder = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+    return f"{folder}: "
+
+
 def split_of(file_name: str, seed: int, ratios: Sequence[float] = (8, 1, 1)) -> str:
     """The split of one image: a uniform draw in [0, 1) from hash(seed, file_name) against the ratios."""
     u = derive_seed(seed, "split", file_name) / 2**63
@@ -48,6 +59,7 @@ def split_corpus(records: Sequence[T], seed: int, ratios: Sequence[float] = (8, 
         out[split_of(name, seed, ratios)].append(rec)
     empty = [k for k, v in out.items() if not v]
     if empty:
-        raise DataError(f"split of {len(records)} records with ratios {tuple(ratios)} left {empty} empty; "
-                        "the corpus is too small (profile synth.corpus_size)")
+        where = _common_folder(records)
+        raise DataError(f"{where}split of {len(records)} records with ratios {tuple(ratios)} left {empty} "
+                        "empty; the corpus is too small (profile synth.corpus_size)")
     return out

@@ -1,0 +1,402 @@
+"""Bad inputs through the public CLI and the notebooks' papermill parameters: one case per row.
+
+Each case builds a tiny fixture in tmp_path, breaks one thing, runs `visionclip ...` (the same
+`visionclip.cli.main` that `python -m visionclip` runs) and checks: exit status 2, a one-line
+message naming the file, row or field and what was expected, and no half-written file left
+behind (files finished before the failure stay byte-identical).
+
+`python tests/test_bad_inputs.py` regenerates book/appendix_bad_inputs.md from the real messages.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_train import write_tiny_run  # noqa: E402  (the trainer tests' tiny corpus and profile)
+
+from visionclip import cli  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / "notebooks" / "01_data_exploration.ipynb"
+APPENDIX = ROOT / "book" / "appendix_bad_inputs.md"
+N_IMAGES = 40
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VISIONCLIP_QUIET", "1")
+
+
+# ------------------------------------------------------------------------------------- fixtures
+
+def _trained_base(root: Path) -> Path:
+    """A tiny corpus, its profile and a 2-step trained run (model/ and one checkpoint)."""
+    from visionclip.config import load_profile
+    from visionclip.train import train_clip
+
+    profile = write_tiny_run(root, n=N_IMAGES, epochs=0.5, checkpoint_every=2, val_every=100)
+    train_clip(load_profile(profile), root, progress=False)
+    return root
+
+
+def _write_fives(root: Path, n_per_class: int = 2) -> Path:
+    """A FIVES-layout set of 32-px PNGs (train/Original/<id>_<A|D|G|N>.png)."""
+    folder = root / "train" / "Original"
+    folder.mkdir(parents=True)
+    i = 0
+    for suffix, colour in (("A", (200, 150, 40)), ("D", (190, 60, 40)), ("G", (170, 90, 60)), ("N", (160, 70, 40))):
+        for _ in range(n_per_class):
+            i += 1
+            Image.new("RGB", (32, 32), colour).save(folder / f"{i}_{suffix}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return _trained_base(tmp_path_factory.mktemp("base"))
+
+
+def _copy_run(base: Path, dest: Path, with_training: bool = False) -> Path:
+    shutil.copytree(base / "data", dest / "data")
+    shutil.copy(base / "tiny.yaml", dest / "tiny.yaml")
+    if with_training:
+        shutil.copytree(base / "model", dest / "model")
+        shutil.copytree(base / "checkpoints", dest / "checkpoints")
+    return dest
+
+
+def _edit_csv(path: Path, edit: Callable[[list[str], list[dict]], list[str] | None]) -> None:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header, rows = list(reader.fieldnames), list(reader)
+    header = edit(header, rows) or header
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _first_image(run: Path) -> Path:
+    return sorted((run / "data" / "corpus" / "Fundus").iterdir())[2]
+
+
+# ------------------------------------------------------------------------------------- the cases
+# Each case: setup(tmp, base) -> (argv, {placeholder: path}) ; message pattern the CLI must print.
+
+@dataclass
+class Case:
+    name: str          # the row of the table
+    setup: Callable    # (tmp, base) -> argv for visionclip.cli.main
+    expect: str        # regex the message must match (names the file/row/field and what was expected)
+
+
+def _train(run: Path, *extra: str) -> list[str]:
+    return ["train", "--profile", str(run / "tiny.yaml"), "--run-dir", str(run), *extra]
+
+
+def case_missing_root(tmp, base):
+    run = _copy_run(base, tmp / "run")
+    return _train(run, "--set", f"data.corpus_root={tmp / 'SynFundus-1M'}")
+
+
+def case_wrong_layout(tmp, base):
+    run = _copy_run(base, tmp / "run")
+    corpus = run / "data" / "corpus"
+    (corpus / "Fundus").rename(corpus / "images")  # the images are not under Fundus/
+    return _train(run)
+
+
+def case_missing_column(tmp, base):
+    run = _copy_run(base, tmp / "run")
+    _edit_csv(run / "data" / "corpus" / "annotations.csv", lambda h, rows: [c for c in h if c != "is_gc"])
+    return _train(run)
+
+
+def case_grade_out_of_range(tmp, base):
+    run = _copy_run(base, tmp / "run")
+
+    def edit(header, rows):
+        rows[3]["dr_grade"] = "7"
+    _edit_csv(run / "data" / "corpus" / "annotations.csv", edit)
+    return _train(run)
+
+
+def case_flag_not_binary(tmp, base):
+    run = _copy_run(base, tmp / "run")
+
+    def edit(header, rows):
+        rows[5]["is_amd"] = "yes"
+    _edit_csv(run / "data" / "corpus" / "annotations.csv", edit)
+    return _train(run)
+
+
+def _first_trained_image(run: Path) -> Path:
+    """The first image of the first training batch (so a short run is sure to read it)."""
+    from visionclip.config import load_profile
+    from visionclip.data.readers import read_synfundus
+    from visionclip.data.splits import split_corpus
+    from visionclip.training.sampler import ResumableBatchSampler
+
+    profile = load_profile(run / "tiny.yaml")
+    train = split_corpus(read_synfundus(run / "data" / "corpus"), profile.seed)["train"]
+    first = ResumableBatchSampler(len(train), profile.train.batch_size, profile.seed).global_batch_indices(0, 0)[0]
+    return train[int(first)].path
+
+
+def case_corrupt_jpeg(tmp, base):
+    run = _copy_run(base, tmp / "run")
+    img = _first_trained_image(run)
+    data = img.read_bytes()
+    img.write_bytes(data[:20] + b"\x00garbage" * 8)  # a JPEG header, then nothing decodable
+    return _train(run)
+
+
+def case_zero_byte_image(tmp, base):
+    run = _copy_run(base, tmp / "run")
+    _first_image(run).write_bytes(b"")
+    return _train(run)
+
+
+def case_empty_split(tmp, base):
+    run = _copy_run(base, tmp / "run")
+
+    def edit(header, rows):
+        del rows[4:]  # 4 images: nothing left for the val or test split
+    _edit_csv(run / "data" / "corpus" / "annotations.csv", edit)
+    return _train(run)
+
+
+def case_empty_dataset(tmp, base):
+    fives = _write_fives(tmp / "FIVES")
+    for p in (fives / "train" / "Original").iterdir():
+        p.rename(p.with_suffix(".txt"))  # the folder is there, the images are not
+    return ["evaluate", "--checkpoint", str(base / "model"), "--dataset", "fives", "--data-root", str(fives),
+            "--bootstrap", "10", "--out-dir", str(tmp / "eval")]
+
+
+def case_checksum_mismatch(tmp, base):
+    from visionclip.io import sha256_file, write_json
+
+    run = _copy_run(base, tmp / "run")
+    corpus = run / "data" / "corpus"
+    files = {p.relative_to(corpus).as_posix(): sha256_file(p)
+             for p in sorted(corpus.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+    write_json(corpus / "manifest.json", {"files": files})
+    img = _first_image(run)
+    Image.open(img).convert("RGB").rotate(90).save(img, quality=80)  # a valid image, but not the one recorded
+    return _train(run)
+
+
+def case_vocab_wrong_kind(tmp, base):
+    run = _copy_run(base, tmp / "run")
+    return _train(run, "--set", f"model.vocab={run / 'data' / 'corpus' / 'annotations.csv'}")
+
+
+def case_checkpoint_other_config(tmp, base):
+    run = _copy_run(base, tmp / "run", with_training=True)
+    shutil.rmtree(run / "model")
+    return _train(run, "--set", "model.embed_dim=48")
+
+
+def case_model_other_config(tmp, base):
+    fives = _write_fives(tmp / "FIVES")
+    model = tmp / "model"
+    shutil.copytree(base / "model", model)
+    config = json.loads((model / "config.json").read_text())
+    config["model"]["embed_dim"] = 48 if config["model"]["embed_dim"] != 48 else 40
+    (model / "config.json").write_text(json.dumps(config))
+    return ["evaluate", "--checkpoint", str(model), "--dataset", "fives", "--data-root", str(fives),
+            "--bootstrap", "10", "--out-dir", str(tmp / "eval")]
+
+
+def case_truncated_checkpoint(tmp, base):
+    fives = _write_fives(tmp / "FIVES")
+    model = tmp / "model"
+    shutil.copytree(base / "model", model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return ["evaluate", "--checkpoint", str(model), "--dataset", "fives", "--data-root", str(fives),
+            "--bootstrap", "10", "--out-dir", str(tmp / "eval")]
+
+
+def case_unknown_profile_key(tmp, base):
+    run = _copy_run(base, tmp / "run")
+    text = (run / "tiny.yaml").read_text().replace("  batch_size: 8\n", "  batch_size: 8\n  batchsize: 16\n")
+    (run / "tiny.yaml").write_text(text)
+    return _train(run)
+
+
+def case_unknown_override(tmp, base):
+    run = _copy_run(base, tmp / "run")
+    return _train(run, "--set", "train.learning_rate=0.01")
+
+
+def case_wrong_type_override(tmp, base):
+    run = _copy_run(base, tmp / "run")
+    return _train(run, "--set", "train.batch_size=big")
+
+
+CASES = [
+    Case("missing data root", case_missing_root, r"SynFundus-1M.*(does not exist|not a folder)"),
+    Case("wrong layout (no Fundus/ folder)", case_wrong_layout, r"corpus.*Fundus/"),
+    Case("missing CSV column", case_missing_column, r"annotations\.csv.*missing column.*is_gc"),
+    Case("DR grade out of range", case_grade_out_of_range, r"annotations\.csv.*(row|line) \d+.*dr_grade.*expected"),
+    Case("flag not 0/1", case_flag_not_binary, r"annotations\.csv.*(row|line) \d+.*is_amd.*expected"),
+    Case("corrupt JPEG", case_corrupt_jpeg, r"img_\d+\.jpg: cannot decode image"),
+    Case("zero-byte image", case_zero_byte_image, r"img_00002\.jpg.*empty"),
+    Case("empty split (corpus too small)", case_empty_split, r"split.*empty"),
+    Case("empty dataset folder", case_empty_dataset, r"FIVES.*no labelled images"),
+    Case("manifest checksum mismatch", case_checksum_mismatch, r"img_00002\.jpg.*sha256.*manifest\.json"),
+    Case("vocab file of the wrong kind", case_vocab_wrong_kind, r"annotations\.csv.*expected"),
+    Case("training checkpoint of another model configuration", case_checkpoint_other_config,
+         r"step_\d+.*different.*model"),
+    Case("saved model of another configuration", case_model_other_config, r"model.*(config|shape|embed)"),
+    Case("truncated saved model", case_truncated_checkpoint, r"model\.safetensors"),
+    Case("unknown profile key (YAML)", case_unknown_profile_key, r"tiny\.yaml.*batchsize"),
+    Case("unknown profile key (--set)", case_unknown_override, r"learning_rate"),
+    Case("profile value of the wrong type (--set)", case_wrong_type_override, r"train\.batch_size.*expected an integer"),
+]
+
+
+# ------------------------------------------------------------------------------------- the check
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+TEMP_NAME = re.compile(r"(^|/)\.[^/]*\.tmp(/|$)|\.tmp$|\.partial$")
+
+
+def run_case(case: Case, tmp: Path, base: Path) -> tuple[int, str, list[str]]:
+    """Run one case; returns (exit status, stderr, the command as a user would type it)."""
+    argv = case.setup(tmp, base)
+    before = _snapshot(tmp)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = cli.main(argv)
+    after = _snapshot(tmp)
+    left = sorted(p for p in after if TEMP_NAME.search(p))
+    assert not left, f"{case.name}: temporary files left behind: {left}"
+    changed = sorted(p for p in before if before[p] != after.get(p))
+    assert not changed, f"{case.name}: finished files changed or removed: {changed}"
+    new = sorted(set(after) - set(before))
+    assert not [p for p in new if p.startswith(("run/model/", "model/", "eval/"))], \
+        f"{case.name}: a failed command wrote final outputs {new}"
+    return rc, err.getvalue(), argv
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_fails_clearly_and_leaves_no_partial_file(case, tmp_path, base):
+    rc, err, _ = run_case(case, tmp_path, base)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2, f"exit {rc}, stderr:\n{err}"
+    assert len(lines) == 1, f"expected a one-line message, got:\n{err}"
+    assert lines[0].startswith(f"visionclip {case.setup.__name__ and ''}") or lines[0].startswith("visionclip ")
+    assert re.search(case.expect, lines[0]), f"{lines[0]!r} does not match {case.expect!r}"
+
+
+# ------------------------------------------------------------------------------------- notebooks
+
+PAPERMILL_CASES = [
+    ("notebook parameter of the wrong type", {"overrides": {"train.batch_size": "big"}},
+     r"train\.batch_size.*expected an integer"),
+    ("unknown profile key as a notebook parameter", {"overrides": {"train.bogus": 1}}, r"bogus"),
+    ("notebook `profile` parameter of the wrong type", {"profile": 5}, r"profile"),
+]
+
+
+def run_papermill_case(params: dict, tmp: Path) -> tuple[str, float]:
+    """Execute notebook 01 with `params`; returns (the error's one-line message, seconds)."""
+    import time
+
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    start = time.perf_counter()
+    with pytest.raises(PapermillExecutionError) as info:
+        papermill.execute_notebook(str(NOTEBOOK), str(tmp / "out.ipynb"), parameters={"run_dir": str(tmp / "run"),
+                                   **params}, kernel_name="python3", progress_bar=False, cwd=str(NOTEBOOK.parent))
+    e = info.value
+    return f"{e.ename}: {e.evalue}", time.perf_counter() - start
+
+
+@pytest.mark.parametrize("name,params,expect", PAPERMILL_CASES, ids=[c[0] for c in PAPERMILL_CASES])
+def test_notebook_parameters_are_validated_before_any_work(name, params, expect, tmp_path):
+    message, seconds = run_papermill_case(params, tmp_path)
+    assert message.startswith("ConfigError: ") and "\n" not in message, message
+    assert re.search(expect, message), message
+    assert not (tmp_path / "run").exists(), "the notebook did work before validating its parameters"
+    assert seconds < 60
+
+
+def test_pipeline_validates_overrides_before_any_notebook(tmp_path, capsys):
+    from visionclip import pipeline
+
+    rc = pipeline.main(["--profile", "ci", "--run-dir", str(tmp_path / "run"), "--no-book",
+                        "-p", "train.batch_size=big"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and re.search(r"train\.batch_size.*expected an integer", err), err
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------- the appendix
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def write_appendix(path: Path = APPENDIX) -> None:
+    """Run every case and write the table of real messages (temporary paths shown as <tmp>)."""
+    import tempfile
+
+    from visionclip.io import write_text
+
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        base = _trained_base(Path(d) / "base")
+        for case in CASES:
+            tmp = Path(d) / re.sub(r"\W+", "_", case.name)
+            tmp.mkdir()
+            rc, err, argv = run_case(case, tmp, base)
+            msg = err.strip().replace(str(tmp), "<tmp>").replace(str(base), "<base>").replace(str(ROOT) + "/", "")
+            cmd = " ".join(["visionclip", *argv]).replace(str(tmp), "<tmp>").replace(str(base), "<base>")
+            rows.append((case.name, cmd, f"exit {rc}: {msg}"))
+        for name, params, _ in PAPERMILL_CASES:
+            tmp = Path(d) / re.sub(r"\W+", "_", name)
+            tmp.mkdir()
+            msg, _ = run_papermill_case(params, tmp)
+            cmd = f"papermill notebooks/01_data_exploration.ipynb out.ipynb " + " ".join(
+                f"-p {k} '{json.dumps(v)}'" if not isinstance(v, str) else f"-p {k} {v}" for k, v in params.items())
+            rows.append((name, cmd, msg.replace(str(tmp), "<tmp>").replace(str(ROOT) + "/", "")))
+    lines = [
+        "# Appendix: bad inputs and what the library says",
+        "",
+        "Every row is a test in `tests/test_bad_inputs.py`: a tiny fixture with one thing broken, run through",
+        "the public command line (`visionclip ...`, which exits with status 2 on these errors) or through",
+        "papermill's parameters. The messages below are the real ones, captured by",
+        "`python tests/test_bad_inputs.py` (temporary folders shown as `<tmp>`). None of these failures",
+        "leaves a half-written file behind: outputs are written to a temporary name and renamed, and files",
+        "finished before the failure stay as they were.",
+        "",
+        "| Case | Command | Message |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {_markdown_cell(a)} | `{_markdown_cell(b)}` | {_markdown_cell(c)} |" for a, b, c in rows]
+    write_text(path, "\n".join(lines) + "\n")
+    print(f"wrote {path} ({len(rows)} cases)")
+
+
+if __name__ == "__main__":
+    write_appendix()
