@@ -1,0 +1,175 @@
+"""Ablations: the variant grid, the perturbations, the non-fundus set, cached and resumed variants."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageDraw
+
+from visionclip import ablations as A
+from visionclip.config import load_profile
+from visionclip.errors import ConfigError
+from visionclip.synth.nonfundus import RESERVED_KINDS
+
+TINY = """extends: ablation_ci
+synth:
+  corpus_size: 40
+  render_size: 48
+  messidor2_size: 10
+  fives_size: 8
+  refuge_size: 10
+train:
+  image_size: 32
+  batch_size: 16
+  epochs: 1
+eval:
+  bootstrap: 100
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[str, Path]:
+    """A tiny ablation profile and its rendered shared data (corpus, subsets, test/seen, non-fundus)."""
+    base = tmp_path_factory.mktemp("ablation")
+    path = base / "tiny_ablation.yaml"
+    path.write_text(TINY, encoding="utf-8")
+    profile = load_profile(str(path))
+    run_dir = base / "run"
+    A.prepare_ablation_data(profile, run_dir, A.variant_grid(profile), n_nonfundus=12)
+    return str(path), run_dir
+
+
+def test_grid_varies_one_thing_each():
+    p = load_profile("ablation")
+    grid = A.variant_grid(p)
+    assert list(grid)[0] == "baseline" and grid["baseline"].overrides == {}
+    groups = {v.group for v in grid.values()}
+    assert groups == {"baseline", "captions", "loss", "corpus_size", "resolution", "seed"}
+    assert {v.overrides["train.caption_language"] for v in grid.values() if v.group == "captions"} == {"en", "both"}
+    assert grid["captions_en"].overrides["eval.language"] == "en"  # read in the language it was trained on
+    sizes = sorted(v.corpus_size for v in grid.values() if v.group == "corpus_size")
+    assert sizes == [round(f * p.synth.corpus_size) for f in A.CORPUS_FRACTIONS] and sizes[-1] < p.synth.corpus_size
+    assert grid[f"resolution_{p.synth.render_size}"].overrides == {"train.image_size": p.synth.render_size}
+    assert [v.overrides["seed"] for v in grid.values() if v.group == "seed"] == [p.seed + 1, p.seed + 2]
+    # each variant's resolved profile differs from the baseline's exactly in its overrides (+ the corpus root)
+    root = Path("/tmp/unused_run")
+    base = A.variant_profile("ablation", {}, grid["baseline"], root).to_dict()
+    for v in grid.values():
+        prof = A.variant_profile("ablation", {}, v, root).to_dict()
+        changed = {f"{s}.{k}" for s in base if isinstance(base[s], dict) for k in base[s] if base[s][k] != prof[s][k]}
+        changed |= {s for s in base if not isinstance(base[s], dict) and base[s] != prof[s]}
+        expected = set(v.overrides) | ({"data.corpus_root"} if v.corpus_size else set())
+        assert changed == expected, v.name
+        assert prof["data"]["corpus_root"] == str(A.corpus_path(root, v.corpus_size))
+
+
+def test_select_variants_keeps_the_baseline_and_names_unknown_ones():
+    grid = A.variant_grid(load_profile("ablation"))
+    assert list(A.select_variants(grid, ["loss_label_aware"])) == ["baseline", "loss_label_aware"]
+    assert A.select_variants(grid, []) == grid
+    with pytest.raises(ConfigError, match="loss_soft"):
+        A.select_variants(grid, ["loss_soft"])
+
+
+def _pattern(size: int = 96) -> Image.Image:
+    img = Image.new("RGB", (size, size), (120, 60, 30))
+    d = ImageDraw.Draw(img)
+    for x in range(0, size, 6):
+        d.line((x, 0, x, size), fill=(250, 200, 120), width=2)
+    return img
+
+
+def test_perturbations_grow_with_the_level():
+    img = _pattern()
+    assert np.array_equal(np.asarray(A.perturb(img, "blur", 0)), np.asarray(img))
+    detail = [np.abs(np.diff(np.asarray(A.perturb(img, "blur", k), np.float32), axis=1)).mean() for k in A.SEVERITIES]
+    assert all(a > b for a, b in zip(detail, detail[1:])), detail  # blur removes edges, more at each level
+    means = [np.asarray(A.perturb(img, "exposure", k), np.float32).mean() for k in A.SEVERITIES]
+    ratios = np.array(means[1:]) / means[0]
+    expected = 2.0 ** (-np.array(A.SEVERITIES[1:]) * A.EXPOSURE_STOPS_PER_LEVEL)
+    assert np.allclose(ratios, expected, atol=0.01)
+    with pytest.raises(ConfigError):
+        A.perturb(img, "noise", 1)
+    with pytest.raises(ConfigError):
+        A.perturb(img, "blur", -1)
+
+
+def test_nonfundus_set_mixes_reserved_kinds_with_heldout_fundus(tiny):
+    _, run_dir = tiny
+    items = A.nonfundus_set(run_dir, seed=7)
+    non = [it for it in items if it.label == 0]
+    fundus = [it for it in items if it.label == 1]
+    assert len(non) == 12 and len(fundus) == 12
+    assert {it.kind for it in non} <= set(RESERVED_KINDS) and len({it.kind for it in non}) == 2
+    test_root = A.data_dir(run_dir) / "benchmarks" / "test"
+    assert all(test_root in it.path.parents for it in fundus)          # held-out cameras, test rendering
+    assert all(it.path.is_file() for it in items)
+    again = A.nonfundus_set(run_dir, seed=7)
+    assert [it.path for it in again] == [it.path for it in items]       # deterministic
+    assert [it.path for it in A.nonfundus_set(run_dir, seed=8)] != [it.path for it in items]
+
+
+def test_corpus_subset_is_a_prefix_of_the_corpus(tiny):
+    path, run_dir = tiny
+    profile = load_profile(path)
+    sizes = [v.corpus_size for v in A.variant_grid(profile).values() if v.corpus_size]
+    full = pd.read_csv(A.corpus_path(run_dir) / "annotations.csv")
+    for n in sizes:
+        sub = pd.read_csv(A.corpus_path(run_dir, n) / "annotations.csv")
+        pd.testing.assert_frame_equal(sub, full.head(n))
+        manifest = json.loads((A.corpus_path(run_dir, n) / "manifest.json").read_text(encoding="utf-8"))
+        assert manifest["corpus_size"] == n
+
+
+def test_variant_is_cached_and_resumes(tiny, monkeypatch):
+    path, run_dir = tiny
+    grid = A.variant_grid(load_profile(path))
+    v = grid["baseline"]
+    prof = A.variant_profile(path, {}, v, run_dir)
+    first = A.run_variant(prof, run_dir, v, progress=False)
+    vdir = A.ablation_dir(run_dir) / "baseline"
+    assert (vdir / "model").is_dir() and (vdir / A.RESULT_FILE).is_file()
+    assert set(first["test"]) == {"messidor2", "fives", "refuge"}
+    assert {"zh_ek", "zh_plain", "en_ek", "en_plain"} <= set(first["test"]["fives"])
+
+    import visionclip.train as train
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished variant must not train again")
+
+    monkeypatch.setattr(train, "train_clip", no_training)
+    assert A.run_variant(prof, run_dir, v, progress=False) == first      # read from result.json
+    monkeypatch.undo()
+
+    # evaluation lost (e.g. killed after training): training resumes at its final checkpoint, no new step
+    steps_logged = len((vdir / "metrics" / "train.jsonl").read_text().splitlines())
+    (vdir / A.RESULT_FILE).unlink()
+    again = A.run_variant(prof, run_dir, v, progress=False)
+    assert len((vdir / "metrics" / "train.jsonl").read_text().splitlines()) == steps_logged
+    assert again["test"] == first["test"] and again["train_steps"] == first["train_steps"]
+
+    # other evaluation options are another cache key: evaluated again, with the new parts
+    more = A.run_variant(prof, run_dir, v, seen=True, severities=(0, 1), progress=False)
+    assert set(more["seen"]) == {"messidor2", "fives", "refuge"}
+    assert set(more["robustness"]["fives"]) == {"blur", "exposure"}
+    table = A.domain_table({"results": {"baseline": more}, "profile": prof})
+    assert set(table.setting) == {"seen cameras", "held-out cameras", "gap (seen - held-out), paired"}
+
+
+def test_sentences_are_computed_from_the_table():
+    df = pd.DataFrame([
+        {"setting": "a", "dataset": "FIVES", "value": 0.8, "lo": 0.75, "hi": 0.85},
+        {"setting": "b", "dataset": "FIVES", "value": 0.5, "lo": 0.45, "hi": 0.55},
+        {"setting": "a", "dataset": "REFUGE", "value": 0.6, "lo": 0.4, "hi": 0.8},
+        {"setting": "b", "dataset": "REFUGE", "value": 0.65, "lo": 0.45, "hi": 0.85},
+    ])
+    text = A.compare_sentence(df, "Test")
+    assert "on FIVES a was highest (0.800) and b lowest (0.500), intervals do not overlap" in text
+    assert "on REFUGE b was highest (0.650) and a lowest (0.600), intervals overlap" in text
+    assert "resolved on 1 of 2 sets" in text
+    curve = df.assign(x=[1, 2, 1, 2])
+    assert "FIVES 0.800 -> 0.500 (-0.300, intervals do not overlap)" in A.curve_sentence(curve, "x", "Curve")
+    assert A.compare_sentence(df.iloc[:0], "Empty").endswith("no results (the variants were not run).")
