@@ -60,6 +60,8 @@ notebooks-ci: env os-deps
 nbval: env
 	@nbs=$$(ls $(TEST_RUN_DIR)/notebooks/[0-9][0-9]_*.ipynb 2>/dev/null | grep -v '\.failed\.ipynb$$'); \
 	if [ -z "$$nbs" ]; then echo "nbval: no executed notebooks in $(TEST_RUN_DIR)/notebooks: nothing re-executed"; exit 0; fi; \
+	echo "nbval: removing the first execution's artifacts, so the re-execution starts from scratch"; \
+	find $(TEST_RUN_DIR) -mindepth 1 -maxdepth 1 ! -name notebooks -exec rm -rf {} +; \
 	echo "nbval: re-executing and comparing" $$(echo "$$nbs" | wc -l) "notebook(s):" $$nbs; \
 	$(KERNEL_ENV) $(PY) -m pytest -q -p no:cacheprovider --nbval --nbval-current-env \
 	  --nbval-sanitize-with $(SANITISER) $$nbs; rc=$$?; \

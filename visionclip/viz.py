@@ -30,9 +30,10 @@ def setup_fonts() -> str | None:
     for hint in CJK_FONT_HINTS:
         match = sorted(n for n in names if n.startswith(hint))
         if match:
-            family = list(matplotlib.rcParams["font.sans-serif"])
-            if match[0] not in family:
-                matplotlib.rcParams["font.sans-serif"] = [family[0], match[0], *family[1:]] if family else [match[0]]
+            # first in the list: matplotlib's per-glyph fallback did not reach a CJK font placed
+            # after DejaVu Sans here (tofu boxes); Noto Sans CJK has Latin glyphs of its own
+            family = [f for f in matplotlib.rcParams["font.sans-serif"] if f != match[0]]
+            matplotlib.rcParams["font.sans-serif"] = [match[0], *family]
             matplotlib.rcParams["font.family"] = "sans-serif"
             matplotlib.rcParams["axes.unicode_minus"] = False
             return match[0]
