@@ -448,7 +448,7 @@ def group_table(run: Mapping, group: str, comparison: str) -> pd.DataFrame:
         extra["pixels"] = lambda n: int(grid[n].overrides.get("train.image_size", base.train.image_size))
     df = pd.DataFrame(_headline_rows(run["results"], names, comparison, labels, **extra))
     if "images" in df:
-        df = df.sort_values(["images", "dataset"], kind="stable").reset_index(drop=True)
+        df = df.sort_values("images", kind="stable").reset_index(drop=True)
     return df
 
 
@@ -547,6 +547,9 @@ def compare_sentence(df: pd.DataFrame, what: str, metric: str = "ACA") -> str:
         if len(g) < 2:
             continue
         hi, lo = g.loc[g.value.idxmax()], g.loc[g.value.idxmin()]
+        if round(hi.value, 3) == round(lo.value, 3):
+            parts.append(f"on {ds} all {len(g)} settings scored {hi.value:.3f}")
+            continue
         sep = not overlaps(hi, lo)
         separated += sep
         parts.append(f"on {ds} {hi.setting} was highest ({hi.value:.3f}) and {lo.setting} lowest "
