@@ -162,6 +162,11 @@ def case_corrupt_jpeg(tmp, base):
     return _train(run)
 
 
+def case_corrupt_jpeg_in_worker(tmp, base):
+    argv = case_corrupt_jpeg(tmp, base)
+    return [*argv, "--set", "train.num_workers=1"]  # torch re-raises a worker's error with its traceback
+
+
 def case_zero_byte_image(tmp, base):
     run = _copy_run(base, tmp / "run")
     _first_image(run).write_bytes(b"")
@@ -254,6 +259,7 @@ CASES = [
     Case("DR grade out of range", case_grade_out_of_range, r"annotations\.csv.*(row|line) \d+.*dr_grade.*expected"),
     Case("flag not 0/1", case_flag_not_binary, r"annotations\.csv.*(row|line) \d+.*is_amd.*expected"),
     Case("corrupt JPEG", case_corrupt_jpeg, r"img_\d+\.jpg: cannot decode image"),
+    Case("corrupt JPEG read in a DataLoader worker", case_corrupt_jpeg_in_worker, r"img_\d+\.jpg: cannot decode image"),
     Case("zero-byte image", case_zero_byte_image, r"img_00002\.jpg.*empty"),
     Case("empty split (corpus too small)", case_empty_split, r"split.*empty"),
     Case("empty dataset folder", case_empty_dataset, r"FIVES.*no labelled images"),

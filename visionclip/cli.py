@@ -81,12 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(e: BaseException) -> str:
+    """The one-line message of a library error. An error raised inside a DataLoader worker reaches
+    the trainer re-raised by torch with the worker's traceback in its text; keep its last line."""
+    text = str(e).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        prefix = f"{type(e).__module__}.{type(e).__qualname__}: "
+        text = last[len(prefix):] if last.startswith(prefix) else last
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except VisionCLIPError as e:
-        print(f"visionclip {args.command}: error: {e}", file=sys.stderr)
+        print(f"visionclip {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
 
 
