@@ -352,7 +352,8 @@ def run_variant(profile: Profile, run_dir: str | Path, variant: Variant, *, seen
                    "train_steps": summary["steps"], "train_images": summary["samples"],
                    "train_seconds": round(summary["seconds"], 1)})
     write_json(cached, result)
-    return result
+    # what a later run reads back (sorted keys, plain JSON types): fresh and cached runs show the same
+    return json.loads(cached.read_text(encoding="utf-8"))
 
 
 def run_ablations(profile_name: str, run_dir: str | Path, overrides: Mapping | None = None,
@@ -375,6 +376,12 @@ def run_ablations(profile_name: str, run_dir: str | Path, overrides: Mapping | N
 
 # ---------------------------------------------------------------- tables
 
+def _in_order(per_dataset: Mapping) -> list[tuple[str, object]]:
+    """(dataset, value) pairs in the book's column order, whatever order the mapping was stored in."""
+    known = [ds for ds in STANDIN_BENCHMARKS if ds in per_dataset]
+    return [(ds, per_dataset[ds]) for ds in known + sorted(set(per_dataset) - set(known))]
+
+
 def _row(comparison: str, setting: str, ds: str, entry: Mapping, **extra) -> dict:
     return {"comparison": comparison, "setting": setting, "dataset": DATASET_NAMES.get(ds, ds),
             "value": entry["value"], "lo": entry["lo"], "hi": entry["hi"], **extra}
@@ -387,7 +394,7 @@ def _headline_rows(results: Mapping, names: Sequence[str], comparison: str, labe
         if name not in results:
             continue
         r = results[name]
-        for ds, settings in r["test"].items():
+        for ds, settings in _in_order(r["test"]):
             extra = {k: f(name) for k, f in extra_of.items()}
             rows.append(_row(comparison, labels[name], ds, settings[r["headline"]][metric], **extra))
     return rows
@@ -407,7 +414,7 @@ def caption_table(run: Mapping) -> pd.DataFrame:
         mode = run["profile"].eval.prompt_mode
         prompt_langs = ("zh", "en") if lang == "both" else (r["headline"].split("_")[0],)
         for pl in prompt_langs:
-            for ds, settings in r["test"].items():
+            for ds, settings in _in_order(r["test"]):
                 rows.append(_row("caption language", f"{lang} captions, {pl} prompts", ds,
                                  settings[f"{pl}_{mode}"]["aca"]))
     return pd.DataFrame(rows)
@@ -426,7 +433,7 @@ def prompt_table(run: Mapping) -> pd.DataFrame:
         prompt_langs = ("zh", "en") if lang == "both" else (r["headline"].split("_")[0],)
         for pl in prompt_langs:
             for mode in ("plain", "ek"):
-                for ds, settings in r["test"].items():
+                for ds, settings in _in_order(r["test"]):
                     rows.append(_row("prompts", f"{'EK' if mode == 'ek' else 'plain'} prompts", ds,
                                      settings[f"{pl}_{mode}"]["aca"], model=f"{lang} captions, {pl} prompts"))
     return pd.DataFrame(rows)
@@ -460,7 +467,7 @@ def domain_table(run: Mapping, n_boot: int | None = None) -> pd.DataFrame:
     prof = run["profile"]
     n_boot = n_boot or prof.eval.bootstrap
     rows = []
-    for ds, s in base["seen"].items():
+    for ds, s in _in_order(base["seen"]):
         y, ph, ps = (np.asarray(s[k]) for k in ("y_true", "pred_heldout", "pred_seen"))
         idx = rng(prof.seed, "domain_gap", ds).integers(0, len(y), size=(n_boot, len(y)))
         with warnings.catch_warnings():  # a resample may miss a class that was predicted: expected, not news
@@ -481,7 +488,7 @@ def domain_table(run: Mapping, n_boot: int | None = None) -> pd.DataFrame:
 def robustness_table(run: Mapping) -> pd.DataFrame:
     """Baseline headline ACA per perturbation kind and level on the held-out test renderings."""
     rows = []
-    for ds, kinds in run["results"]["baseline"]["robustness"].items():
+    for ds, kinds in _in_order(run["results"]["baseline"]["robustness"]):
         for kind, levels in kinds.items():
             for level, entry in levels.items():
                 amount = (f"sigma {int(level) * BLUR_SIGMA_PER_LEVEL:.2f} x side" if kind == "blur"
@@ -527,7 +534,8 @@ def show(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     wide = df.assign(cell=cell).pivot_table(index=index, columns="dataset", values="cell", aggfunc="first",
                                             sort=False)
     wide.columns.name = None
-    return wide
+    order = [c for c in DATASET_NAMES.values() if c in wide.columns]
+    return wide[order + [c for c in wide.columns if c not in order]]
 
 
 # ---------------------------------------------------------------- sentences (computed, never typed)
