@@ -170,6 +170,7 @@ def test_sentences_are_computed_from_the_table():
     assert "on FIVES a was highest (0.800) and b lowest (0.500), intervals do not overlap" in text
     assert "on REFUGE b was highest (0.650) and a lowest (0.600), intervals overlap" in text
     assert "resolved on 1 of 2 sets" in text
+    assert "interval lies above chance (1 / classes) on 1 of 2 sets (FIVES)" in text  # REFUGE chance is 0.5
     curve = df.assign(x=[1, 2, 1, 2])
     assert "FIVES 0.800 -> 0.500 (-0.300, intervals do not overlap)" in A.curve_sentence(curve, "x", "Curve")
     assert A.compare_sentence(df.iloc[:0], "Empty").endswith("no results (the variants were not run).")

@@ -47,6 +47,8 @@ EXPOSURE_STOPS_PER_LEVEL = 0.5          # under-exposure per level, in photograp
 FUNDUS_PROMPTS = {"en": ("not a fundus photograph", "a fundus photograph"),
                   "zh": ("不是眼底照片", "一张眼底照片")}   # class 0 = not fundus, class 1 = fundus
 RESULT_FILE = "result.json"
+# ACA (balanced accuracy) of a model that ignores the image: one over the number of classes
+CHANCE_ACA = {"MESSIDOR-2": 1 / 5, "FIVES": 1 / 4, "REFUGE": 1 / 2}
 
 
 # ---------------------------------------------------------------- the grid
@@ -566,7 +568,17 @@ def compare_sentence(df: pd.DataFrame, what: str, metric: str = "ACA") -> str:
         return f"{what}: fewer than two settings to compare."
     verdict = ("the difference is resolved on " + f"{separated} of {len(parts)} sets" if separated
                else "no difference is resolved by the intervals on any set")
-    return f"{what} ({metric}): " + "; ".join(parts) + f"; {verdict}."
+    return f"{what} ({metric}): " + "; ".join(parts) + f"; {verdict}{_chance_clause(df) if metric == 'ACA' else ''}."
+
+
+def _chance_clause(df: pd.DataFrame) -> str:
+    """How many sets have some setting whose whole interval lies above chance ACA."""
+    sets = [ds for ds in dict.fromkeys(df.dataset) if ds in CHANCE_ACA]
+    if not sets:
+        return ""
+    above = [ds for ds in sets if (df[df.dataset == ds].lo > CHANCE_ACA[ds] + 1e-9).any()]
+    return (f"; some setting's interval lies above chance (1 / classes) on {len(above)} of {len(sets)} sets"
+            + (f" ({', '.join(above)})" if above else ""))
 
 
 def curve_sentence(df: pd.DataFrame, x: str, what: str, unit: str = "") -> str:
@@ -586,7 +598,7 @@ def curve_sentence(df: pd.DataFrame, x: str, what: str, unit: str = "") -> str:
     span = f"from {df[x].min()}{unit} to {df[x].max()}{unit}"
     verdict = (f"a change is resolved on {separated} of {len(parts)} sets" if separated
                else "no change is resolved by the intervals")
-    return f"{what} {span}: " + "; ".join(parts) + f"; {verdict}."
+    return f"{what} {span}: " + "; ".join(parts) + f"; {verdict}{_chance_clause(df)}."
 
 
 def domain_sentence(df: pd.DataFrame) -> str:
@@ -635,7 +647,8 @@ def interval_figure(df: pd.DataFrame, title: str, ylabel: str = "ACA", by: str =
     values: dict = {}
     for _, r in df.iterrows():
         values.setdefault(r.dataset, {})[r[by]] = {"value": r.value, "lo": r.lo, "hi": r.hi}
-    return grouped_bars_figure(values, title, ylabel=ylabel, xlabel="stand-in set")
+    chance = {ds: CHANCE_ACA[ds] for ds in values if ds in CHANCE_ACA} if ylabel == "ACA" else None
+    return grouped_bars_figure(values, title, ylabel=ylabel, xlabel="stand-in set", chance=chance)
 
 
 def curve_figure(df: pd.DataFrame, x: str, title: str, xlabel: str, panels: str | None = None,
@@ -654,6 +667,8 @@ def curve_figure(df: pd.DataFrame, x: str, title: str, xlabel: str, panels: str 
             g = g.sort_values(x)
             ax.plot(g[x], g.value, marker="o", label=ds)
             ax.fill_between(g[x], g.lo, g.hi, alpha=0.2)
+            if ds in CHANCE_ACA:
+                ax.axhline(CHANCE_ACA[ds], color=ax.lines[-1].get_color(), linestyle=":", linewidth=1)
         if log_x:
             ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(part[x].unique()), [str(v) for v in sorted(part[x].unique())])
