@@ -15,7 +15,7 @@ from visionclip.model import (LOGIT_SCALE_INIT, ImageClassifier, VisionCLIP, bui
 from visionclip.schema import FLAG_COLUMNS
 from visionclip.text import CaptionTokenizer
 
-TINY = ModelConfig(image_tower="resnet18", embed_dim=16, text_layers=1, text_hidden=32, text_heads=2,
+TINY = ModelConfig(image_tower="resnet18", projection_norm=False, embed_dim=16, text_layers=1, text_hidden=32, text_heads=2,
                    text_intermediate=64, max_positions=32, vocab="corpus", vocab_size=100, context_length=16)
 CAPTIONS = ["正常眼底。", "A normal fundus.", "轻度糖尿病视网膜病变。", "Mild diabetic retinopathy."]
 
@@ -166,3 +166,20 @@ def test_modified_rn50_tower(tokenizer):
         model.encode_image(torch.rand(1, 3, 96, 96))
     with pytest.raises(Exception, match="multiple of 32"):
         build_model(cfg, tokenizer.vocab_size, image_size=48)
+
+
+def test_batchnorm_projection_centres_features_and_round_trips(tokenizer, batch, tmp_path):
+    cfg = dataclasses.replace(TINY, projection_norm=True)
+    model = _model(tokenizer, cfg).train()
+    images, text = batch
+    pooled = model.visual(images)
+    centred = model.image_proj.norm(pooled)
+    # the batch mean of every pooled feature is removed before the linear map
+    assert torch.allclose(centred.mean(0), torch.zeros(centred.shape[1]), atol=1e-5)
+    model(images, text["input_ids"], text["attention_mask"])  # updates the running statistics
+    model.eval()
+    model.save_pretrained(tmp_path / "m", tokenizer)
+    loaded, _ = VisionCLIP.from_pretrained(tmp_path / "m")
+    assert torch.equal(loaded.image_proj.norm.running_mean, model.image_proj.norm.running_mean)
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_image(images), model.encode_image(images))

@@ -63,6 +63,7 @@ class ModelConfig:
     vocab: str = _f("'corpus' trains a WordPiece vocab on the captions; else a path to a BERT vocab.txt")
     vocab_size: int = _f("size of the trained vocab when vocab='corpus'", lo=100)
     context_length: int = _f("tokens per caption, [CLS] and [SEP] included", lo=8, hi=512)
+    projection_norm: bool = _f("BatchNorm over pooled features before each projection (else CLIP's plain linear map)")
 
 
 @dataclass(frozen=True)
