@@ -234,21 +234,10 @@ def evaluate_main(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m visionclip.predict predict|evaluate ...` (the same commands as the visionclip CLI)."""
-    from .errors import VisionCLIPError
+    """`python -m visionclip.predict predict|evaluate ...`: the same commands as the visionclip CLI."""
+    from .cli import main as cli_main
 
-    parser = argparse.ArgumentParser(prog="visionclip-predict")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_predict_arguments(sp := sub.add_parser("predict"))
-    sp.set_defaults(func=predict_main)
-    add_evaluate_arguments(sp := sub.add_parser("evaluate"))
-    sp.set_defaults(func=evaluate_main)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except VisionCLIPError as e:
-        print(f"visionclip {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    return cli_main(list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

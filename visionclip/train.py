@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .config import Profile, load_profile, parse_override
-from .errors import CheckpointError, VisionCLIPError
+from .errors import CheckpointError
 from .paths import corpus_dir
 from .progress import progress as progress_bar
 from .seeding import derive_seed, seed_everything
@@ -485,16 +485,10 @@ def run_from_args(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = add_arguments(argparse.ArgumentParser(prog="visionclip train", description=__doc__.splitlines()[0]))
-    args = parser.parse_args(argv)
-    try:
-        summary = run_from_args(args)
-    except VisionCLIPError as e:
-        print(f"visionclip train: error: {e}", file=sys.stderr)
-        return 2
-    if int(os.environ.get("RANK", "0")) == 0:
-        print({k: v for k, v in summary.items() if k not in ("final_train",)})
-    return 0
+    """`python -m visionclip.train ...` (also under torchrun): the `visionclip train` command."""
+    from .cli import main as cli_main
+
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
