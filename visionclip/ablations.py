@@ -610,9 +610,11 @@ def domain_sentence(df: pd.DataFrame) -> str:
         where = "excludes 0" if g.lo > 0 or g.hi < 0 else "includes 0"
         parts.append(f"{g.dataset} {g.value:+.3f} [{g.lo:+.3f}, {g.hi:+.3f}] ({where})")
     worst = gaps.loc[gaps.value.abs().idxmax()]
+    resolved = worst.lo > 0 or worst.hi < 0
     return ("Gap in ACA between training-camera and held-out-camera renderings of the same eyes (paired "
             "bootstrap): " + "; ".join(parts) + f"; the largest gap, {worst.value:+.3f} on {worst.dataset}, is "
-            f"{'within' if abs(worst.value) <= 0.05 else 'above'} the issue's 0.05 bound.")
+            f"{'within' if abs(worst.value) <= 0.05 else 'above'} the issue's 0.05 bound in its point estimate "
+            f"and its interval {'excludes' if resolved else 'includes'} 0.")
 
 
 def seed_sentence(summary: pd.DataFrame) -> str:
@@ -633,9 +635,12 @@ def nonfundus_sentence(df: pd.DataFrame) -> str:
     auc = df[df.metric == "AUC"]
     best, worst = auc.loc[auc.value.idxmax()], auc.loc[auc.value.idxmin()]
     chance = "above" if best.lo > 0.5 else "not resolved above"
+    inverted = auc[auc.hi < 0.5]
     return (f"Non-fundus detection on kinds the corpus never contained: the best setting, {best.setting}, "
             f"reached AUC {best.value:.3f} [{best.lo:.3f}, {best.hi:.3f}] ({chance} chance 0.5); the lowest, "
-            f"{worst.setting}, {worst.value:.3f} [{worst.lo:.3f}, {worst.hi:.3f}].")
+            f"{worst.setting}, {worst.value:.3f} [{worst.lo:.3f}, {worst.hi:.3f}]; {len(auc[auc.lo > 0.5])} of "
+            f"{len(auc)} settings rank fundus above non-fundus frames beyond chance and {len(inverted)} rank them "
+            f"the wrong way round (AUC interval below 0.5).")
 
 
 # ---------------------------------------------------------------- figures
