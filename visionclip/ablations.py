@@ -402,42 +402,34 @@ def _headline_rows(results: Mapping, names: Sequence[str], comparison: str, labe
     return rows
 
 
-def caption_table(run: Mapping) -> pd.DataFrame:
-    """Caption language of training; each model read with prompts of its own language (EK)."""
+def _caption_models(run: Mapping):
+    """(result, caption language, prompt language) of the baseline and each caption-language model,
+    each read in its own prompt language (both languages for the bilingual model)."""
     results, grid = run["results"], run["grid"]
-    names = ["baseline"] + [n for n, v in grid.items() if v.group == "captions"]
-    rows = []
-    for name in names:
+    for name in ["baseline"] + [n for n, v in grid.items() if v.group == "captions"]:
         if name not in results:
             continue
         r = results[name]
         lang = (r["variant"]["overrides"].get("train.caption_language")
                 or run["profile"].train.caption_language)
-        mode = run["profile"].eval.prompt_mode
-        prompt_langs = ("zh", "en") if lang == "both" else (r["headline"].split("_")[0],)
-        for pl in prompt_langs:
-            for ds, settings in _in_order(r["test"]):
-                rows.append(_row("caption language", f"{lang} captions, {pl} prompts", ds,
-                                 settings[f"{pl}_{mode}"]["aca"]))
+        for pl in (("zh", "en") if lang == "both" else (r["headline"].split("_")[0],)):
+            yield r, lang, pl
+
+
+def caption_table(run: Mapping) -> pd.DataFrame:
+    """Caption language of training; each model read with prompts of its own language (EK)."""
+    mode = run["profile"].eval.prompt_mode
+    rows = [_row("caption language", f"{lang} captions, {pl} prompts", ds, settings[f"{pl}_{mode}"]["aca"])
+            for r, lang, pl in _caption_models(run) for ds, settings in _in_order(r["test"])]
     return pd.DataFrame(rows)
 
 
 def prompt_table(run: Mapping) -> pd.DataFrame:
     """Plain vs EK prompts at test time, for every trained caption language, in its own prompt language."""
-    results, grid = run["results"], run["grid"]
-    names = ["baseline"] + [n for n, v in grid.items() if v.group == "captions"]
-    rows = []
-    for name in names:
-        if name not in results:
-            continue
-        r = results[name]
-        lang = (r["variant"]["overrides"].get("train.caption_language") or run["profile"].train.caption_language)
-        prompt_langs = ("zh", "en") if lang == "both" else (r["headline"].split("_")[0],)
-        for pl in prompt_langs:
-            for mode in ("plain", "ek"):
-                for ds, settings in _in_order(r["test"]):
-                    rows.append(_row("prompts", f"{'EK' if mode == 'ek' else 'plain'} prompts", ds,
-                                     settings[f"{pl}_{mode}"]["aca"], model=f"{lang} captions, {pl} prompts"))
+    rows = [_row("prompts", f"{'EK' if mode == 'ek' else 'plain'} prompts", ds, settings[f"{pl}_{mode}"]["aca"],
+                 model=f"{lang} captions, {pl} prompts")
+            for r, lang, pl in _caption_models(run) for mode in ("plain", "ek")
+            for ds, settings in _in_order(r["test"])]
     return pd.DataFrame(rows)
 
 
