@@ -1,9 +1,9 @@
 """ClipLoss against a plain reference, label-aware targets, and the two-process gloo equivalence."""
 from __future__ import annotations
 
+import gc
 import math
 import os
-import socket
 
 import pytest
 import torch
@@ -104,9 +104,10 @@ def _loss_and_grads(rows: slice, label_aware: bool):
     return loss.detach(), [p.grad for p in params]
 
 
-def _worker(rank: int, port: int, out_dir: str):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+def _worker(rank: int, out_dir: str):
+    # File rendezvous: no free-port race with other tests running at the same time.
+    rendezvous = "file://" + os.path.join(out_dir, "rendezvous")
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=WORLD)
     try:
         results = {}
         for label_aware in (False, True):
@@ -118,14 +119,11 @@ def _worker(rank: int, port: int, out_dir: str):
             results[label_aware] = {"loss": loss, "grads": grads}
         if rank == 0:
             torch.save(results, os.path.join(out_dir, "dist.pt"))
+        dist.barrier()  # gloo aborts if one rank destroys the group while its peer still uses it
     finally:
+        gc.collect()  # free the autograd graph's pending gloo work before the group goes
         dist.destroy_process_group()
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_process_gloo_equals_one_process(tmp_path):
@@ -134,7 +132,7 @@ def test_two_process_gloo_equals_one_process(tmp_path):
     the per-rank losses is the single-process loss over N rows (equal B per rank), and DDP averages
     gradients over ranks, so the rank-averaged gradient must equal the single-process gradient.
     Tolerance 1e-10 in float64 (only summation order differs). One spawn serves both losses."""
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(str(tmp_path),), nprocs=WORLD, join=True)
     distributed = torch.load(tmp_path / "dist.pt")
     for label_aware in (False, True):
         single_loss, single_grads = _loss_and_grads(slice(None), label_aware)

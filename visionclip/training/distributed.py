@@ -1,6 +1,7 @@
 """torchrun / DDP helpers: one process group per run, gloo on CPU and NCCL on GPU."""
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -46,6 +47,11 @@ def setup(device: str | None = None) -> DistContext:
 
 def teardown(ctx: DistContext) -> None:
     if ctx.owns_group and dist.is_initialized():
+        # gloo aborts ("terminate called without an active exception") when one rank tears its
+        # pairs down while a peer is still using them, or when autograd graphs still hold pending
+        # gloo work at exit: free those, and let all ranks meet first.
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
 
 
