@@ -7,7 +7,7 @@ import torch
 
 from visionclip.embed import embed_images, load_embeddings, save_embeddings
 from visionclip.errors import DataError
-from visionclip.evaluate import PAPER_ROWS, ceiling_probs, paper_table, row_name, write_table
+from visionclip.evaluate import PAPER_ROWS, balance_heads, ceiling_probs, paper_table, row_name, write_table
 from visionclip.fewshot import draw_shots, fewshot_probe, split_pool
 from visionclip.retrieval import recall_at_k, top_matches
 
@@ -99,6 +99,40 @@ def test_ceiling_mapping():
     names = ["normal", "age related macular degeneration", "diabetic retinopathy", "glaucoma"]
     f = ceiling_probs(heads, "fives", names)
     assert np.allclose(f.sum(1), 1) and f[0].argmax() == 0 and f[1].argmax() in (2, 3)
+
+
+def test_balanced_ceiling_decides_at_the_training_prevalence():
+    """A classifier whose glaucoma logit sits between its training prior (7%) and 0.5 says 'no glaucoma'
+    unadjusted and 'glaucoma' once the prior is taken out; logits equal to the log-priors become uniform."""
+    grade_prior = [0.7, 0.1, 0.1, 0.05, 0.05]
+    flag_prior = [0.05] * 14
+    flag_prior[6] = 0.07  # is_gc
+    priors = {"dr_grade": grade_prior, "flags": flag_prior}
+    gc_logit = float(torch.logit(torch.tensor(0.2)))  # p = 0.2: above the prior, below 0.5
+    heads = {"dr_grade": torch.tensor([grade_prior]).log(), "flags": torch.full((1, 14), -9.0)}
+    heads["flags"][0, 6] = gc_logit
+    names = ["no glaucoma", "glaucoma"]
+    assert ceiling_probs(heads, "refuge", names).argmax(1).tolist() == [0]
+    balanced = balance_heads(heads, priors)
+    assert ceiling_probs(balanced, "refuge", names).argmax(1).tolist() == [1]
+    assert torch.allclose(balanced["dr_grade"], torch.zeros(1, 5), atol=1e-6)
+
+
+def test_classifier_label_priors_round_trip_and_bad_priors_are_named(tmp_path):
+    from visionclip.config import load_profile
+    from visionclip.errors import CheckpointError
+    from visionclip.model import ImageClassifier, build_image_classifier
+
+    clf = build_image_classifier(load_profile("tiny").model, 32)
+    clf.label_priors = {"dr_grade": [0.6, 0.1, 0.1, 0.1, 0.1], "flags": [0.1] * 14}
+    clf.save_pretrained(tmp_path / "sup")
+    assert ImageClassifier.from_pretrained(tmp_path / "sup").label_priors == clf.label_priors
+    config_path = tmp_path / "sup" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["label_priors"]["flags"] = [0.1] * 13
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"config\.json: field 'label_priors'"):
+        ImageClassifier.from_pretrained(tmp_path / "sup")
 
 
 def test_paper_table_original_messidor_column():

@@ -219,3 +219,11 @@ def test_supervised_ceiling_trains_and_saves(tmp_path, reference):
     out = clf(torch.rand(2, 3, 32, 32))
     assert out["dr_grade"].shape == (2, 5) and out["flags"].shape == (2, 14)
     assert _steps(run / "metrics" / "supervised_train.jsonl") == [1, 2]
+    # the training split's label shares travel with the model, for the balanced ceiling
+    from visionclip.data.readers import read_synfundus
+    from visionclip.data.splits import split_corpus
+    from visionclip.paths import corpus_dir
+    train = split_corpus(read_synfundus(corpus_dir(profile, run)), profile.seed)["train"]
+    n_grade0 = sum(int(r.labels["dr_grade"]) == 0 for r in train)
+    assert clf.label_priors["dr_grade"][0] == pytest.approx((n_grade0 + 1) / (len(train) + 5))
+    assert len(clf.label_priors["flags"]) == 14 and sum(clf.label_priors["dr_grade"]) == pytest.approx(1)

@@ -195,6 +195,20 @@ def ceiling_probs(heads: Mapping[str, torch.Tensor], dataset: str, class_names: 
     return scores / np.clip(scores.sum(1, keepdims=True), 1e-12, None)
 
 
+def balance_heads(heads: Mapping[str, torch.Tensor], priors: Mapping[str, Sequence[float]]) -> dict:
+    """Logit adjustment (Menon et al., 2021): the heads' logits as if every DR grade, and both values
+    of every flag, had been equally frequent in training.
+
+    ACA weighs every class equally, and zero-shot prototypes carry no class prior; a classifier
+    trained on a corpus where glaucoma is 7% of eyes almost never says glaucoma at p > 0.5, so
+    without this the ceiling would measure the corpus's prevalence rather than what the encoder saw.
+    """
+    grade_prior = torch.tensor(priors["dr_grade"], dtype=torch.float32)
+    flag_prior = torch.tensor(priors["flags"], dtype=torch.float32)
+    return {"dr_grade": heads["dr_grade"].float() - grade_prior.log(),
+            "flags": heads["flags"].float() - torch.logit(flag_prior)}
+
+
 @torch.no_grad()
 def classifier_heads(classifier, records: Sequence, image_size: int, batch_size: int = 64) -> dict:
     """Concatenated head logits of the supervised classifier over records."""
@@ -374,6 +388,8 @@ def run_evaluation(profile, run_dir: str | Path, variant: str = "test", datasets
             rows.setdefault(CHANCE_ROW, {})[ds] = ch["report"]["aca"]
         if classifier is not None:
             heads = classifier_heads(classifier, records, image_size, ev.batch_size)
+            if classifier.label_priors is not None:
+                heads = balance_heads(heads, classifier.label_priors)
             probs = ceiling_probs(heads, ds, class_names)
             rep = classification_report(y_true, probs, class_names, n_boot=n_boot, seed=seed, ordinal=ds in ORDINAL)
             results["supervised"] = {"dataset": ds, "data_root": str(root), "report": rep}

@@ -212,6 +212,9 @@ class ImageClassifier(nn.Module):
         self.visual = build_image_tower(model_cfg, image_size)
         self.dr_grade = nn.Linear(self.visual.feature_dim, 5)
         self.flags = nn.Linear(self.visual.feature_dim, len(FLAG_COLUMNS))
+        # Training-set label frequencies {"dr_grade": 5 shares, "flags": 14 shares}: evaluation with a
+        # balanced metric subtracts them from the logits (see evaluate.balance_heads).
+        self.label_priors: dict[str, list[float]] | None = None
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """[B, 3, H, W] in [0, 1] -> {"dr_grade": [B, 5] logits, "flags": [B, 14] logits (FLAG_COLUMNS)}."""
@@ -219,9 +222,12 @@ class ImageClassifier(nn.Module):
         return {"dr_grade": self.dr_grade(features), "flags": self.flags(features)}
 
     def config_dict(self) -> dict[str, Any]:
-        return {"kind": "ImageClassifier", "model": dataclasses.asdict(self.model_cfg),
-                "image_size": self.image_size, "flag_columns": list(FLAG_COLUMNS),
-                "visionclip_version": __version__}
+        config = {"kind": "ImageClassifier", "model": dataclasses.asdict(self.model_cfg),
+                  "image_size": self.image_size, "flag_columns": list(FLAG_COLUMNS),
+                  "visionclip_version": __version__}
+        if self.label_priors is not None:
+            config["label_priors"] = self.label_priors
+        return config
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         _save_weights(self, Path(directory), self.config_dict())
@@ -235,8 +241,23 @@ class ImageClassifier(nn.Module):
             raise CheckpointError(f"{directory / CONFIG_FILE}: flag_columns {config.get('flag_columns')} "
                                   f"differ from this library's {list(FLAG_COLUMNS)}")
         model = cls(_model_cfg_from(config, directory), int(config.get("image_size", DEFAULT_IMAGE_SIZE)))
+        model.label_priors = _read_label_priors(config, directory)
         _load_weights(model, directory, config, map_location)
         return model.eval()
+
+
+def _read_label_priors(config: dict[str, Any], directory: Path) -> dict[str, list[float]] | None:
+    priors = config.get("label_priors")
+    if priors is None:
+        return None
+    expected = {"dr_grade": 5, "flags": len(FLAG_COLUMNS)}
+    ok = isinstance(priors, dict) and set(priors) == set(expected) and all(
+        isinstance(priors[k], list) and len(priors[k]) == n and all(
+            isinstance(v, (int, float)) and 0 < v < 1 for v in priors[k]) for k, n in expected.items())
+    if not ok:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: field 'label_priors' must hold 'dr_grade' (5 shares) "
+                              f"and 'flags' ({len(FLAG_COLUMNS)} shares), each strictly between 0 and 1")
+    return {k: [float(v) for v in priors[k]] for k in expected}
 
 
 def build_image_classifier(model_cfg: ModelConfig, image_size: int = DEFAULT_IMAGE_SIZE) -> ImageClassifier:

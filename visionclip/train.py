@@ -195,6 +195,17 @@ class ClipTask:
         self.tokenizer.save(tmp / "tokenizer")
 
 
+def label_priors(records: Sequence) -> dict[str, list[float]]:
+    """Share of each DR grade and of each flag in `records`, add-one smoothed so none is 0 or 1."""
+    from .schema import FLAG_COLUMNS
+
+    n = len(records)
+    grades = np.bincount([int(r.labels["dr_grade"]) for r in records], minlength=5)[:5]
+    flags = [sum(int(r.labels[c]) for r in records) for c in FLAG_COLUMNS]
+    return {"dr_grade": [float((g + 1) / (n + 5)) for g in grades],
+            "flags": [float((f + 1) / (n + 2)) for f in flags]}
+
+
 class SupervisedTask:
     """The ceiling: the same image tower trained on the labels (dr_grade CE + BCE over the flags)."""
     name = "supervised"
@@ -208,6 +219,7 @@ class SupervisedTask:
         self.profile = profile
         seed_everything(derive_seed(profile.seed, "init", self.name))
         self.model = build_image_classifier(profile.model, profile.train.image_size)
+        self.model.label_priors = label_priors(train_records)
         self.collate = _image_label_collate
 
     @staticmethod
