@@ -302,6 +302,7 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
     from .data.splits import split_corpus
 
     ctx = dist_utils.setup(device)
+    finished = False
     try:
         run_dir = Path(run_dir)
         cfg = profile.train
@@ -452,13 +453,14 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
             task.save_final(model, layout.final)
         dist_utils.barrier(ctx)
         elapsed = time.perf_counter() - started
+        finished = True
         return {"task": task.name, "steps": step, "total_steps": total_steps, "resumed_from": start_step if state else None,
                 "epochs": step / sampler.steps_per_epoch, "samples": step * cfg.batch_size,
                 "seconds": elapsed, "precision": precision.name, "world_size": ctx.world_size,
                 "nonfinite_skipped": guard.total_skipped, "final_train": last_row, "final_val": last_val,
                 "output": str(layout.final)}
     finally:
-        dist_utils.teardown(ctx)
+        dist_utils.teardown(ctx, clean=finished)
 
 
 def train_clip(profile: Profile, run_dir: str | os.PathLike, resume: bool = True, progress: bool = True,

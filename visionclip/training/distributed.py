@@ -45,13 +45,16 @@ def setup(device: str | None = None) -> DistContext:
     return DistContext(rank, world, local_rank, dev, owns)
 
 
-def teardown(ctx: DistContext) -> None:
+def teardown(ctx: DistContext, clean: bool = True) -> None:
+    """Destroy the process group this run created. `clean=False` (a rank is failing) skips the
+    meeting of all ranks, which would wait for peers that may never arrive."""
     if ctx.owns_group and dist.is_initialized():
         # gloo aborts ("terminate called without an active exception") when one rank tears its
         # pairs down while a peer is still using them, or when autograd graphs still hold pending
         # gloo work at exit: free those, and let all ranks meet first.
         gc.collect()
-        dist.barrier()
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
 
 
