@@ -22,7 +22,7 @@ from . import __version__
 from .config import ModelConfig
 from .errors import CheckpointError, DataError
 from .io import atomic_path, sha256_file, write_json
-from .schema import FLAG_COLUMNS
+from .schema import DR_GRADES, FLAG_COLUMNS
 from .text import CaptionTokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # transformers must never reach for a model hub
@@ -250,12 +250,12 @@ def _read_label_priors(config: dict[str, Any], directory: Path) -> dict[str, lis
     priors = config.get("label_priors")
     if priors is None:
         return None
-    expected = {"dr_grade": 5, "flags": len(FLAG_COLUMNS)}
+    expected = {"dr_grade": len(DR_GRADES), "flags": len(FLAG_COLUMNS)}
     ok = isinstance(priors, dict) and set(priors) == set(expected) and all(
         isinstance(priors[k], list) and len(priors[k]) == n and all(
             isinstance(v, (int, float)) and 0 < v < 1 for v in priors[k]) for k, n in expected.items())
     if not ok:
-        raise CheckpointError(f"{directory / CONFIG_FILE}: field 'label_priors' must hold 'dr_grade' (5 shares) "
+        raise CheckpointError(f"{directory / CONFIG_FILE}: field 'label_priors' must hold 'dr_grade' ({len(DR_GRADES)} shares) "
                               f"and 'flags' ({len(FLAG_COLUMNS)} shares), each strictly between 0 and 1")
     return {k: [float(v) for v in priors[k]] for k in expected}
 

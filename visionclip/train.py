@@ -42,6 +42,7 @@ from .config import Profile, load_profile, parse_override
 from .errors import CheckpointError
 from .paths import corpus_dir
 from .progress import progress as progress_bar
+from .schema import DR_GRADES, FLAG_COLUMNS
 from .seeding import derive_seed, seed_everything
 from .training import checkpoint as ckpt
 from .training import distributed as dist_utils
@@ -197,12 +198,10 @@ class ClipTask:
 
 def label_priors(records: Sequence) -> dict[str, list[float]]:
     """Share of each DR grade and of each flag in `records`, add-one smoothed so none is 0 or 1."""
-    from .schema import FLAG_COLUMNS
-
-    n = len(records)
-    grades = np.bincount([int(r.labels["dr_grade"]) for r in records], minlength=5)[:5]
+    n, n_grades = len(records), len(DR_GRADES)
+    grades = np.bincount([int(r.labels["dr_grade"]) for r in records], minlength=n_grades)
     flags = [sum(int(r.labels[c]) for r in records) for c in FLAG_COLUMNS]
-    return {"dr_grade": [float((g + 1) / (n + 5)) for g in grades],
+    return {"dr_grade": [float((g + 1) / (n + n_grades)) for g in grades],
             "flags": [float((f + 1) / (n + 2)) for f in flags]}
 
 
