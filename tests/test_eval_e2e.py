@@ -1,15 +1,17 @@
 """Zero-shot evaluation end to end on benchmark folders in the real layouts, with a tiny saved model."""
 import json
 import shutil
+import sys
 
 import pytest
 
 from test_eval_fixtures import TINY_OVERRIDES, make_benchmarks, make_corpus, save_tiny_classifier, save_tiny_model
 from visionclip.config import load_profile
 from visionclip.errors import CheckpointError, ConfigError, DataError
-from visionclip import viz
-from visionclip.evaluate import (PAPER_ROWS, evaluate_zero_shot, run_embeddings, run_evaluation, run_fewshot,
-                                 run_retrieval)
+from visionclip import embed, viz
+from visionclip.data import datasets as datasets_module
+from visionclip.evaluate import (CEILING_ROW, PAPER_ROWS, evaluate_zero_shot, run_embeddings, run_evaluation,
+                                 run_fewshot, run_retrieval)
 from visionclip.retrieval import retrieval_examples
 from visionclip.predict import main as cli_main
 
@@ -80,8 +82,8 @@ def test_evaluate_zero_shot_and_bad_input(run, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="empty"):
         evaluate_zero_shot(run_dir / "model", "fives", tmp_path / "empty")
-    with pytest.raises(DataError):  # a REFUGE folder is not the FIVES layout
-        evaluate_zero_shot(run_dir / "model", "fives", root)
+    with pytest.raises(DataError, match=r"no train/Original or test/Original folder\. Expected the fives layout"):
+        evaluate_zero_shot(run_dir / "model", "fives", root)  # a REFUGE folder is not the FIVES layout
     with pytest.raises(CheckpointError, match="ImageClassifier"):  # a checkpoint of another kind
         evaluate_zero_shot(run_dir / "supervised", "refuge", root)
     # the CLI: clear one-line errors, a report on success
@@ -109,3 +111,32 @@ def test_retrieval_embeddings_and_maps(run, monkeypatch):
     figs = viz.corpus_maps(run_dir)
     assert set(figs) == {"disease", "dr_grade", "domain"}
     assert set(viz.benchmark_maps(run_dir, "fives")) == {"class", "domain"}
+
+
+def test_flair_exact_reaches_ceiling_and_retrieval(tmp_path, monkeypatch):
+    """With eval.flair_exact on, the supervised ceiling and the corpus retrieval preprocess as the
+    zero-shot rows do (FLAIR's padding): every image dataset they build gets flair_exact=True."""
+    save_tiny_model(tmp_path / "model")
+    save_tiny_classifier(tmp_path / "supervised")
+    make_benchmarks(tmp_path / "data" / "benchmarks" / "test")
+    make_corpus(tmp_path / "data" / "corpus")
+    profile = load_profile("ci", {**TINY_OVERRIDES, "train.image_size": 32, "eval.bootstrap": 100,
+                                  "eval.batch_size": 16, "eval.flair_exact": True})
+    seen: list[tuple[str, str, bool]] = []
+
+    def recorder(base):
+        class Recording(base):
+            def __init__(self, records, image_size, flair_exact=False):
+                seen.append((base.__name__, sys._getframe(1).f_code.co_name, bool(flair_exact)))
+                super().__init__(records, image_size, flair_exact=flair_exact)
+        return Recording
+
+    monkeypatch.setattr(datasets_module, "ImageDataset", recorder(datasets_module.ImageDataset))
+    monkeypatch.setattr(embed, "RecordImages", recorder(embed.RecordImages))
+    out = run_evaluation(profile, tmp_path, datasets=["refuge"], settings=[("en", "ek")])
+    assert CEILING_ROW in set(out["table"]["model"])
+    # zero-shot and chance embeddings (through embed_images), then the supervised ceiling
+    assert seen == [("ImageDataset", "_as_dataset", True)] * 2 + [("ImageDataset", "classifier_heads", True)]
+    seen.clear()
+    run_retrieval(profile, tmp_path, languages=("en",), max_items=2)
+    assert seen == [("RecordImages", "_as_dataset", True)]  # corpus test images, embedded once for both ways

@@ -7,7 +7,8 @@ import torch
 
 from visionclip.embed import embed_images, load_embeddings, save_embeddings
 from visionclip.errors import DataError
-from visionclip.evaluate import PAPER_ROWS, balance_heads, ceiling_probs, paper_table, row_name, write_table
+from visionclip.evaluate import (PAPER_ROWS, balance_heads, ceiling_probs, check_classes, load_dataset_manifest,
+                                 paper_table, row_name, write_table)
 from visionclip.fewshot import draw_shots, fewshot_probe, split_pool
 from visionclip.retrieval import recall_at_k, top_matches
 
@@ -141,3 +142,14 @@ def test_paper_table_original_messidor_column():
     assert df.columns[-1].startswith("MESSIDOR (original")
     assert df.iloc[0, -1] == "—" and df.iloc[-1, -1] == "0.400 [0.300, 0.500]"
     assert "MESSIDOR (original" not in "".join(paper_table([]).columns)
+
+
+def test_check_classes_names_the_mismatch():
+    manifest = load_dataset_manifest("refuge")  # classes: no glaucoma, glaucoma
+    check_classes(manifest, ["No Glaucoma", "GLAUCOMA"], "/x")  # same classes, same order: case is ignored
+    msg = (r"/x: dataset classes \['glaucoma', 'no glaucoma'\] do not match the prompt classes "
+           r"\['no glaucoma', 'glaucoma'\] of manifest 'refuge'")
+    with pytest.raises(DataError, match=msg):  # the right classes in the wrong order
+        check_classes(manifest, ["glaucoma", "no glaucoma"], "/x")
+    with pytest.raises(DataError, match=r"dataset classes \['normal', 'glaucoma'\] do not match"):
+        check_classes(manifest, ["normal", "glaucoma"], "/x")

@@ -3,6 +3,8 @@ import pandas as pd
 import pytest
 
 from test_eval_fixtures import TINY, fundus_image, save_tiny_model
+from visionclip import zeroshot
+from visionclip.data import transforms
 from visionclip.errors import CheckpointError, ConfigError, DataError
 from visionclip.predict import main as cli_main
 from visionclip.predict import predict
@@ -66,3 +68,29 @@ def test_bad_input(model_dir, folder, tmp_path):
     (other / "model.safetensors").write_bytes((model_dir / "model.safetensors").read_bytes())
     with pytest.raises(CheckpointError):
         predict(other, folder, classes=["a", "b"])
+
+
+def test_flair_exact_flag_reaches_prototypes_and_padding(model_dir, folder, tmp_path, monkeypatch):
+    """`visionclip predict --flair-exact` reaches the prototypes (classes and readability checks) and
+    the preprocessing; without it both keep the defaults (renormalised, centred)."""
+    seen = {"prototypes": [], "padding": []}
+    protos, pad = zeroshot.class_prototypes, transforms.preprocess_fundus
+
+    def record_protos(*args, flair_exact=False, **kw):
+        seen["prototypes"].append(flair_exact)
+        return protos(*args, flair_exact=flair_exact, **kw)
+
+    def record_pad(img, size, flair_exact=False):
+        seen["padding"].append(flair_exact)
+        return pad(img, size, flair_exact)
+
+    monkeypatch.setattr(zeroshot, "class_prototypes", record_protos)
+    monkeypatch.setattr(transforms, "preprocess_fundus", record_pad)
+    images = [str(folder / "a_full.jpg"), str(folder / "b_cut.png")]
+    for flag, expected in (([], False), (["--flair-exact"], True)):
+        seen["prototypes"].clear()
+        seen["padding"].clear()
+        assert cli_main(["predict", "--checkpoint", str(model_dir), "--dataset", "refuge", *flag,
+                         "--out", str(tmp_path / "p.csv"), *images]) == 0
+        assert seen["prototypes"] == [expected] * 5  # the classes and the four readability checks
+        assert seen["padding"] == [expected] * 2

@@ -210,13 +210,18 @@ def balance_heads(heads: Mapping[str, torch.Tensor], priors: Mapping[str, Sequen
 
 
 @torch.no_grad()
-def classifier_heads(classifier, records: Sequence, image_size: int, batch_size: int = 64) -> dict:
-    """Concatenated head logits of the supervised classifier over records."""
+def classifier_heads(classifier, records: Sequence, image_size: int, batch_size: int = 64,
+                     flair_exact: bool = False) -> dict:
+    """Concatenated head logits of the supervised classifier over records.
+
+    `flair_exact` pads at the bottom and right as FLAIR does (centred otherwise); run_evaluation passes
+    eval.flair_exact, so the ceiling row is preprocessed as the zero-shot rows it is compared with.
+    """
     from .data.datasets import ImageDataset
     from .embed import _collate, to_unit_float
 
     classifier.eval()
-    loader = torch.utils.data.DataLoader(ImageDataset(list(records), image_size, flair_exact=False),
+    loader = torch.utils.data.DataLoader(ImageDataset(list(records), image_size, flair_exact=flair_exact),
                                          batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=_collate)
     out: dict[str, list] = {"dr_grade": [], "flags": []}
     for images in progress(loader, desc="supervised ceiling", total=len(loader), unit="batch"):
@@ -387,7 +392,7 @@ def run_evaluation(profile, run_dir: str | Path, variant: str = "test", datasets
             results["chance"] = ch
             rows.setdefault(CHANCE_ROW, {})[ds] = ch["report"]["aca"]
         if classifier is not None:
-            heads = classifier_heads(classifier, records, image_size, ev.batch_size)
+            heads = classifier_heads(classifier, records, image_size, ev.batch_size, flair_exact=ev.flair_exact)
             if classifier.label_priors is not None:
                 heads = balance_heads(heads, classifier.label_priors)
             probs = ceiling_probs(heads, ds, class_names)
@@ -467,13 +472,13 @@ def run_retrieval(profile, run_dir: str | Path, languages: Sequence[str] = ("zh"
     from .embed import embed_images
 
     image_emb = embed_images(model, records, profile.train.image_size, profile.eval.batch_size,
-                             desc="embed corpus test images")
+                             flair_exact=profile.eval.flair_exact, desc="embed corpus test images")
     out = {}
     for lang in languages:
         out[lang] = evaluate_retrieval(model, tokenizer, records, lang, profile.train.image_size,
                                        model_setting(model, "context_length", profile.model.context_length),
                                        profile.eval.batch_size, run_dir=run_dir, name=f"corpus_test_{lang}",
-                                       image_emb=image_emb)
+                                       image_emb=image_emb, flair_exact=profile.eval.flair_exact)
     write_json(run_dir / "eval" / "retrieval.json", out)
     return out
 

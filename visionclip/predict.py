@@ -91,7 +91,7 @@ def resolve_prompts(classes: Sequence[str] | None, dataset: str | None, language
     return list(classes), [[fill_template(template, c)] for c in classes]
 
 
-def _load_batch(paths: Sequence[Path], size: int):
+def _load_batch(paths: Sequence[Path], size: int, flair_exact: bool = False):
     """(uint8 tensor batch of the readable images, their positions, {position: error message})."""
     import torch
 
@@ -101,7 +101,7 @@ def _load_batch(paths: Sequence[Path], size: int):
     tensors, ok, errors = [], [], {}
     for i, p in enumerate(paths):
         try:
-            img = preprocess_fundus(load_image(p, size), size)
+            img = preprocess_fundus(load_image(p, size), size, flair_exact)
             tensors.append(to_tensor(img))
             ok.append(i)
         except (DataError, OSError, ValueError) as e:
@@ -112,8 +112,13 @@ def _load_batch(paths: Sequence[Path], size: int):
 
 def predict(model_dir: str | Path, images_or_folder, classes: Sequence[str] | None = None,
             dataset: str | None = None, language: str = "zh", out_csv: str | Path | None = None,
-            mode: str = "ek", image_size: int | None = None, batch_size: int = 32, model=None, tokenizer=None):
+            mode: str = "ek", image_size: int | None = None, batch_size: int = 32, model=None, tokenizer=None,
+            flair_exact: bool = False):
     """Per-class probabilities for every readable image; returns a pandas DataFrame (and writes out_csv).
+
+    `flair_exact` reproduces FLAIR's choices, as `visionclip evaluate --flair-exact` does: raw
+    (unrenormalised) mean prototypes, for the classes and the readability checks, and zero padding
+    at the bottom and right instead of centred.
 
     Columns: path, status ("ok" or "unreadable: ..."), predicted, p_<class>..., then p_is_fundus,
     p_is_macular_readable, p_is_optic_disc_readable, p_is_retinal_region_readable.
@@ -137,9 +142,9 @@ def predict(model_dir: str | Path, images_or_folder, classes: Sequence[str] | No
     size = int(image_size or model_setting(model, "image_size"))
     ctx = int(model_setting(model, "context_length"))
     scale = logit_scale_of(model)
-    protos = class_prototypes(model, tokenizer, prompts, ctx)
+    protos = class_prototypes(model, tokenizer, prompts, ctx, flair_exact=flair_exact)
     checks = READABILITY_PROMPTS[language]
-    check_protos = {flag: class_prototypes(model, tokenizer, [list(pos), list(neg)], ctx)
+    check_protos = {flag: class_prototypes(model, tokenizer, [list(pos), list(neg)], ctx, flair_exact=flair_exact)
                     for flag, (pos, neg) in checks.items()}
 
     rows = []
@@ -147,7 +152,7 @@ def predict(model_dir: str | Path, images_or_folder, classes: Sequence[str] | No
     starts = range(0, len(paths), batch_size)
     for s in progress(starts, desc="predict", total=len(starts), unit="batch"):
         chunk = paths[s:s + batch_size]
-        images, ok, errors = _load_batch(chunk, size)
+        images, ok, errors = _load_batch(chunk, size, flair_exact)
         for i, msg in errors.items():
             print(f"visionclip predict: skipped {chunk[i]}: {msg}", file=sys.stderr)
             rows.append({"path": str(chunk[i]), "status": f"unreadable: {msg}"})
@@ -184,12 +189,14 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="predictions.csv", help="output CSV (default: predictions.csv)")
     p.add_argument("--image-size", type=int, help="input side in px (default: the model's)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--flair-exact", action="store_true", help="FLAIR's unrenormalised prototypes and padding")
     p.add_argument("images", nargs="+", help="image files and/or folders")
 
 
 def predict_main(args: argparse.Namespace) -> int:
     df = predict(args.checkpoint, args.images, args.classes, args.dataset, args.language, args.out,
-                 mode=args.prompts, image_size=args.image_size, batch_size=args.batch_size)
+                 mode=args.prompts, image_size=args.image_size, batch_size=args.batch_size,
+                 flair_exact=args.flair_exact)
     bad = int((df["status"] != "ok").sum())
     print(f"wrote {args.out}: {len(df) - bad} images scored, {bad} skipped")
     return 0

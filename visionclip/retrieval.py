@@ -51,10 +51,12 @@ def top_matches(query_emb, item_emb, k: int = 5) -> np.ndarray:
 
 def evaluate_retrieval(model, tokenizer, records, language: str, image_size: int, context_length: int,
                        batch_size: int = 64, ks: Sequence[int] = (1, 5, 10), run_dir: str | Path | None = None,
-                       name: str = "corpus_test", image_emb: np.ndarray | None = None) -> dict:
+                       name: str = "corpus_test", image_emb: np.ndarray | None = None,
+                       flair_exact: bool = False) -> dict:
     """Embed corpus records (CorpusRecord) and their captions in `language`; Recall@K both ways.
 
-    Pass `image_emb` to reuse image embeddings across languages. With `run_dir`, the image and
+    Pass `image_emb` to reuse image embeddings across languages; `flair_exact` pads images as FLAIR
+    does (bottom-right) when they are embedded here. With `run_dir`, the image and
     text embeddings, captions, label keys, paths and cameras go to run_dir/embeddings/<name>.npz.
     """
     from .data.datasets import label_set_key
@@ -66,6 +68,7 @@ def evaluate_retrieval(model, tokenizer, records, language: str, image_size: int
     captions = [getattr(r, f"caption_{language}") for r in records]
     keys = np.array([label_set_key(r.labels) for r in records], dtype=np.int64)
     img = image_emb if image_emb is not None else embed_images(model, records, image_size, batch_size,
+                                                               flair_exact=flair_exact,
                                                                desc="embed corpus test images")
     txt = embed_texts(model, tokenizer, captions, context_length, desc=f"embed {language} captions")
     if run_dir is not None:
