@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 from visionclip.config import load_profile
+from visionclip.data.manifests import verify_root
+from visionclip.data.readers import read_benchmark
 from visionclip.errors import ConfigError, DataError
 from visionclip.schema import COLUMNS, DISEASE_FLAGS, READABILITY_FLAGS
 from visionclip.synth import clinical as C
@@ -25,9 +27,9 @@ from visionclip.synth.captions import F, caption_diversity, ngram_overlap
 from visionclip.synth.labels import (MESSIDOR2_GRADE_MIX, fives_labels, messidor2_labels, prevalence_table,
                                      refuge_labels, scaled_counts)
 from visionclip.synth.nonfundus import CORPUS_KINDS, RESERVED_KINDS
-from visionclip.synth.renderer import encode_jpeg, plan_fundus
+from visionclip.synth.renderer import encode_jpeg, plan_fundus, rasterise
 from visionclip.synth.sheet import SHEET_ROWS, sheet_row
-from visionclip.synth.writers import render_nonfundus
+from visionclip.synth.writers import STAMP, render_nonfundus
 
 TINY = {"synth.corpus_size": 24, "synth.render_size": 64, "synth.messidor2_size": 12,
         "synth.fives_size": 8, "synth.refuge_size": 10, "synth.workers": 1}
@@ -103,47 +105,63 @@ def _in(v, lo_hi, tol=1e-9):
     return lo_hi[0] - tol <= v <= lo_hi[1] + tol
 
 
-SOURCES = {"dr": None, "dme": "dme", "amd": "amd", "htr": "htr", "rvo": "rvo", "csc": "csc", "erm": "erm", "pm": "pm"}
+def _active_sources(row) -> dict[str, str]:
+    """{measurement source: its LESIONS key} of every lesion-drawing condition the row has."""
+    grade = row["dr_grade"]
+    flags = {"dr": grade > 0, "dme": row["is_dme"] and grade > 0, "amd": row["is_amd"], "htr": row["is_htr"],
+             "rvo": row["is_rvo"], "csc": row["is_crp"], "erm": row["is_em"], "pm": row["is_pm"]}
+    return {src: (f"dr{grade}" if src == "dr" else src) for src, on in flags.items() if on}
+
+
+def _count_ok(n, spec) -> bool:
+    lo, hi = spec["count"]
+    if "p" in spec:            # drawn with probability p: none, or at least one up to hi
+        return n == 0 or max(lo, 1) <= n <= hi
+    return lo <= n <= hi
+
+
+def _blot_quadrants(plan) -> set[tuple[bool, bool]]:
+    """Quadrants around the fovea (split by its horizontal and vertical lines) that hold a dot-blot
+    haemorrhage; the plan's scene lists every blot as ('red', 'blot', x, y, ...)."""
+    fx, fy = plan["scene"]["fovea"]
+    return {(it[2] > fx, it[3] > fy) for it in plan["scene"]["lesions"] if it[:2] == ("red", "blot")}
 
 
 @pytest.mark.parametrize("title,overrides", [r for r in SHEET_ROWS if r[0] not in ("non-fundus",)])
 def test_rendered_lesions_stay_inside_clinical_bounds(title, overrides):
     for i in range(6):
         row = sheet_row(overrides, eye_side=i % 2)
-        m = plan_fundus(row, 11, i, 96, TRAIN_CAMERAS[i % len(TRAIN_CAMERAS)])["measurements"]
+        plan = plan_fundus(row, 11, i, 96, TRAIN_CAMERAS[i % len(TRAIN_CAMERAS)])
+        m = plan["measurements"]
         grade = row["dr_grade"]
         cdr_kind = "glaucoma" if row["is_gc"] else "normal"
         assert _in(m["cdr"], (C.CDR[cdr_kind]["lo"], C.CDR[cdr_kind]["hi"]))
         assert _in(m["dd_px"] * 7.0, (0.94 * 96 * 7.0 / 8.0, 0.94 * 96))
         # the disc sits on the nasal side: right of the fovea in a right eye
         assert (m["disc_xy"][0] > m["fovea_xy"][0]) == (row["eye_side"] == 0)
-        for source, kinds in m["lesions"].items():
-            spec = C.LESIONS[f"dr{grade}" if source == "dr" else source]
-            for kind, got in kinds.items():
-                bounds = spec[kind] if kind in spec else None
-                if source == "rvo" and kind == "flame_haemorrhage":
-                    bounds = spec[kind]
-                assert bounds is not None, (source, kind)
-                assert _in(got["count"], (0, bounds["count"][1])), (title, source, kind, got)
+        les = m["lesions"]
+        active = _active_sources(row)
+        assert set(les) <= set(active), (title, sorted(les))
+        for source, key in active.items():
+            spec = C.LESIONS[key]
+            drawn = les.get(source, {})
+            assert set(drawn) <= set(spec), (title, source, sorted(drawn))
+            # every counted sign of the condition, including the ones it must have: count in [lo, hi]
+            for kind, bounds in spec.items():
+                if not (isinstance(bounds, dict) and "count" in bounds):
+                    continue
+                got = drawn.get(kind, {"count": 0})
+                assert _count_ok(got["count"], bounds), (title, source, kind, got["count"], bounds["count"])
+                if kind not in drawn:
+                    continue
                 assert _in(got["size_dd"][0], bounds["size_dd"]) and _in(got["size_dd"][1], bounds["size_dd"])
                 if "within_dd_of_fovea" in bounds:
                     assert got["max_fovea_dd"] <= bounds["within_dd_of_fovea"] + 1e-6
-        les = m["lesions"]
-        if grade:
-            spec = C.LESIONS[f"dr{grade}"]
-            assert _in(les["dr"]["microaneurysm"]["count"], spec["microaneurysm"]["count"])
-            if grade == 1:
-                assert set(les["dr"]) == {"microaneurysm"}          # mild DR: microaneurysms only
-            if grade == 3:
-                assert les["dr"]["dot_blot_haemorrhage"]["count"] >= 16 and "venous_beading" in les["dr"]
-            if grade == 4:
-                assert "neovascularisation" in les["dr"]
-        else:
-            assert "dr" not in les
-        if row["is_dme"]:
-            assert les["dme"]["hard_exudate"]["count"] >= 6
-        if row["is_amd"]:
-            assert les["amd"]["drusen"]["count"] >= 6
+        if grade == 1:
+            assert set(les["dr"]) == {"microaneurysm"}              # mild DR: microaneurysms only
+        if grade == 3:   # severe NPDR (4-2-1 rule): haemorrhages in all four quadrants
+            assert C.LESIONS["dr3"]["dot_blot_haemorrhage"]["quadrants"] == 4
+            assert len(_blot_quadrants(plan)) == 4, (title, i)
         if row["is_aon"]:
             assert _in(m["disc_pallor"], C.LESIONS["aon"]["disc_pallor"])
         if row["is_htr"]:
@@ -152,9 +170,6 @@ def test_rendered_lesions_stay_inside_clinical_bounds(title, overrides):
             assert _in(m["vein_dilation_factor"], C.LESIONS["rvo"]["vein_dilation_factor"])
         if row["is_pm"]:
             assert _in(m["disc_aspect"], C.LESIONS["pm"]["disc_aspect"])
-        if not (row["is_amd"] or grade or row["is_dme"] or row["is_htr"] or row["is_rvo"] or row["is_crp"]
-                or row["is_em"] or row["is_pm"]):
-            assert les == {}
         if row["is_retinal_region_readable"] == 0:
             assert any(d.startswith("retina:") for d in m["defects"])
 
@@ -166,18 +181,36 @@ def test_cdr_classes_overlap_but_differ():
     assert max(normal) > min(glauc)           # overlapping tails keep glaucoma honest
 
 
-def test_unreadable_region_is_obscured_exactly_there():
-    base = sheet_row({})
-    a = np.asarray(render_fundus(base, 3, 1, 128, "topcon_nw")[0], np.float32)
-    bad, m = render_fundus(sheet_row({"is_optic_disc_readable": 0}), 3, 1, 128, "topcon_nw")
-    b = np.asarray(bad, np.float32)
-    x, y = m["disc_xy"]
-    dd = m["dd_px"]
-    diff = np.abs(a - b).mean(axis=2)
+# flag -> (its defect's region, the windows it must obscure, the window it must leave alone, its defect kinds)
+OBSCURED = {
+    "is_optic_disc_readable": ("disc", ("disc",), ("macula",), {"glare", "shadow", "blur"}),
+    "is_macular_readable": ("macula", ("macula",), ("disc",), {"shadow", "blur"}),
+    "is_retinal_region_readable": ("retina", ("disc", "macula"), (), {"opacity", "underexposed", "blur"}),
+}
+
+
+@pytest.mark.parametrize("flag", list(OBSCURED))
+def test_unreadable_region_is_obscured_exactly_there(flag):
+    region, obscured, clear, kinds = OBSCURED[flag]
     yy, xx = np.mgrid[0:128, 0:128]
-    near = (xx - x) ** 2 + (yy - y) ** 2 < (0.5 * dd) ** 2
-    far = (xx - m["fovea_xy"][0]) ** 2 + (yy - m["fovea_xy"][1]) ** 2 < (0.5 * dd) ** 2
-    assert diff[near].mean() > 5 * (diff[far].mean() + 0.5)
+    seen = set()
+    for i in range(8):   # enough eyes to draw every defect kind of the region
+        plan = plan_fundus(sheet_row({flag: 0}, eye_side=i % 2), 3, i, 128, "topcon_nw")
+        scene, m = plan["scene"], plan["measurements"]
+        # the same eye without its defects: every other random choice stays as it was
+        a = np.asarray(rasterise({**scene, "defects": []}), np.float32)
+        b = np.asarray(rasterise(scene), np.float32)
+        diff = np.abs(a - b).mean(axis=2)
+        centres = {"disc": m["disc_xy"], "macula": m["fovea_xy"]}
+        mean = {k: diff[(xx - x) ** 2 + (yy - y) ** 2 < (0.5 * m["dd_px"]) ** 2].mean()
+                for k, (x, y) in centres.items()}
+        untouched = max((mean[k] for k in clear), default=0.0)
+        for k in obscured:
+            assert mean[k] > 5 * (untouched + 0.5), (flag, i, m["defects"], mean)
+        (defect,) = m["defects"]
+        assert defect.split(":")[0] == region
+        seen.add(defect.split(":")[1])
+    assert seen == kinds
 
 
 def test_nonfundus_kinds_and_reserved_kinds():
@@ -303,6 +336,47 @@ def test_killed_render_resumes_to_the_same_bytes(tmp_path):
     subprocess.run([sys.executable, "-c", code, str(out), json.dumps(over)], env=env, check=True)
     ref = render_corpus(load_profile("ci", over), tmp_path / "ref", progress=False)
     assert tree_bytes(out) == tree_bytes(ref)
+
+
+def test_rerender_corpus_with_another_seed_is_refused(tmp_path):
+    out = tmp_path / "corpus"
+    out.mkdir()                                       # an empty folder just gets a stamp
+    render_corpus(tiny_profile(), out, progress=False)
+    before = tree_bytes(out)
+    assert STAMP in before and STAMP not in json.loads(before["manifest.json"])["files"]
+    assert verify_root(out) == 27                     # the stamp is no checksummed file
+    with pytest.raises(DataError, match=rf"{re.escape(str(out))}: .*seed: stored 1234, this run 99.*fresh folder"):
+        render_corpus(tiny_profile(seed=99), out, progress=False)
+    assert tree_bytes(out) == before                  # refused before anything was written
+    render_corpus(tiny_profile(), out, progress=False)   # the same settings resume as before
+    assert tree_bytes(out) == before
+
+
+def test_corpus_grows_in_place_but_unstamped_images_are_refused(tmp_path):
+    # corpus_size is no stamp key: image i depends on (seed, i) alone
+    out = render_corpus(tiny_profile(**{"synth.corpus_size": 12}), tmp_path / "grown", progress=False)
+    render_corpus(tiny_profile(), out, progress=False)
+    assert tree_bytes(out) == tree_bytes(render_corpus(tiny_profile(), tmp_path / "fresh", progress=False))
+    (out / STAMP).unlink()                            # as rendered before stamps existed
+    with pytest.raises(DataError, match=rf"{re.escape(str(out))}: holds rendered images but no {re.escape(STAMP)}"):
+        render_corpus(tiny_profile(), out, progress=False)
+
+
+@pytest.mark.parametrize("overrides,key", [
+    ({"synth.render_size": 80}, "render_size"),
+    ({"synth.heldout_cameras": list(HELDOUT_CAMERAS[:2])}, "cameras"),
+    ({"synth.messidor2_size": 16}, "n_images"),
+])
+def test_rerender_benchmarks_with_other_settings_is_refused(tmp_path, overrides, key):
+    out = tmp_path / "test"
+    paths = render_benchmarks(tiny_profile(), out, "test", progress=False)
+    before = tree_bytes(out)
+    assert verify_root(paths["fives"]) == 9 and len(read_benchmark("fives", paths["fives"])) == 8
+    with pytest.raises(DataError, match=rf"{re.escape(str(paths['messidor2']))}: .*{key}: stored .*fresh folder"):
+        render_benchmarks(tiny_profile(**overrides), out, "test", progress=False)
+    assert tree_bytes(out) == before                  # every set is checked before any is stamped or drawn
+    with pytest.raises(DataError, match="variant: stored 'test', this run 'seen'"):
+        render_benchmarks(tiny_profile(), out, "seen", progress=False)
 
 
 def test_benchmark_layouts(tmp_path):

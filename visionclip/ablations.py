@@ -136,17 +136,20 @@ def subset_corpus(profile: Profile, full_dir: str | Path, out_dir: str | Path, s
     """
     from .synth import render_corpus
     from .synth.labels import file_name_for
+    from .synth.writers import stamp_corpus
 
     full_dir, out_dir = Path(full_dir), Path(out_dir)
     if size > profile.synth.corpus_size:
         raise ConfigError(f"subset of {size} images: the ablation corpus has only {profile.synth.corpus_size}")
+    small = dataclasses.replace(profile, synth=dataclasses.replace(profile.synth, corpus_size=size))
+    stamp_corpus(small, full_dir, write=False)   # the full corpus was rendered with these settings,
+    stamp_corpus(small, out_dir)                 # and the subset claims them before its images are linked
     for i in range(size):
         name = file_name_for(i)
         src = full_dir / "Fundus" / name
         if not src.is_file():
             raise DataError(f"{src}: missing; render the full corpus before taking its first {size} images")
         _link_or_copy(src, out_dir / "Fundus" / name)
-    small = dataclasses.replace(profile, synth=dataclasses.replace(profile.synth, corpus_size=size))
     return render_corpus(small, out_dir, progress=False)
 
 

@@ -4,6 +4,10 @@ Every image is a pure function of (seed, index), so rendering is split over proc
 each file is written atomically, and a re-run skips files that exist (their measurements are
 rebuilt from the plan alone, without drawing). CSVs and manifest.json are written last, also
 atomically, so a resumed run ends byte-identical to an uninterrupted one.
+
+Skipping is only safe when the existing files were rendered with the same settings, so before
+drawing anything each dataset folder gets a stamp (.render_params.json) of what decides its pixels;
+a re-run with other settings, or into a folder of unstamped images, is refused.
 """
 from __future__ import annotations
 
@@ -14,9 +18,9 @@ import multiprocessing as mp
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..io import sha256_file, write_bytes, write_json, write_text
 from ..progress import progress as progress_bar
 from ..schema import COLUMNS
@@ -24,7 +28,8 @@ from ..seeding import derive_seed
 from . import clinical
 from .cameras import camera_record, check_disjoint
 from .captions import caption, caption_diversity, ngram_overlap
-from .labels import fives_labels, messidor2_labels, prevalence_table, refuge_labels, sample_labels
+from .labels import (file_name_for, fives_labels, messidor2_labels, prevalence_table, refuge_labels,
+                     sample_labels)
 from .nonfundus import CORPUS_KINDS, RESERVED_KINDS, render_nonfundus as _render_nonfundus_frame
 from .renderer import encode_jpeg, plan_fundus, rasterise
 
@@ -33,6 +38,7 @@ META_COLUMNS = ("camera", "jpeg_quality", "dd_px", "cdr", "disc_aspect", "disc_p
                 "n_haemorrhage", "n_hard_exudate", "n_cotton_wool_spot", "n_drusen", "nonfundus_kind",
                 "defects", "lesions")
 HAEMORRHAGES = ("dot_blot_haemorrhage", "flame_haemorrhage", "preretinal_haemorrhage")
+STAMP = ".render_params.json"   # hidden: readers and predict skip dot files; not in manifest "files"
 
 
 # ---- one image ------------------------------------------------------------------------------------
@@ -126,6 +132,78 @@ def _base_manifest(kind: str, seed: int, size: int, cameras: Sequence[str], used
             "clinical_parameters": clinical.clinical_parameters()}
 
 
+# ---- the render-parameter stamp -------------------------------------------------------------------
+
+def _read_stamp(path: Path) -> dict[str, Any]:
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: unreadable render-parameter stamp ({e}); "
+                        f"render into a fresh folder or delete {path.parent}") from None
+    if not isinstance(stored, dict):
+        raise DataError(f"{path}: expected a JSON object of render parameters, got {type(stored).__name__}")
+    return stored
+
+
+def _stamp_differences(stored: dict[str, Any], params: dict[str, Any]) -> list[str]:
+    """'key: stored X, this run Y' for every key whose value differs (or exists on one side only)."""
+    missing = "<absent>"
+    keys = list(params) + sorted(set(stored) - set(params))
+    return [f"{k}: stored {stored.get(k, missing)!r}, this run {params.get(k, missing)!r}"
+            for k in keys if stored.get(k, missing) != params.get(k, missing)]
+
+
+def _needs_stamp(root: Path, params: dict[str, Any], dests: Iterable[str | os.PathLike]) -> bool:
+    """True when root has no stamp yet; DataError when its images may be from other settings."""
+    path = root / STAMP
+    if path.is_file():
+        diffs = _stamp_differences(_read_stamp(path), params)
+        if diffs:
+            raise DataError(f"{root}: already rendered with other settings ({'; '.join(diffs)}); "
+                            f"render into a fresh folder or delete {root}")
+        return False
+    if root.is_dir() and any(Path(d).exists() for d in dests):
+        raise DataError(f"{root}: holds rendered images but no {STAMP} (rendered before stamps were "
+                        f"written, or by something else), so their settings cannot be verified; "
+                        f"render into a fresh folder or delete {root}")
+    return True
+
+
+def _stamp_all(stamps: Sequence[tuple[Path, dict[str, Any], Sequence[str]]]) -> None:
+    """Check every folder before stamping any, so a refusal leaves nothing half-claimed."""
+    todo = [(root, params) for root, params, dests in stamps if _needs_stamp(root, params, dests)]
+    for root, params in todo:
+        write_json(root / STAMP, params)
+
+
+def _plain(params: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(params))   # tuples -> lists, as they read back from the stamp
+
+
+def corpus_params(profile) -> dict[str, Any]:
+    """What decides the corpus's pixels. corpus_size is left out on purpose: label row i and image i
+    depend on (seed, i) only, so a corpus may grow in place and its first n images are a corpus of
+    size n (ablations.subset_corpus links them)."""
+    s = profile.synth
+    return _plain({"generator_version": clinical.GENERATOR_VERSION, "kind": "synfundus_corpus",
+                   "seed": int(profile.seed), "render_size": int(s.render_size),
+                   "cameras": list(s.train_cameras), "class_balance": s.class_balance})
+
+
+def _corpus_dests(out: Path, n: int) -> list[str]:
+    return [str(out / "Fundus" / file_name_for(i)) for i in range(n)]
+
+
+def stamp_corpus(profile, out_dir: str | os.PathLike, write: bool = True) -> Path:
+    """Check out_dir against the corpus stamp (and, with write, stamp it) without rendering: for
+    callers that fill a corpus folder with images of their own (ablations.subset_corpus)."""
+    out = Path(out_dir)
+    params = corpus_params(profile)
+    if _needs_stamp(out, params, _corpus_dests(out, int(profile.synth.corpus_size))) and write:
+        write_json(out / STAMP, params)
+    return out
+
+
 # ---- the corpus ------------------------------------------------------------------------------------
 
 def render_corpus(profile, out_dir: str | os.PathLike, progress: bool = True) -> Path:
@@ -135,9 +213,10 @@ def render_corpus(profile, out_dir: str | os.PathLike, progress: bool = True) ->
     out = Path(out_dir)
     seed, size = int(profile.seed), int(s.render_size)
     rows = sample_labels(int(s.corpus_size), seed, s.class_balance)
+    dests = _corpus_dests(out, len(rows))
+    _stamp_all([(out, corpus_params(profile), dests)])
     cams = [_camera_for(seed, "corpus", i, s.train_cameras) for i in range(len(rows))]
-    jobs = [(i, row, seed, size, cams[i], str(out / "Fundus" / row["file_name"]), "jpg", CORPUS_KINDS)
-            for i, row in enumerate(rows)]
+    jobs = [(i, row, seed, size, cams[i], dests[i], "jpg", CORPUS_KINDS) for i, row in enumerate(rows)]
     meas = _run_jobs(jobs, int(s.workers), "render corpus", progress)
 
     write_text(out / "annotations.csv", _csv_text(COLUMNS, ([r[c] for c in COLUMNS] for r in rows)))
@@ -176,22 +255,78 @@ def _variant(profile, variant: str) -> tuple[int, list[str]]:
     raise ConfigError(f"benchmark variant {variant!r} is unknown; expected 'test', 'dev' or 'seen'")
 
 
-def _write_dataset(root: Path, name: str, rows: list[dict], rels: list[str], fmt: str, seed: int,
-                   size: int, cameras: list[str], workers: int, show: bool, variant: str,
-                   extra_files: dict[str, str], extra_manifest: dict[str, Any]) -> Path:
-    img_seed = derive_seed(seed, name)          # each dataset holds different eyes
-    cams = [_camera_for(seed, name, i, cameras) for i in range(len(rows))]
-    jobs = [(i, row, img_seed, size, cams[i], str(root / rel), fmt, CORPUS_KINDS)
-            for i, (row, rel) in enumerate(zip(rows, rels))]
-    meas = _run_jobs(jobs, workers, f"render {variant}/{name}", show)
-    for rel, text in extra_files.items():
+class _Set(NamedTuple):
+    """One benchmark stand-in, planned: its label rows, image paths and side files."""
+    name: str
+    rows: list[dict]
+    rels: list[str]
+    fmt: str
+    extra_files: dict[str, str]
+    extra_manifest: dict[str, Any]
+
+
+def _messidor2_set(n: int, seed: int) -> _Set:
+    # as on Kaggle: messidor_data.csv (gradable rows) + IMAGES/IM000001.JPG
+    rows = messidor2_labels(n, seed)
+    ids = [f"IM{i + 1:06d}.JPG" for i in range(len(rows))]
+    table = _csv_text(("image_id", "adjudicated_dr_grade", "adjudicated_dme", "adjudicated_gradable"),
+                      ([iid, r["dr_grade"], r["is_dme"], 1] for iid, r in zip(ids, rows)))
+    return _Set("messidor2", rows, [f"IMAGES/{iid}" for iid in ids], "jpg", {"messidor_data.csv": table},
+                {"grade_counts": dict(sorted(Counter(str(r["dr_grade"]) for r in rows).items()))})
+
+
+def _fives_set(n: int, seed: int) -> _Set:
+    # train/Original/<n>_<A|D|G|N>.png, test/Original/...; 3:1 train/test within each class
+    rows = fives_labels(n, seed)
+    per_class: dict[str, int] = Counter(r["fives_class"] for r in rows)
+    seen: Counter = Counter()
+    counters = {"train": 0, "test": 0}
+    rels = []
+    for r in rows:
+        c = r["fives_class"]
+        split = "train" if seen[c] < per_class[c] * 3 // 4 else "test"
+        seen[c] += 1
+        counters[split] += 1
+        rels.append(f"{split}/Original/{counters[split]}_{c}.png")
+    return _Set("fives", rows, rels, "png", {},
+                {"class_counts": dict(sorted(per_class.items())), "split_counts": counters})
+
+
+def _refuge_set(n: int, seed: int) -> _Set:
+    # Training400/Glaucoma/gXXXX.jpg and Training400/Non-Glaucoma/nXXXX.jpg
+    rows = refuge_labels(n, seed)
+    counts = {"g": 0, "n": 0}
+    rels = []
+    for r in rows:
+        k = "g" if r["is_gc"] else "n"
+        counts[k] += 1
+        rels.append(f"Training400/{'Glaucoma' if k == 'g' else 'Non-Glaucoma'}/{k}{counts[k]:04d}.jpg")
+    return _Set("refuge", rows, rels, "jpg", {},
+                {"class_counts": {"glaucoma": counts["g"], "no_glaucoma": counts["n"]}})
+
+
+def _benchmark_params(st: _Set, variant: str, seed: int, size: int, cameras: list[str]) -> dict[str, Any]:
+    # n_images counts: a benchmark's label mix (hence image i) is apportioned over all n
+    return _plain({"generator_version": clinical.GENERATOR_VERSION, "kind": f"{st.name}_standin",
+                   "variant": variant, "seed": seed, "image_seed": derive_seed(seed, st.name),
+                   "render_size": size, "cameras": cameras, "n_images": len(st.rows)})
+
+
+def _write_dataset(root: Path, st: _Set, seed: int, size: int, cameras: list[str], workers: int,
+                   show: bool, variant: str) -> Path:
+    img_seed = derive_seed(seed, st.name)          # each dataset holds different eyes
+    cams = [_camera_for(seed, st.name, i, cameras) for i in range(len(st.rows))]
+    jobs = [(i, row, img_seed, size, cams[i], str(root / rel), st.fmt, CORPUS_KINDS)
+            for i, (row, rel) in enumerate(zip(st.rows, st.rels))]
+    meas = _run_jobs(jobs, workers, f"render {variant}/{st.name}", show)
+    for rel, text in st.extra_files.items():
         write_text(root / rel, text)
     write_text(root / "render_meta.csv", _csv_text(("path",) + META_COLUMNS,
-                                                   ([rel] + meta_row(m) for rel, m in zip(rels, meas))))
-    manifest = _base_manifest(f"{name}_standin", seed, size, cameras, Counter(cams))
-    manifest.update({"dataset": name, "variant": variant, "image_seed": img_seed, "n_images": len(rows)},
-                    **extra_manifest)
-    manifest["files"] = _checksums(root, rels + list(extra_files) + ["render_meta.csv"])
+                                                   ([rel] + meta_row(m) for rel, m in zip(st.rels, meas))))
+    manifest = _base_manifest(f"{st.name}_standin", seed, size, cameras, Counter(cams))
+    manifest.update({"dataset": st.name, "variant": variant, "image_seed": img_seed, "n_images": len(st.rows)},
+                    **st.extra_manifest)
+    manifest["files"] = _checksums(root, st.rels + list(st.extra_files) + ["render_meta.csv"])
     write_json(root / "manifest.json", manifest)
     return root
 
@@ -203,46 +338,12 @@ def render_benchmarks(profile, out_dir: str | os.PathLike, variant: str = "test"
     check_disjoint(s.train_cameras, s.heldout_cameras)
     seed, cameras = _variant(profile, variant)
     size, workers, out = int(s.render_size), int(s.workers), Path(out_dir)
-    result: dict[str, Path] = {}
-
-    # MESSIDOR-2 as on Kaggle: messidor_data.csv (gradable rows) + IMAGES/IM000001.JPG
-    rows = messidor2_labels(int(s.messidor2_size), seed)
-    ids = [f"IM{i + 1:06d}.JPG" for i in range(len(rows))]
-    table = _csv_text(("image_id", "adjudicated_dr_grade", "adjudicated_dme", "adjudicated_gradable"),
-                      ([iid, r["dr_grade"], r["is_dme"], 1] for iid, r in zip(ids, rows)))
-    result["messidor2"] = _write_dataset(
-        out / "messidor2", "messidor2", rows, [f"IMAGES/{iid}" for iid in ids], "jpg", seed, size, cameras,
-        workers, progress, variant, {"messidor_data.csv": table},
-        {"grade_counts": dict(sorted(Counter(str(r["dr_grade"]) for r in rows).items()))})
-
-    # FIVES: train/Original/<n>_<A|D|G|N>.png, test/Original/...; 3:1 train/test within each class
-    rows = fives_labels(int(s.fives_size), seed)
-    per_class: dict[str, int] = Counter(r["fives_class"] for r in rows)
-    seen: Counter = Counter()
-    counters = {"train": 0, "test": 0}
-    rels = []
-    for r in rows:
-        c = r["fives_class"]
-        split = "train" if seen[c] < per_class[c] * 3 // 4 else "test"
-        seen[c] += 1
-        counters[split] += 1
-        rels.append(f"{split}/Original/{counters[split]}_{c}.png")
-    result["fives"] = _write_dataset(
-        out / "fives", "fives", rows, rels, "png", seed, size, cameras, workers, progress, variant, {},
-        {"class_counts": dict(sorted(per_class.items())), "split_counts": counters})
-
-    # REFUGE: Training400/Glaucoma/gXXXX.jpg and Training400/Non-Glaucoma/nXXXX.jpg
-    rows = refuge_labels(int(s.refuge_size), seed)
-    counts = {"g": 0, "n": 0}
-    rels = []
-    for r in rows:
-        k = "g" if r["is_gc"] else "n"
-        counts[k] += 1
-        rels.append(f"Training400/{'Glaucoma' if k == 'g' else 'Non-Glaucoma'}/{k}{counts[k]:04d}.jpg")
-    result["refuge"] = _write_dataset(
-        out / "refuge", "refuge", rows, rels, "jpg", seed, size, cameras, workers, progress, variant, {},
-        {"class_counts": {"glaucoma": counts["g"], "no_glaucoma": counts["n"]}})
-    return result
+    sets = [_messidor2_set(int(s.messidor2_size), seed), _fives_set(int(s.fives_size), seed),
+            _refuge_set(int(s.refuge_size), seed)]
+    _stamp_all([(out / st.name, _benchmark_params(st, variant, seed, size, cameras),
+                 [str(out / st.name / rel) for rel in st.rels]) for st in sets])
+    return {st.name: _write_dataset(out / st.name, st, seed, size, cameras, workers, progress, variant)
+            for st in sets}
 
 
 def render_nonfundus(out_dir: str | os.PathLike, n: int, seed: int,
@@ -250,11 +351,16 @@ def render_nonfundus(out_dir: str | os.PathLike, n: int, seed: int,
     """n non-fundus frames (by default the kinds the corpus never contains) for the ablation:
     out_dir/images/NNNNNNN.jpg, out_dir/labels.csv (file_name, kind), out_dir/manifest.json."""
     out = Path(out_dir)
+    dests = [out / "images" / f"{i + 1:07d}.jpg" for i in range(n)]
+    # frame i depends on (seed, i, kinds), not on n
+    params = _plain({"generator_version": clinical.GENERATOR_VERSION, "kind": "nonfundus", "seed": seed,
+                     "render_size": size, "kinds": list(kinds)})
+    _stamp_all([(out, params, dests)])
     names, used = [], []
     for i in range(n):
         kind = kinds[derive_seed(seed, "nonfundus_kind", i) % len(kinds)]
-        name = f"{i + 1:07d}.jpg"
-        dest = out / "images" / name
+        dest = dests[i]
+        name = dest.name
         if not dest.exists():
             write_bytes(dest, encode_jpeg(_render_nonfundus_frame(kind, seed, i, size), 90))
         names.append(name)
