@@ -67,12 +67,12 @@ def child_data(root: Path, image_size: int, batch_size: int, workers: int) -> di
     from torch.utils.data import DataLoader
 
     from visionclip.data.datasets import ImageTextDataset
-    from visionclip.data.readers import read_synfundus
+    from visionclip.data.readers import read_synfundus_table
     from visionclip.data.splits import split_corpus
     from visionclip.training.sampler import ResumableBatchSampler
 
     start = time.perf_counter()
-    train = split_corpus(read_synfundus(root), 1234)["train"]
+    train = split_corpus(read_synfundus_table(root), 1234)["train"]  # the trainer's path
     dataset = ImageTextDataset(train, image_size, "zh", True, 1234)
     sampler = ResumableBatchSampler(len(dataset), batch_size, 1234)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
@@ -84,13 +84,13 @@ def child_data(root: Path, image_size: int, batch_size: int, workers: int) -> di
 def child_train(profile_name: str, run_dir: Path, steps: int, overrides: dict) -> dict:
     """A few real training steps of `profile_name` (train_clip, its own loader, validation, saving)."""
     from visionclip.config import load_profile
-    from visionclip.data.readers import read_synfundus
+    from visionclip.data.readers import read_synfundus_table
     from visionclip.data.splits import split_corpus
     from visionclip.paths import corpus_dir
     from visionclip.train import train_clip
 
     probe = load_profile(profile_name, overrides)
-    n_train = len(split_corpus(read_synfundus(corpus_dir(probe, run_dir)), probe.seed)["train"])
+    n_train = len(split_corpus(read_synfundus_table(corpus_dir(probe, run_dir)), probe.seed)["train"])
     steps_per_epoch = n_train // probe.train.batch_size
     overrides = {**overrides, "train.epochs": max(steps / steps_per_epoch, 0.01),
                  "train.val_size": min(probe.train.val_size, 64)}

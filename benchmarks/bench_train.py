@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from visionclip.config import load_profile, parse_override  # noqa: E402
 from visionclip.data.datasets import ImageTextDataset  # noqa: E402
-from visionclip.data.readers import read_synfundus  # noqa: E402
+from visionclip.data.readers import read_synfundus_table  # noqa: E402
 from visionclip.data.splits import split_corpus  # noqa: E402
 from visionclip.paths import corpus_dir  # noqa: E402
 from visionclip.train import ClipTask, make_loader  # noqa: E402
@@ -37,7 +37,7 @@ from visionclip.training.precision import Precision, choose_precision  # noqa: E
 from visionclip.training.sampler import ResumableBatchSampler  # noqa: E402
 
 
-def corpus_records(profile, run_dir: Path | None, tmp: Path, images: int) -> list:
+def corpus_records(profile, run_dir: Path | None, tmp: Path, images: int):
     root = corpus_dir(profile, run_dir) if run_dir else None
     if root is None or not (root / "annotations.csv").is_file():
         from visionclip.synth import render_corpus
@@ -46,7 +46,7 @@ def corpus_records(profile, run_dir: Path | None, tmp: Path, images: int) -> lis
         root = tmp / "corpus"
         print(f"no corpus under {run_dir}: rendering {images} images into {root}", flush=True)
         render_corpus(small, root, progress=False)
-    return split_corpus(read_synfundus(root), profile.seed)["train"]
+    return split_corpus(read_synfundus_table(root), profile.seed)["train"]  # as the trainer reads it
 
 
 def timed_steps(task: ClipTask, model, optimizer, batches, precision: Precision, steps: int, warmup: int,

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .config import Profile, load_profile, parse_override
+from .data.table import LABEL_COLUMNS, CorpusTable
 from .errors import CheckpointError
 from .paths import corpus_dir
 from .progress import progress as progress_bar
@@ -147,7 +148,7 @@ class ClipTask:
     train_log = "metrics/train.jsonl"
     val_log = "metrics/val.jsonl"
 
-    def __init__(self, profile: Profile, train_records: list, resumed: ckpt.TrainState | None):
+    def __init__(self, profile: Profile, train_records: Sequence, resumed: ckpt.TrainState | None):
         from .loss import ClipLoss
         from .model import build_model
         from .text import CaptionTokenizer, build_tokenizer
@@ -155,7 +156,7 @@ class ClipTask:
         if resumed is not None and (resumed.path / "tokenizer").is_dir():
             self.tokenizer = CaptionTokenizer.load(resumed.path / "tokenizer")
         else:  # both languages: the vocab must cover zh and en prompts alike
-            captions = [c for r in train_records for c in (r.caption_zh, r.caption_en) if c]
+            captions = (c for pair in _caption_pairs(train_records) for c in pair if c)
             self.tokenizer = build_tokenizer(profile.model, captions)
         self.profile = profile
         seed_everything(derive_seed(profile.seed, "init", self.name))
@@ -196,11 +197,23 @@ class ClipTask:
         self.tokenizer.save(tmp / "tokenizer")
 
 
+def _caption_pairs(records: Sequence) -> Iterable[tuple[str, str]]:
+    """(caption_zh, caption_en) per record; a CorpusTable gives them without building records."""
+    if isinstance(records, CorpusTable):
+        return records.caption_pairs()
+    return ((r.caption_zh, r.caption_en) for r in records)
+
+
 def label_priors(records: Sequence) -> dict[str, list[float]]:
     """Share of each DR grade and of each flag in `records`, add-one smoothed so none is 0 or 1."""
     n, n_grades = len(records), len(DR_GRADES)
-    grades = np.bincount([int(r.labels["dr_grade"]) for r in records], minlength=n_grades)
-    flags = [sum(int(r.labels[c]) for r in records) for c in FLAG_COLUMNS]
+    if isinstance(records, CorpusTable):  # the same counts from its label matrix
+        labels = records.label_matrix()
+        grades = np.bincount(labels[:, LABEL_COLUMNS.index("dr_grade")], minlength=n_grades)
+        flags = [int(labels[:, LABEL_COLUMNS.index(c)].sum(dtype=np.int64)) for c in FLAG_COLUMNS]
+    else:
+        grades = np.bincount([int(r.labels["dr_grade"]) for r in records], minlength=n_grades)
+        flags = [sum(int(r.labels[c]) for r in records) for c in FLAG_COLUMNS]
     return {"dr_grade": [float((g + 1) / (n + n_grades)) for g in grades],
             "flags": [float((f + 1) / (n + 2)) for f in flags]}
 
@@ -213,7 +226,7 @@ class SupervisedTask:
     train_log = "metrics/supervised_train.jsonl"
     val_log = "metrics/supervised_val.jsonl"
 
-    def __init__(self, profile: Profile, train_records: list, resumed: ckpt.TrainState | None):
+    def __init__(self, profile: Profile, train_records: Sequence, resumed: ckpt.TrainState | None):
         from .model import build_image_classifier
         self.profile = profile
         seed_everything(derive_seed(profile.seed, "init", self.name))
@@ -297,7 +310,7 @@ def _total_steps(profile: Profile, steps_per_epoch: int) -> int:
 def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool, progress: bool,
          device: str | None = None) -> dict:
     from .data.datasets import ImageTextDataset
-    from .data.readers import read_synfundus
+    from .data.readers import read_synfundus_table
     from .data.splits import split_corpus
 
     ctx = dist_utils.setup(device)
@@ -305,7 +318,7 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
     try:
         run_dir = Path(run_dir)
         cfg = profile.train
-        records = read_synfundus(corpus_dir(profile, run_dir))
+        records = read_synfundus_table(corpus_dir(profile, run_dir))  # columns, not a record per row
         splits = split_corpus(records, profile.seed)
         layout = _Layout(run_dir, task_cls)
         state = ckpt.load_latest(layout.checkpoints) if resume else None

@@ -19,6 +19,7 @@ from ..errors import DataError
 from ..schema import DISEASE_FLAGS, FLAG_COLUMNS
 from ..seeding import rng
 from .records import CorpusRecord, Record
+from .table import CorpusTable
 from .transforms import TrainAugment, preprocess_fundus
 
 LANGUAGES = ("zh", "en", "both")
@@ -72,17 +73,20 @@ class ImageTextDataset(Dataset):
     augment: TrainAugment seeded by (seed, epoch, index); call set_epoch(e) each epoch.
     """
 
-    def __init__(self, records: Sequence[CorpusRecord], image_size: int, language: str = "zh",
+    def __init__(self, records: Sequence[CorpusRecord] | CorpusTable, image_size: int, language: str = "zh",
                  augment: bool = False, seed: int = 0):
         if language not in LANGUAGES:
             raise DataError(f"caption language {language!r}: expected one of {list(LANGUAGES)}")
-        if not records:
+        if not len(records):
             raise DataError("ImageTextDataset: no records (empty split?)")
-        self.records = list(records)
+        # A CorpusTable is kept as columns (the trainer's corpus: ~0.1 KiB a row, shared with
+        # forked workers without copy-on-write); records are then built per item.
+        self.records = records if isinstance(records, CorpusTable) else list(records)
         self.image_size, self.language, self.seed = int(image_size), language, int(seed)
         self.augment = TrainAugment(self.image_size, self.seed) if augment else None
         self.epoch = 0
-        self._label_keys = [label_set_key(r.labels) for r in self.records]
+        self._label_keys = (records.label_keys() if isinstance(records, CorpusTable) else
+                            np.array([label_set_key(r.labels) for r in self.records], dtype=np.int64))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -92,7 +96,7 @@ class ImageTextDataset(Dataset):
 
     @property
     def label_keys(self) -> list[int]:
-        return list(self._label_keys)
+        return self._label_keys.tolist()
 
     def caption(self, i: int) -> str:
         rec = self.records[i]
@@ -107,7 +111,7 @@ class ImageTextDataset(Dataset):
         if self.augment is not None:
             img = self.augment(img, self.epoch, i)
         labels = torch.from_numpy(np.array([int(rec.labels[c]) for c in LABEL_VECTOR], dtype=np.int64))
-        return {"image": to_tensor(img), "caption": self.caption(i), "label_key": self._label_keys[i],
+        return {"image": to_tensor(img), "caption": self.caption(i), "label_key": int(self._label_keys[i]),
                 "index": i, "labels": labels}
 
 

@@ -1,6 +1,7 @@
 """One reader per dataset, the same code for the rendered stand-ins and the real releases.
 
-Every reader returns a list of records (`Record` for benchmarks, `CorpusRecord` for the corpus),
+Every reader returns a list of records (`Record` for benchmarks, `CorpusRecord` for the corpus;
+`read_synfundus_table` gives the corpus as columns, for training),
 checks the layout it expects and says which one it expected when the root does not match,
 and names the file, row and field of any bad value. When the root holds a manifest.json with a
 "files" map (written by this project's renderer) every listed file's sha256 is verified first.
@@ -10,13 +11,18 @@ from __future__ import annotations
 import csv
 import os
 import re
+import stat
+from array import array
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator, NoReturn
+
+import numpy as np
 
 from ..errors import DataError
-from ..schema import COLUMNS, FLAG_COLUMNS
+from ..schema import COLUMNS
 from .manifests import class_names, load_manifest, verify_root
 from .records import CorpusRecord, Record
+from .table import LABEL_COLUMNS, CorpusTable, StringColumn, StringIndex
 
 BENCHMARKS: tuple[str, ...] = ("messidor2", "messidor", "fives", "refuge")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -50,24 +56,68 @@ def _require_root(root: str | os.PathLike, dataset: str) -> Path:
     return root
 
 
+class _CsvRows:
+    """A CSV read one row at a time: `header`, then (line number, row) pairs, values stripped;
+    utf-8 with or without BOM (Excel exports have one).
+
+    The corpus CSVs have a row per image (a million for SynFundus-1M), too many to hold as dicts.
+    Files used to be read whole before any value was checked, so an unreadable file is reported
+    ahead of a bad value in it: report errors through `fail`, which reads the rest first.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._unreadable: DataError | None = None
+        try:
+            self._file = open(path, newline="", encoding="utf-8-sig")
+        except FileNotFoundError:
+            raise DataError(f"{path}: file not found") from None
+        try:
+            self._reader = csv.DictReader(self._file)
+            try:
+                self.header = [h.strip() for h in (self._reader.fieldnames or [])]
+            except (UnicodeDecodeError, csv.Error) as e:
+                raise DataError(f"{path}: not a readable UTF-8 CSV ({e})") from None
+            self._reader.fieldnames = self.header
+            if not self.header:
+                self.fail(DataError(f"{path}: empty CSV, expected a header row"))
+        except BaseException:
+            self._file.close()
+            raise
+
+    def __enter__(self) -> "_CsvRows":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+    def __iter__(self) -> Iterator[tuple[int, dict]]:
+        while True:
+            try:
+                row = next(self._reader)
+            except StopIteration:
+                return
+            except (UnicodeDecodeError, csv.Error) as e:
+                self._unreadable = DataError(f"{self.path}: not a readable UTF-8 CSV ({e})")
+                raise self._unreadable from None
+            yield self._reader.line_num, {k: (v or "").strip() if isinstance(v, str) else v
+                                          for k, v in row.items()}
+
+    def fail(self, error: DataError) -> NoReturn:
+        """Raise `error`, or the file's own unreadability when the rows after it show one."""
+        if self._unreadable is None:
+            try:
+                for _ in self:
+                    pass
+            except DataError:
+                pass
+        raise (self._unreadable or error) from None
+
+
 def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
-    """Header and (line number, row) pairs; utf-8 with or without BOM (Excel exports have one)."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            reader.fieldnames = header
-            rows = []
-            for row in reader:
-                rows.append((reader.line_num, {k: (v or "").strip() if isinstance(v, str) else v
-                                               for k, v in row.items()}))
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path}: not a readable UTF-8 CSV ({e})") from None
-    if not header:
-        raise DataError(f"{path}: empty CSV, expected a header row")
-    return header, rows
+    """Header and (line number, row) pairs of a small CSV (see _CsvRows)."""
+    with _CsvRows(path) as rows:
+        return rows.header, list(rows)
 
 
 def _require_columns(path: Path, header: Iterable[str], required: Iterable[str]) -> None:
@@ -136,25 +186,35 @@ def _check_not_empty(path: Path) -> None:
 
 
 def _domain_lookup(root: Path, dataset: str) -> Callable[[Path], str]:
-    """Camera name per image from render_meta.csv when the stand-in wrote one, else the dataset name."""
+    """Camera name per image from render_meta.csv when the stand-in wrote one, else the dataset name.
+
+    The corpus's render_meta.csv has a row per image: its keys are held as a StringIndex and its
+    cameras as small codes, not as a dict of a million str (a later row for the same key wins, as in a dict).
+    """
     meta_path = root / "render_meta.csv"
     if not meta_path.is_file():
         return lambda path: dataset
-    header, rows = _read_csv(meta_path)
-    key_col = "path" if "path" in header else "file_name"
-    _require_columns(meta_path, header, (key_col, "camera"))
-    cameras: dict[str, str] = {}
-    for line, row in rows:
-        key, camera = row.get(key_col) or "", row.get("camera") or ""
-        if not key or not camera:
-            raise DataError(f"{meta_path}: line {line}, field '{key_col if not key else 'camera'}': empty")
-        cameras[key.replace("\\", "/")] = camera
+    keys, codes, cameras = StringColumn(), array("i"), {}
+    with _CsvRows(meta_path) as rows:
+        try:
+            key_col = "path" if "path" in rows.header else "file_name"
+            _require_columns(meta_path, rows.header, (key_col, "camera"))
+            for line, row in rows:
+                key, camera = row.get(key_col) or "", row.get("camera") or ""
+                if not key or not camera:
+                    raise DataError(f"{meta_path}: line {line}, field '{key_col if not key else 'camera'}': empty")
+                keys.append(key.replace("\\", "/"))
+                codes.append(cameras.setdefault(camera, len(cameras)))
+        except DataError as e:
+            rows.fail(e)
+    index, camera_names = StringIndex(keys), list(cameras)
 
     def lookup(path: Path) -> str:
         rel = path.relative_to(root).as_posix()
         for key in (rel, path.name):
-            if key in cameras:
-                return cameras[key]
+            row = index.find_last(key)
+            if row >= 0:
+                return camera_names[codes[row]]
         raise DataError(f"{meta_path}: no row for image {rel!r} (field '{key_col}')")
     return lookup
 
@@ -202,23 +262,151 @@ def _read_csv_header(path: Path) -> list[str]:
         return []
 
 
-def _read_captions(path: Path) -> dict[str, tuple[str, str]]:
-    header, rows = _read_csv(path)
-    _require_columns(path, header, CAPTION_COLUMNS)
-    out = {}
-    for line, row in rows:
-        for col in CAPTION_COLUMNS:
-            if not row.get(col):
-                raise DataError(f"{path}: line {line}, field '{col}': empty")
-        out[row["file_name"]] = (row["caption_zh"], row["caption_en"])
-    return out
+def _ignores_case(folder: Path) -> bool:
+    """Whether the file system also finds `folder` under another case (macOS and Windows defaults)."""
+    other = folder.with_name(folder.name.swapcase())
+    try:
+        return other.name != folder.name and os.path.samefile(folder, other)
+    except OSError:
+        return False
 
 
-def read_synfundus(root: str | os.PathLike, caption_seed: int = 0, verify: bool = True) -> list[CorpusRecord]:
-    """The corpus in the SynFundus-1M layout, in annotation-CSV order.
+class _FundusImages:
+    """The file in Fundus/ of an annotation row's file_name: that name, else the same name in any case.
+
+    One stat per row: listing the folder up front held a million DirEntry objects and two maps of
+    their names. The listing is still made, once, when a name is not there as written (its case
+    differs), and up front where the file system ignores case (a stat would then succeed with the
+    CSV's spelling instead of the disk's).
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._names: set[str] | None = None
+        self._by_lower: dict[str, str] = {}
+        if _ignores_case(folder):
+            self._list()
+
+    def _list(self) -> None:
+        names = [e.name for e in os.scandir(self.folder) if e.is_file()]
+        self._names, self._by_lower = set(names), {n.lower(): n for n in names}
+
+    def find(self, name: str) -> tuple[str, int] | None:
+        """(name on disk, size in bytes), or None when no file matches."""
+        if self._names is None and "/" not in name and os.sep not in name:
+            try:
+                st = os.stat(self.folder / name)
+                if stat.S_ISREG(st.st_mode):
+                    return name, st.st_size
+            except (OSError, ValueError):  # ValueError: a NUL in the name
+                pass
+        if self._names is None:
+            self._list()
+        disk_name = name if name in self._names else self._by_lower.get(Path(name).name.lower())
+        return None if disk_name is None else (disk_name, (self.folder / disk_name).stat().st_size)
+
+
+# dr_grade and eye_side; every other label column is a 0/1 flag
+_LABEL_VALUES: dict[str, Iterable[int]] = {"dr_grade": range(5), "eye_side": (0, 1)}
+
+
+def _raise_first_repeat(csv_path: Path, names: StringColumn, lines: array) -> None:
+    """The error for the first row whose file_name an earlier row has, if any."""
+    repeat = StringIndex(names).first_repeat()
+    if repeat is not None:
+        row, first = repeat
+        raise DataError(f"{csv_path}: row {row + 1} (line {lines[row]}), field 'file_name': "
+                        f"{names[row]!r} already listed on row {first + 1}") from None
+
+
+def _read_annotations(csv_path: Path, image_dir: Path) -> tuple[StringColumn, np.ndarray, dict[int, str]]:
+    """File names, the int8 label matrix (LABEL_COLUMNS) and the on-disk names that differ from
+    the CSV's, checked row by row; every fault is named by file, row and field."""
+    names, labels, lines, disk_names = StringColumn(), array("b"), array("q"), {}
+    images = _FundusImages(image_dir)
+    with _CsvRows(csv_path) as rows:
+        try:
+            _require_columns(csv_path, rows.header, COLUMNS)
+            try:
+                for index, (line, row) in enumerate(rows):
+                    where = f"{csv_path}: row {index + 1} (line {line})"
+                    name = row["file_name"]
+                    if not name:
+                        raise DataError(f"{where}, field 'file_name': empty")
+                    names.append(name)
+                    lines.append(line)
+                    labels.extend([_parse_int(row[c], where, c, _LABEL_VALUES.get(c, (0, 1)))
+                                   for c in LABEL_COLUMNS])
+                    found = images.find(name)
+                    if found is None:
+                        raise DataError(f"{where}, field 'file_name': image {image_dir / name} not found")
+                    if found[1] == 0:
+                        raise DataError(f"{where}, field 'file_name': image {image_dir / found[0]} is empty")
+                    if found[0] != name:
+                        disk_names[index] = found[0]
+            except DataError:
+                # Repeats are found at the end (no dict of every name); a row's repeated name
+                # was reported ahead of its other faults and of any later row's.
+                _raise_first_repeat(csv_path, names, lines)
+                raise
+            _raise_first_repeat(csv_path, names, lines)
+            if not len(names):
+                raise DataError(f"{csv_path}: no data rows")
+        except DataError as e:
+            rows.fail(e)
+    return names, np.frombuffer(labels, dtype=np.int8).reshape(-1, len(LABEL_COLUMNS)), disk_names
+
+
+def _read_captions(path: Path, names: StringColumn) -> tuple[StringColumn, StringColumn]:
+    """caption_zh and caption_en of each of `names` from captions.csv (a later row for a file wins)."""
+    keys, zh, en = StringColumn(), StringColumn(), StringColumn()
+    with _CsvRows(path) as rows:
+        try:
+            _require_columns(path, rows.header, CAPTION_COLUMNS)
+            for line, row in rows:
+                for col in CAPTION_COLUMNS:
+                    if not row.get(col):
+                        raise DataError(f"{path}: line {line}, field '{col}': empty")
+                keys.append(row["file_name"])
+                zh.append(row["caption_zh"])
+                en.append(row["caption_en"])
+        except DataError as e:
+            rows.fail(e)
+    if keys.same_as(names):  # the renderer writes captions.csv in annotation order
+        return zh, en
+    index = StringIndex(keys)
+    order, missing, first_missing = array("q"), 0, []
+    for i in range(len(names)):
+        row = index.find_last(names[i])
+        if row < 0:
+            missing += 1
+            if len(first_missing) < 3:
+                first_missing.append(names[i])
+        order.append(row)
+    if missing:
+        raise DataError(f"{path}: no caption for {missing} image(s), first "
+                        f"{first_missing} (field 'file_name')")
+    return zh.take(order), en.take(order)
+
+
+def _generated_captions(names: StringColumn, labels: np.ndarray,
+                        caption_seed: int) -> tuple[StringColumn, StringColumn]:
+    from ..synth.captions import caption  # lazy: the captioner is only needed for real releases
+
+    zh, en = StringColumn(), StringColumn()
+    for i in range(len(names)):
+        row = {"file_name": names[i], **dict(zip(LABEL_COLUMNS, labels[i].tolist()))}
+        zh.append(caption(row, caption_seed, i, "zh"))
+        en.append(caption(row, caption_seed, i, "en"))
+    return zh, en
+
+
+def read_synfundus_table(root: str | os.PathLike, caption_seed: int = 0, verify: bool = True) -> CorpusTable:
+    """The corpus in the SynFundus-1M layout, in annotation-CSV order, as columns (what training uses).
 
     Captions come from captions.csv when present; a real release ships none, so they are then
     generated from the labels with `visionclip.synth.captions.caption(row, caption_seed, index, lang)`.
+    The CSVs are read a row at a time, so no per-row Python objects exist at any point.
     """
     root = _require_root(root, "synfundus")
     image_dir = root / "Fundus"
@@ -226,54 +414,24 @@ def read_synfundus(root: str | os.PathLike, caption_seed: int = 0, verify: bool 
         raise _layout_error(root, "synfundus", "no Fundus/ folder")
     if verify:
         verify_root(root)
-    csv_path = _find_annotation_csv(root)
-    header, rows = _read_csv(csv_path)
-    _require_columns(csv_path, header, COLUMNS)
-    if not rows:
-        raise DataError(f"{csv_path}: no data rows")
-
-    on_disk = {e.name: e for e in os.scandir(image_dir) if e.is_file()}
-    on_disk_lower = {name.lower(): name for name in on_disk}
-    labels_rows: list[dict] = []
-    paths: list[Path] = []
-    seen: dict[str, int] = {}
-    for index, (line, row) in enumerate(rows):
-        where = f"{csv_path}: row {index + 1} (line {line})"
-        name = row["file_name"]
-        if not name:
-            raise DataError(f"{where}, field 'file_name': empty")
-        if name in seen:
-            raise DataError(f"{where}, field 'file_name': {name!r} already listed on row {seen[name]}")
-        seen[name] = index + 1
-        labels: dict = {"file_name": name,
-                        "dr_grade": _parse_int(row["dr_grade"], where, "dr_grade", range(5)),
-                        "eye_side": _parse_int(row["eye_side"], where, "eye_side", (0, 1))}
-        for col in FLAG_COLUMNS:
-            labels[col] = _parse_int(row[col], where, col, (0, 1))
-        disk_name = name if name in on_disk else on_disk_lower.get(Path(name).name.lower())
-        if disk_name is None:
-            raise DataError(f"{where}, field 'file_name': image {image_dir / name} not found")
-        if on_disk[disk_name].stat().st_size == 0:
-            raise DataError(f"{where}, field 'file_name': image {image_dir / disk_name} is empty")
-        labels_rows.append({c: labels[c] for c in COLUMNS})
-        paths.append(image_dir / disk_name)
-
+    names, labels, disk_names = _read_annotations(_find_annotation_csv(root), image_dir)
     captions_path = root / "captions.csv"
     if captions_path.is_file():
-        captions = _read_captions(captions_path)
-        missing = [r["file_name"] for r in labels_rows if r["file_name"] not in captions]
-        if missing:
-            raise DataError(f"{captions_path}: no caption for {len(missing)} image(s), first "
-                            f"{missing[:3]} (field 'file_name')")
-        pairs = [captions[r["file_name"]] for r in labels_rows]
+        zh, en = _read_captions(captions_path, names)
     else:
-        from ..synth.captions import caption  # lazy: the captioner is only needed for real releases
-        pairs = [(caption(r, caption_seed, i, "zh"), caption(r, caption_seed, i, "en"))
-                 for i, r in enumerate(labels_rows)]
-
+        zh, en = _generated_captions(names, labels, caption_seed)
     domain = _domain_lookup(root, "synfundus")
-    return [CorpusRecord(path=p, labels=r, caption_zh=zh, caption_en=en, domain=domain(p))
-            for p, r, (zh, en) in zip(paths, labels_rows, pairs)]
+    codes, domains = array("i"), {}
+    for row in range(len(names)):
+        name = domain(image_dir / disk_names.get(row, names[row]))
+        codes.append(domains.setdefault(name, len(domains)))
+    return CorpusTable(image_dir, names, labels, zh, en, np.frombuffer(codes, dtype=np.intc),
+                       list(domains), disk_names)
+
+
+def read_synfundus(root: str | os.PathLike, caption_seed: int = 0, verify: bool = True) -> list[CorpusRecord]:
+    """`read_synfundus_table` as a list of records (~3 KiB a row: for small corpora and tests)."""
+    return list(read_synfundus_table(root, caption_seed, verify))
 
 
 # --------------------------------------------------------------------------- MESSIDOR-2
@@ -479,4 +637,4 @@ def read_benchmark(name: str, root: str | os.PathLike, verify: bool = True) -> l
 
 
 __all__ = ["BENCHMARKS", "read_benchmark", "read_fives", "read_messidor", "read_messidor2",
-           "read_refuge", "read_synfundus"]
+           "read_refuge", "read_synfundus", "read_synfundus_table"]

@@ -6,10 +6,14 @@ rendered, a bigger profile) every image already assigned keeps its split.
 """
 from __future__ import annotations
 
+from array import array
 from typing import Sequence, TypeVar
+
+import numpy as np
 
 from ..errors import DataError
 from ..seeding import derive_seed
+from .table import CorpusTable
 
 SPLITS = ("train", "val", "test")
 T = TypeVar("T")
@@ -46,9 +50,12 @@ def split_of(file_name: str, seed: int, ratios: Sequence[float] = (8, 1, 1)) -> 
 
 
 def split_corpus(records: Sequence[T], seed: int, ratios: Sequence[float] = (8, 1, 1)) -> dict[str, list[T]]:
-    """{"train", "val", "test"} lists of records (input order kept within each split)."""
+    """{"train", "val", "test"} lists of records (input order kept within each split);
+    views of the table when `records` is a CorpusTable."""
     if len(ratios) != 3 or any(r <= 0 for r in ratios):
         raise DataError(f"split ratios {tuple(ratios)}: expected three positive numbers (train, val, test)")
+    if isinstance(records, CorpusTable):
+        return _split_table(records, seed, ratios)  # type: ignore[return-value]
     out: dict[str, list[T]] = {name: [] for name in SPLITS}
     seen: set[str] = set()
     for rec in records:
@@ -63,3 +70,22 @@ def split_corpus(records: Sequence[T], seed: int, ratios: Sequence[float] = (8, 
         raise DataError(f"{where}split of {len(records)} records with ratios {tuple(ratios)} left {empty} "
                         "empty; the corpus is too small (profile synth.corpus_size)")
     return out
+
+
+def _split_table(table: CorpusTable, seed: int, ratios: Sequence[float]) -> dict[str, CorpusTable]:
+    """split_corpus of a table: an index array per split instead of a list of records."""
+    if table.rows is not None:  # the table's own file names are unique (its reader checks); a view may repeat a row
+        _, first = np.unique(table.rows, return_index=True)
+        if len(first) < len(table):
+            again = int(np.flatnonzero(~np.isin(np.arange(len(table)), first))[0])
+            raise DataError(f"file_name {table.file_name(again)!r} appears twice in the corpus; "
+                            "the split is keyed by it")
+    picks = {name: array("q") for name in SPLITS}
+    for i in range(len(table)):
+        picks[split_of(table.file_name(i), seed, ratios)].append(i)
+    empty = [k for k, v in picks.items() if not v]
+    if empty:
+        where = f"{table.image_dir}: " if len(table) else ""
+        raise DataError(f"{where}split of {len(table)} records with ratios {tuple(ratios)} left {empty} "
+                        "empty; the corpus is too small (profile synth.corpus_size)")
+    return {name: table.subset(np.frombuffer(v, dtype=np.int64)) for name, v in picks.items()}
