@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..errors import DataError
-from ..schema import DISEASE_FLAGS
+from ..schema import DISEASE_FLAGS, FLAG_COLUMNS
 from ..seeding import derive_seed
 
 # Each finding: alternative phrasings (zh list, en list).
@@ -68,15 +68,28 @@ READABILITY = {
     "is_retinal_region_readable": (["图像整体模糊，质量欠佳", "屈光间质混浊，视网膜显示不清"],
                                    ["the image is blurred and of poor quality", "media opacity obscures the retina"]),
 }
-NORMAL = (["眼底未见明显异常", "视盘界清色可，黄斑中心凹反光可见，未见出血渗出", "正常眼底"],
-          ["no abnormality of the fundus", "healthy retina with a well defined disc and a foveal reflex",
-           "a normal fundus without lesions"])
-# Pertinent negatives, as real reports state them: they teach the text tower what "no X" means,
-# which the normal-class prompts of the benchmarks rely on ("no glaucoma", "no retinopathy").
-NEGATIVES = (["未见糖尿病视网膜病变", "未见青光眼性视盘改变", "无视网膜病变征象", "未见微血管瘤及出血",
-              "杯盘比正常", "黄斑区未见玻璃膜疣"],
-             ["no signs of diabetic retinopathy", "no glaucomatous disc changes", "no signs of retinopathy",
-              "no microaneurysms or haemorrhages", "a normal cup-to-disc ratio", "no drusen at the macula"])
+NORMAL = (["眼底未见明显异常", "正常眼底", "眼底检查正常"],
+          ["no abnormality of the fundus", "a normal fundus without lesions", "an unremarkable fundus"])
+# Also says that disc and macula look normal: only when both can be seen.
+NORMAL_DETAILED = ("视盘界清色可，黄斑中心凹反光可见，未见出血渗出",
+                   "healthy retina with a well defined disc and a foveal reflex")
+# Pertinent negatives, as real reports state them, with both negators (无 / 未见; "no" / "without"):
+# they teach the text tower that "no X" is not X, which the normal classes of the benchmarks ask for
+# ("no glaucoma", "no diabetic retinopathy"). Any eye may carry them for the conditions it lacks,
+# not only normal eyes, so a negation never stands for "healthy" alone.
+ABSENT = {
+    "dr": (["未见糖尿病视网膜病变", "无糖尿病视网膜病变征象", "未见微血管瘤及出血"],
+           ["no signs of diabetic retinopathy", "no microaneurysms or haemorrhages", "without diabetic retinopathy"]),
+    "is_gc": (["未见青光眼性视盘改变", "无青光眼性视神经改变", "视杯未见扩大"],
+              ["no glaucomatous disc changes", "without glaucomatous cupping", "no enlargement of the optic cup"]),
+    "is_amd": (["黄斑区未见玻璃膜疣", "无黄斑变性征象"], ["no drusen at the macula", "no signs of macular degeneration"]),
+    "is_dme": (["黄斑区未见渗出", "无黄斑水肿"], ["no exudates at the macula", "without macular oedema"]),
+}
+# A region that cannot be assessed is never declared free of disease.
+ABSENT_REGION = {"dr": "is_retinal_region_readable", "is_gc": "is_optic_disc_readable",
+                 "is_amd": "is_macular_readable", "is_dme": "is_macular_readable"}
+# Only for eyes without any finding whose disc can be seen: "normal" words stay with normal eyes.
+NORMAL_NEGATIVES = (["杯盘比正常", "视盘形态正常"], ["a normal cup-to-disc ratio", "a normal optic disc"])
 NON_FUNDUS = (["非眼底图像", "该图像不是眼底照片", "非眼底照片，无法评估"],
               ["not a fundus photograph", "this image is not a retinal photograph", "non-fundus image, not gradable"])
 OPENERS = (["眼底彩照示：", "彩色眼底照相可见", "{eye}眼底照片：", "检查所见：", ""],
@@ -96,14 +109,18 @@ DIAG_EN = {"is_amd": ["age-related macular degeneration", "AMD"], "is_aon": ["op
            "is_em": ["epiretinal membrane"], "is_gc": ["glaucoma", "glaucomatous optic neuropathy"],
            "is_htr": ["hypertensive retinopathy"], "is_pm": ["pathologic myopia", "myopic maculopathy"],
            "is_rvo": ["retinal vein occlusion"]}
-DR_ZH = {1: ["轻度非增殖期糖尿病视网膜病变", "轻度非增殖性糖尿病视网膜病变", "轻度NPDR"],
-         2: ["中度非增殖期糖尿病视网膜病变", "中度非增殖性糖尿病视网膜病变", "中度NPDR"],
-         3: ["重度非增殖期糖尿病视网膜病变", "重度非增殖性糖尿病视网膜病变", "重度NPDR"],
-         4: ["增殖期糖尿病视网膜病变", "增殖性糖尿病视网膜病变", "PDR"]}
-DR_EN = {1: ["mild non-proliferative diabetic retinopathy", "mild NPDR"],
-         2: ["moderate non-proliferative diabetic retinopathy", "moderate NPDR"],
-         3: ["severe non-proliferative diabetic retinopathy", "severe NPDR"],
-         4: ["proliferative diabetic retinopathy", "PDR"]}
+# The stage alone, or the disease name with the stage after it, as reports write both: the bare name
+# must occur in positive statements too, not only in "no diabetic retinopathy".
+DR_ZH = {1: ["轻度非增殖期糖尿病视网膜病变", "轻度NPDR", "糖尿病视网膜病变（轻度非增殖期）", "糖尿病视网膜病变，轻度非增殖性"],
+         2: ["中度非增殖期糖尿病视网膜病变", "中度NPDR", "糖尿病视网膜病变（中度非增殖期）", "糖尿病视网膜病变，中度非增殖性"],
+         3: ["重度非增殖期糖尿病视网膜病变", "重度NPDR", "糖尿病视网膜病变（重度非增殖期）", "糖尿病视网膜病变，重度非增殖性"],
+         4: ["增殖期糖尿病视网膜病变", "PDR", "糖尿病视网膜病变（增殖期）", "糖尿病视网膜病变，增殖性"]}
+DR_EN = {1: ["mild non-proliferative diabetic retinopathy", "mild NPDR", "diabetic retinopathy, mild non-proliferative"],
+         2: ["moderate non-proliferative diabetic retinopathy", "moderate NPDR",
+             "diabetic retinopathy, moderate non-proliferative"],
+         3: ["severe non-proliferative diabetic retinopathy", "severe NPDR",
+             "diabetic retinopathy, severe non-proliferative"],
+         4: ["proliferative diabetic retinopathy", "PDR", "diabetic retinopathy, proliferative"]}
 
 # FLAIR's expert-knowledge descriptions (DESIGN.md §3): used only to measure overlap, never as captions.
 FLAIR_EK_PROMPTS_EN: tuple[str, ...] = (
@@ -117,20 +134,47 @@ FLAIR_EK_PROMPTS_EN: tuple[str, ...] = (
 )
 
 
-def _check_row(row: dict[str, Any]) -> None:
+def _clean_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its label fields as integers; raw CSV strings ('2', '2.0') are accepted and a bad
+    or missing field raises DataError naming the row and the field."""
+    from ..data.readers import _parse_int    # deferred: the readers import this module's users
+
+    where = f"caption: row {row.get('file_name', '?')!r}"
+    out = dict(row)
     for k in ("dr_grade", "is_fundus") + DISEASE_FLAGS:
         if k not in row:
-            raise DataError(f"caption: row {row.get('file_name', '?')!r} lacks column {k!r}")
-    if int(row["dr_grade"]) not in range(5):
-        raise DataError(f"caption: row {row.get('file_name', '?')!r} field 'dr_grade' = {row['dr_grade']!r}, "
-                        "expected 0-4")
+            raise DataError(f"{where} lacks column {k!r}")
+    out["dr_grade"] = _parse_int(row["dr_grade"], where, "dr_grade", range(5))
+    for k in ("is_fundus", "is_dm", "eye_side") + FLAG_COLUMNS:
+        if k in row:
+            out[k] = _parse_int(row[k], where, k, (0, 1))
+    return out
+
+
+def _readable(row: dict[str, Any], *regions: str) -> bool:
+    """Whether every named region, and the retina as a whole, can be assessed."""
+    return all(int(row.get(k, 1)) for k in regions + ("is_retinal_region_readable",))
+
+
+def _pertinent_negatives(row: dict[str, Any], grade: int, normal: bool, dm_remark: bool,
+                         r: np.random.Generator) -> list:
+    """Which negatives a report states: up to two for an eye without findings, at most one otherwise.
+    Returned as (zh options, en options) pairs; the caller picks its language's phrasing."""
+    present = {"dr": grade > 0, **{k: bool(row.get(k, 0)) for k in ABSENT if k != "dr"}}
+    absent = [k for k in ABSENT if not present[k] and _readable(row, ABSENT_REGION[k])
+              and not (k == "dr" and dm_remark)]          # the diabetic remark already says it
+    pool = [ABSENT[k] for k in absent]
+    if normal and _readable(row, "is_optic_disc_readable"):
+        pool.append(NORMAL_NEGATIVES)
+    n = int(r.choice(3, p=(0.3, 0.45, 0.25))) if normal else int(r.random() < 0.4)
+    return [pool[i] for i in sorted(r.permutation(len(pool))[:n])]
 
 
 def caption(row: dict[str, Any], seed: int, index: int, lang: str = "zh") -> str:
     """A diagnostic description of one label row, deterministic in (seed, index, lang)."""
     if lang not in ("zh", "en"):
         raise DataError(f"caption: lang must be 'zh' or 'en', got {lang!r}")
-    _check_row(row)
+    row = _clean_row(row)
     li = 0 if lang == "zh" else 1
     r = np.random.default_rng(derive_seed(seed, "caption", index, lang))
     pick = lambda options: options[int(r.integers(0, len(options)))]  # noqa: E731
@@ -150,33 +194,37 @@ def caption(row: dict[str, Any], seed: int, index: int, lang: str = "zh") -> str
             [pick((DIAG_ZH if li == 0 else DIAG_EN)[k]) for k in extra]
     if int(row.get("is_dme", 0)):
         diags.append(pick((DIAG_ZH if li == 0 else DIAG_EN)["is_dme"]))
+    # half of the diabetic eyes without findings say so ("diabetic, no retinopathy")
+    dm_remark = not findings and bool(row.get("is_dm", 0)) and r.random() < 0.5
+    negatives = [pick(options[li]) for options in _pertinent_negatives(row, grade, not findings, dm_remark, r)]
     unread = [pick(READABILITY[k][li]) for k in READABILITY if int(row.get(k, 1)) == 0]
     opener = pick(OPENERS[li]).format(eye=eye_zh if li == 0 else eye_en)
+    normal_phrases = NORMAL[li] + ([NORMAL_DETAILED[li]] if _readable(row, *ABSENT_REGION.values()) else [])
     if li == 0:
         if not findings:
-            body = pick(NORMAL[0])
-            if int(row.get("is_dm", 0)):
+            body = pick(normal_phrases)
+            if dm_remark:
                 body += "，" + pick(["糖尿病患者，未见糖尿病视网膜病变", "糖尿病史，眼底未见视网膜病变"])
-            elif r.random() < 0.6:
-                body += "，" + pick(NEGATIVES[0])
         else:
             body = "、".join(findings)
         text = opener + body + "。"
+        if negatives:
+            text += "，".join(negatives) + "。"
         if diags:
             text += pick(["诊断：", "印象：", "考虑", "提示"]) + "，".join(diags) + "。"
         if unread:
             text += "；".join(unread) + "。"
         return text
     if not findings:
-        body = pick(NORMAL[1])
-        if int(row.get("is_dm", 0)):
+        body = pick(normal_phrases)
+        if dm_remark:
             body += ", " + pick(["diabetic patient without retinopathy", "diabetes without signs of retinopathy"])
-        elif r.random() < 0.6:
-            body += ", " + pick(NEGATIVES[1])
     else:
         body = ", ".join(findings[:-1]) + (" and " if len(findings) > 1 else "") + findings[-1]
     text = opener + body
     text = text[0].upper() + text[1:] + "."
+    if negatives:
+        text += " " + "; ".join(n[0].upper() + n[1:] if i == 0 else n for i, n in enumerate(negatives)) + "."
     if diags:
         text += " " + pick(["Diagnosis: ", "Impression: ", "Consistent with ", "Suggests "]) + "; ".join(diags) + "."
     if unread:
@@ -204,6 +252,24 @@ def caption_diversity(captions: Sequence[str], rows: Sequence[dict[str, Any]]) -
             "mean_length_chars": round(float(np.mean(lengths)) if lengths else 0.0, 2)}
 
 
+def _contains(text: str, phrase: str) -> bool:
+    """Whole-word containment in English; plain substring in Chinese, which has no word breaks."""
+    if re.search(r"[\u4e00-\u9fff]", phrase):
+        return phrase in text
+    return re.search(r"\b" + re.escape(phrase) + r"\b", text) is not None
+
+
+def flair_ek_prompts_zh() -> tuple[str, ...]:
+    """This project's Chinese translations of FLAIR's class names and descriptions (the manifests)."""
+    from ..data.manifests import load_manifest
+
+    out: list[str] = []
+    for name in ("messidor2", "fives", "refuge"):
+        for c in load_manifest(name)["classes"]:
+            out += [c["name_zh"], *c["descriptions_zh"]]
+    return tuple(dict.fromkeys(out))
+
+
 def ngram_overlap(captions: Iterable[str], prompts: Sequence[str] = FLAIR_EK_PROMPTS_EN,
                   ns: Sequence[int] = (1, 2, 3)) -> dict[str, Any]:
     """For each n: the share of the prompts' n-grams that occur in the captions, and the share of
@@ -215,7 +281,7 @@ def ngram_overlap(captions: Iterable[str], prompts: Sequence[str] = FLAIR_EK_PRO
         pg = {g for p in prompts for g in _grams(p, n)}
         out[f"prompt_{n}gram_coverage"] = round(len([g for g in pg if g in cap_grams[n]]) / max(len(pg), 1), 4)
     low = [c.lower() for c in caps]
-    verbatim = [p for p in prompts if any(re.search(r"\b" + re.escape(p.lower()) + r"\b", c) for c in low)]
+    verbatim = [p for p in prompts if any(_contains(c, p.lower()) for c in low)]
     out["prompts_verbatim_in_captions"] = verbatim
     out["prompt_verbatim_share"] = round(len(verbatim) / max(len(prompts), 1), 4)
     return out

@@ -27,7 +27,7 @@ from ..schema import COLUMNS
 from ..seeding import derive_seed
 from . import clinical
 from .cameras import camera_record, check_disjoint
-from .captions import caption, caption_diversity, ngram_overlap
+from .captions import caption, caption_diversity, flair_ek_prompts_zh, ngram_overlap
 from .labels import (file_name_for, fives_labels, messidor2_labels, prevalence_table, refuge_labels,
                      sample_labels)
 from .nonfundus import CORPUS_KINDS, RESERVED_KINDS, render_nonfundus as _render_nonfundus_frame
@@ -233,7 +233,8 @@ def render_corpus(profile, out_dir: str | os.PathLike, progress: bool = True) ->
         "nonfundus_kinds_reserved": list(RESERVED_KINDS),
         "labels": prevalence_table(rows),
         "captions": {"zh": caption_diversity(zh, rows), "en": caption_diversity(en, rows),
-                     "ngram_overlap_en_vs_flair_ek_prompts": ngram_overlap(en)},
+                     "ngram_overlap_en_vs_flair_ek_prompts": ngram_overlap(en),
+                     "ngram_overlap_zh_vs_flair_ek_prompts": ngram_overlap(zh, flair_ek_prompts_zh())},
         "licence_note": "synthetic stand-in in the SynFundus-1M schema (the real release is CC BY-NC-SA 4.0)",
     })
     rels = [f"Fundus/{r['file_name']}" for r in rows] + ["annotations.csv", "captions.csv", "render_meta.csv"]
