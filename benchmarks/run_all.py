@@ -79,8 +79,10 @@ def cpu_run_dir(tmp: Path, images: int) -> tuple[Path, str]:
 
     run = tmp / "cpu-run"
     start = time.perf_counter()
-    render_corpus(load_profile("cpu", {"synth.corpus_size": images}), run / "data" / "corpus", progress=False)
-    return run, f"{images} images rendered for the benchmark at the cpu profile's 192 px in {time.perf_counter() - start:.0f} s"
+    profile = load_profile("cpu", {"synth.corpus_size": images})
+    render_corpus(profile, run / "data" / "corpus", progress=False)
+    return run, (f"{images} images rendered for the benchmark at the cpu profile's {profile.synth.render_size} px "
+                 f"in {time.perf_counter() - start:.0f} s")
 
 
 def bench_train(run_dir: Path, steps: int) -> dict:
