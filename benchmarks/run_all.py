@@ -69,6 +69,13 @@ def bench_renderer(n: int) -> dict:
 
 # ---------------------------------------------------------------------------------------- training
 
+def _growth(slope_kib: float) -> str:
+    """The main process's memory per annotation row, in words: flat below 0.05 KiB a row (noise)."""
+    if abs(slope_kib) < 0.05:
+        return f"flat: the main process changes {slope_kib:+.2f} KiB per row (peak-RSS noise)"
+    return f"the main process grows {slope_kib:.2f} KiB per row, about {slope_kib * 1e6 / 2**20:.2f} GiB at 1M rows"
+
+
 def cpu_run_dir(tmp: Path, images: int) -> tuple[Path, str]:
     """A run dir with a cpu-profile corpus: runs/cpu when it has one, else a small rendered one."""
     existing = ROOT / "runs" / "cpu"
@@ -167,8 +174,8 @@ def render(results: dict) -> str:
     lines += [
         f"| Peak RSS of a data-loading pass, {a['rows']} -> {b['rows']} annotation rows | "
         f"{a['self_mib']:.0f} -> {b['self_mib']:.0f} MiB main process ({b['self_mib'] / a['self_mib']:.3f}x), "
-        f"{a['children_mib']:.0f} -> {b['children_mib']:.0f} MiB worker | {b['rows'] / a['rows']:.0f}x the rows; the main process grows "
-        f"{slope_kib:.1f} KiB per row (records held in memory), about {slope_kib * 1e6 / 2**20:.1f} GiB at 1M rows |",
+        f"{a['children_mib']:.0f} -> {b['children_mib']:.0f} MiB worker | {b['rows'] / a['rows']:.0f}x the rows; "
+        f"{_growth(slope_kib)} |",
         "",
         "## Notebooks: wall time per notebook",
         "",
