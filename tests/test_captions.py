@@ -4,7 +4,7 @@ import pytest
 
 from visionclip.errors import DataError
 from visionclip.schema import COLUMNS
-from visionclip.synth.captions import ABSENT, NORMAL_DETAILED, NORMAL_NEGATIVES, caption
+from visionclip.synth.captions import ABSENT, NORMAL_DETAILED, NORMAL_NEGATIVES, caption, is_impression_only
 from visionclip.synth.labels import sample_labels
 
 ROWS = sample_labels(600, seed=5, balance="balanced")
@@ -54,3 +54,13 @@ def test_raw_csv_strings_are_read_or_refused_by_field():
         caption({**row, "is_gc": "yes"}, 1, 7, "zh")
     with pytest.raises(DataError, match=r"dr_grade"):
         caption({**row, "dr_grade": ""}, 1, 7, "en")
+
+
+def test_some_reports_give_only_their_conclusion():
+    zh, en = _captions("zh"), _captions("en")
+    diagnosed = [i for i, r in enumerate(ROWS) if r["is_fundus"] and (r["dr_grade"] or any(
+        r[k] for k in ("is_amd", "is_gc", "is_aon", "is_crp", "is_em", "is_htr", "is_pm", "is_rvo", "is_dme")))]
+    share = sum(is_impression_only(zh[i]) for i in diagnosed) / len(diagnosed)
+    assert 0.15 < share < 0.35, share
+    healthy = [i for i, r in enumerate(ROWS) if i not in set(diagnosed)]
+    assert not any(is_impression_only(zh[i]) or is_impression_only(en[i]) for i in healthy)

@@ -85,6 +85,9 @@ ABSENT = {
     "is_amd": (["黄斑区未见玻璃膜疣", "无黄斑变性征象"], ["no drusen at the macula", "no signs of macular degeneration"]),
     "is_dme": (["黄斑区未见渗出", "无黄斑水肿"], ["no exudates at the macula", "without macular oedema"]),
 }
+# Share of reports with a diagnosis that give only the conclusion, no findings: the disease names the
+# class prompts use ("diabetic retinopathy", "glaucoma") then stand alone for the image, as in them.
+IMPRESSION_ONLY = 0.25
 # A region that cannot be assessed is never declared free of disease.
 ABSENT_REGION = {"dr": "is_retinal_region_readable", "is_gc": "is_optic_disc_readable",
                  "is_amd": "is_macular_readable", "is_dme": "is_macular_readable"}
@@ -170,6 +173,22 @@ def _pertinent_negatives(row: dict[str, Any], grade: int, normal: bool, dm_remar
     return [pool[i] for i in sorted(r.permutation(len(pool))[:n])]
 
 
+IMPRESSION_LEADS = (("诊断：", "印象：", "结论："), ("Diagnosis: ", "Impression: ", "Conclusion: "))
+
+
+def _impression_only(diags: list[str], unread: list[str], pick, li: int) -> str:
+    """A report that gives only its conclusion: the diagnosis names, then any readability remark."""
+    if li == 0:
+        return pick(IMPRESSION_LEADS[0]) + "，".join(diags) + "。" + ("；".join(unread) + "。" if unread else "")
+    return (pick(IMPRESSION_LEADS[1]) + "; ".join(diags) + "."
+            + (" " + "; ".join(u[0].upper() + u[1:] for u in unread) + "." if unread else ""))
+
+
+def is_impression_only(text: str) -> bool:
+    """Whether a generated caption is a conclusion-only report (no other caption starts this way)."""
+    return text.startswith(IMPRESSION_LEADS[0] + IMPRESSION_LEADS[1])
+
+
 def caption(row: dict[str, Any], seed: int, index: int, lang: str = "zh") -> str:
     """A diagnostic description of one label row, deterministic in (seed, index, lang)."""
     if lang not in ("zh", "en"):
@@ -199,6 +218,8 @@ def caption(row: dict[str, Any], seed: int, index: int, lang: str = "zh") -> str
     negatives = [pick(options[li]) for options in _pertinent_negatives(row, grade, not findings, dm_remark, r)]
     unread = [pick(READABILITY[k][li]) for k in READABILITY if int(row.get(k, 1)) == 0]
     opener = pick(OPENERS[li]).format(eye=eye_zh if li == 0 else eye_en)
+    if diags and r.random() < IMPRESSION_ONLY:
+        return _impression_only(diags, unread, pick, li)
     normal_phrases = NORMAL[li] + ([NORMAL_DETAILED[li]] if _readable(row, *ABSENT_REGION.values()) else [])
     if li == 0:
         if not findings:
