@@ -207,13 +207,11 @@ def _caption_pairs(records: Sequence) -> Iterable[tuple[str, str]]:
 def label_priors(records: Sequence) -> dict[str, list[float]]:
     """Share of each DR grade and of each flag in `records`, add-one smoothed so none is 0 or 1."""
     n, n_grades = len(records), len(DR_GRADES)
-    if isinstance(records, CorpusTable):  # the same counts from its label matrix
-        labels = records.label_matrix()
-        grades = np.bincount(labels[:, LABEL_COLUMNS.index("dr_grade")], minlength=n_grades)
-        flags = [int(labels[:, LABEL_COLUMNS.index(c)].sum(dtype=np.int64)) for c in FLAG_COLUMNS]
-    else:
-        grades = np.bincount([int(r.labels["dr_grade"]) for r in records], minlength=n_grades)
-        flags = [sum(int(r.labels[c]) for r in records) for c in FLAG_COLUMNS]
+    labels = (records.label_matrix() if isinstance(records, CorpusTable) else  # a table has them as columns
+              np.array([[int(r.labels[c]) for c in LABEL_COLUMNS] for r in records],
+                       dtype=np.int64).reshape(-1, len(LABEL_COLUMNS)))
+    grades = np.bincount(labels[:, LABEL_COLUMNS.index("dr_grade")], minlength=n_grades)
+    flags = [int(labels[:, LABEL_COLUMNS.index(c)].sum(dtype=np.int64)) for c in FLAG_COLUMNS]
     return {"dr_grade": [float((g + 1) / (n + n_grades)) for g in grades],
             "flags": [float((f + 1) / (n + 2)) for f in flags]}
 

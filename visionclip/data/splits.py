@@ -64,12 +64,16 @@ def split_corpus(records: Sequence[T], seed: int, ratios: Sequence[float] = (8, 
             raise DataError(f"file_name {name!r} appears twice in the corpus; the split is keyed by it")
         seen.add(name)
         out[split_of(name, seed, ratios)].append(rec)
-    empty = [k for k, v in out.items() if not v]
-    if empty:
-        where = _common_folder(records)
-        raise DataError(f"{where}split of {len(records)} records with ratios {tuple(ratios)} left {empty} "
-                        "empty; the corpus is too small (profile synth.corpus_size)")
+    _require_every_split(out, len(records), ratios, lambda: _common_folder(records))
     return out
+
+
+def _require_every_split(splits: dict, n: int, ratios: Sequence[float], where) -> None:
+    """DataError when a split got no record; `where()` gives the '<folder>: ' prefix, only then computed."""
+    empty = [k for k, v in splits.items() if not len(v)]
+    if empty:
+        raise DataError(f"{where()}split of {n} records with ratios {tuple(ratios)} left {empty} "
+                        "empty; the corpus is too small (profile synth.corpus_size)")
 
 
 def _split_table(table: CorpusTable, seed: int, ratios: Sequence[float]) -> dict[str, CorpusTable]:
@@ -83,9 +87,5 @@ def _split_table(table: CorpusTable, seed: int, ratios: Sequence[float]) -> dict
     picks = {name: array("q") for name in SPLITS}
     for i in range(len(table)):
         picks[split_of(table.file_name(i), seed, ratios)].append(i)
-    empty = [k for k, v in picks.items() if not v]
-    if empty:
-        where = f"{table.image_dir}: " if len(table) else ""
-        raise DataError(f"{where}split of {len(table)} records with ratios {tuple(ratios)} left {empty} "
-                        "empty; the corpus is too small (profile synth.corpus_size)")
+    _require_every_split(picks, len(table), ratios, lambda: f"{table.image_dir}: " if len(table) else "")
     return {name: table.subset(np.frombuffer(v, dtype=np.int64)) for name, v in picks.items()}

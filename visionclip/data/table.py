@@ -161,22 +161,23 @@ class CorpusTable(Sequence[CorpusRecord]):
         return self.file_names[self._row(i)]
 
     def path(self, i: int) -> Path:
-        row = self._row(i)
-        return self.image_dir / self.disk_names.get(row, self.file_names[row])
+        return self._path_of(self._row(i))
 
     def label_row(self, i: int) -> dict:
         """The annotation row keyed by COLUMNS, as read_synfundus gives it (ints; file_name a str)."""
-        row = self._row(i)
-        return {"file_name": self.file_names[row],
-                **dict(zip(LABEL_COLUMNS, self.labels[row].tolist()))}
+        return self._labels_of(self._row(i))
 
     def record(self, i: int) -> CorpusRecord:
         row = self._row(i)
-        return CorpusRecord(path=self.image_dir / self.disk_names.get(row, self.file_names[row]),
-                            labels={"file_name": self.file_names[row],
-                                    **dict(zip(LABEL_COLUMNS, self.labels[row].tolist()))},
+        return CorpusRecord(path=self._path_of(row), labels=self._labels_of(row),
                             caption_zh=self.captions_zh[row], caption_en=self.captions_en[row],
                             domain=self.domain_names[int(self.domain_codes[row])])
+
+    def _path_of(self, row: int) -> Path:  # row: a row of the columns, not a position in this view
+        return self.image_dir / self.disk_names.get(row, self.file_names[row])
+
+    def _labels_of(self, row: int) -> dict:
+        return {"file_name": self.file_names[row], **dict(zip(LABEL_COLUMNS, self.labels[row].tolist()))}
 
     # ---- whole columns ---------------------------------------------------------------------
     def label_matrix(self) -> np.ndarray:
