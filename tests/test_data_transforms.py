@@ -4,8 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from scipy import ndimage
 
 from visionclip.data.transforms import TrainAugment, crop_fundus, foreground_box, preprocess_fundus
+from visionclip.data.transforms import _fill_holes, _rank3
 
 H, W = 300, 400
 
@@ -87,6 +89,30 @@ def test_preprocess_any_mode_and_size():
     assert preprocess_fundus(grey, 17).size == (17, 17)
     rgba = Image.new("RGBA", (20, 20), (200, 100, 50, 128))
     assert preprocess_fundus(rgba, 8).mode == "RGB"
+
+
+def test_dark_lesion_inside_the_disk_is_kept():
+    img, _ = fundus("circle", overlay=False)
+    ImageDraw.Draw(img).ellipse((180, 130, 220, 170), fill=(9, 6, 4))  # under the threshold: a hole in the mask
+    box = foreground_box(img)
+    crop = np.asarray(crop_fundus(img))
+    assert crop[150 - box[1], 200 - box[0]].tolist() == [9, 6, 4]    # filled, not blacked out
+
+
+def test_fast_mask_helpers_match_their_plain_definitions():
+    """The foreground's hand-tuned helpers give exactly what numpy's plain versions give."""
+    g = np.random.default_rng(0)
+    for i in range(300):
+        shape = tuple(g.integers(1, 70, size=2))
+        a = (g.integers(0, 256, size=shape) // g.integers(1, 80)).astype(np.uint8)  # ties, like dark frames
+        padded = np.pad(a, 1, mode="edge")
+        windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3))
+        assert np.array_equal(_rank3(a, np.minimum), windows.min(axis=(2, 3)))
+        assert np.array_equal(_rank3(a, np.maximum), windows.max(axis=(2, 3)))
+        mask = a > np.median(a)
+        assert np.array_equal(_rank3(mask, np.logical_or),
+                              np.lib.stride_tricks.sliding_window_view(np.pad(mask, 1), (3, 3)).any(axis=(2, 3)))
+        assert np.array_equal(_fill_holes(mask), ndimage.binary_fill_holes(mask))
 
 
 def test_augment_is_a_pure_function_of_seed_epoch_index():

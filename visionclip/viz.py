@@ -90,7 +90,7 @@ def sensitivity_specificity_figure(report: Mapping, title: str = "Per-class sens
     ax.set_ylabel("value (95% bootstrap interval)")
     ax.set_xlabel("class")
     ax.set_title(title)
-    ax.legend(loc="lower right")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars reach 1.0
     return fig
 
 

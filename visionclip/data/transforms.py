@@ -20,6 +20,9 @@ _MIN_LEVEL = 15           # 8-bit level under which a pixel is camera black, wha
 _REL_LEVEL = 0.10         # ... or under this share of the image's bright level (99th percentile)
 _MIN_AREA = 0.01          # a foreground smaller than this share of the frame is not a fundus disk
 
+# ndimage.label's default 4-connectivity, built once: label() would rebuild it on every call.
+_CROSS = ndimage.generate_binary_structure(2, 1)
+
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """8-bit RGB from any PIL mode (16-bit TIFFs are rescaled, palettes and alpha dropped)."""
@@ -37,20 +40,60 @@ def _channel_max(img: Image.Image) -> Image.Image:
     return ImageChops.lighter(ImageChops.lighter(r, g), b)
 
 
+def _rank3_rows(a: np.ndarray, op) -> np.ndarray:
+    """op over each pixel and its upper and lower neighbour, edge rows replicated.
+
+    Each neighbouring pair is combined once and shared by the two outputs that need it, and the
+    replicated edge needs no padded copy: at the border op(a[0], a[0], a[1]) is just the pair.
+    """
+    if len(a) < 2:
+        return a
+    pair = op(a[:-1], a[1:])
+    out = np.empty_like(a)
+    out[0], out[-1] = pair[0], pair[-1]
+    op(pair[:-1], pair[1:], out=out[1:-1])
+    return out
+
+
+def _rank3_cols(a: np.ndarray, op) -> np.ndarray:
+    """`_rank3_rows` along the other axis (left and right neighbours)."""
+    if a.shape[1] < 2:
+        return a
+    pair = op(a[:, :-1], a[:, 1:])
+    out = np.empty_like(a)
+    out[:, 0], out[:, -1] = pair[:, 0], pair[:, -1]
+    op(pair[:, :-1], pair[:, 1:], out=out[:, 1:-1])
+    return out
+
+
 def _rank3(a: np.ndarray, op) -> np.ndarray:
     """3x3 min or max filter (separable, edges replicated): the grey opening's two halves."""
-    p = np.pad(a, 1, mode="edge")
-    rows = op(op(p[:-2], p[1:-1]), p[2:])
-    return op(op(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
+    return _rank3_cols(_rank3_rows(a, op), op)
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
     """Background components that do not touch the frame are holes (dark lesions, the fovea)."""
-    bg, n = ndimage.label(~mask)
+    bg, n = ndimage.label(~mask, _CROSS)
     if n == 0:
         return mask
-    edge = np.unique(np.concatenate([bg[0], bg[-1], bg[:, 0], bg[:, -1]]))
-    return mask | ((bg > 0) & ~np.isin(bg, edge))
+    # Per-label table instead of np.isin over every pixel: True for labels that are holes.
+    hole = np.ones(n + 1, dtype=bool)
+    hole[0] = False
+    for edge in (bg[0], bg[-1], bg[:, 0], bg[:, -1]):
+        hole[edge] = False
+    if not hole.any():
+        return mask
+    return mask | hole[bg]
+
+
+def _largest_component(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """The largest 4-connected component of `mask` and its pixel count (0 when `mask` is empty)."""
+    labels, n = ndimage.label(mask, _CROSS)
+    if n <= 1:  # the usual case: the mask is one component, so per-label counting is not needed
+        return mask, int(np.count_nonzero(mask))
+    sizes = np.bincount(labels.ravel())[1:]
+    biggest = int(np.argmax(sizes))
+    return labels == biggest + 1, int(sizes[biggest])
 
 
 def _foreground(img: Image.Image) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
@@ -68,14 +111,11 @@ def _foreground(img: Image.Image) -> tuple[tuple[int, int, int, int], np.ndarray
     bright = float(np.percentile(level, 99))
     if bright < 2 * _MIN_LEVEL:
         return None  # a blank or black frame
-    labels, n = ndimage.label(level > max(_MIN_LEVEL, _REL_LEVEL * bright))
-    if n == 0:
+    bright_enough = level > max(_MIN_LEVEL, _REL_LEVEL * bright)
+    disk, area = _largest_component(bright_enough)
+    if area < _MIN_AREA * bright_enough.size:
         return None
-    sizes = np.bincount(labels.ravel())[1:]
-    biggest = int(np.argmax(sizes)) + 1
-    if sizes[biggest - 1] < _MIN_AREA * labels.size:
-        return None
-    disk = _fill_holes(labels == biggest)
+    disk = _fill_holes(disk)
     # One thumbnail pixel of margin: rim pixels are partly dark (vignetting, box-filter mixing).
     disk = _rank3(disk, np.logical_or)
     rows = np.flatnonzero(disk.any(axis=1))
@@ -91,6 +131,16 @@ def foreground_box(img: Image.Image) -> tuple[int, int, int, int] | None:
     """(left, top, right, bottom) of the fundus disk in `img`'s pixels, or None when there is none."""
     found = _foreground(img)
     return None if found is None else found[0]
+
+
+def _nonzero_to_255(mask: Image.Image) -> Image.Image:
+    """An L image with every non-zero level set to 255.
+
+    ImageChops.add computes (a + b) / scale clipped to 0..255, so with scale 1/255 any a > 0
+    saturates at 255 and 0 stays 0: one C pass, where Image.point would first call a lambda or
+    round a 256-entry table in Python on every image.
+    """
+    return ImageChops.add(mask, mask, scale=1 / 255)
 
 
 def _crop_and_mask(rgb: Image.Image, found, out_size: tuple[int, int] | None) -> Image.Image:
@@ -111,7 +161,7 @@ def _crop_and_mask(rgb: Image.Image, found, out_size: tuple[int, int] | None) ->
     fx, fy = rgb.size[0] / sw, rgb.size[1] / sh
     keep = Image.fromarray(disk.astype(np.uint8) * 255, "L").resize(
         crop.size, Image.BILINEAR, box=(box[0] / fx, box[1] / fy, box[2] / fx, box[3] / fy))
-    return Image.composite(crop, Image.new("RGB", crop.size), keep.point(lambda v: 255 if v > 0 else 0))
+    return Image.composite(crop, Image.new("RGB", crop.size), _nonzero_to_255(keep))
 
 
 def crop_fundus(img: Image.Image) -> Image.Image:
