@@ -7,7 +7,7 @@ compute ceiling: the profile's model, batch and image size, fed from batches dec
 streaming:       the trainer's own input path (visionclip.train.make_loader): JPEGs decoded,
                  preprocessed and augmented in train.num_workers DataLoader workers, captions
                  tokenised in the workers' collate, the seeded resumable sampler.
-Both time forward + backward + clipping + AdamW step, after warm-up steps. The goal is
+Both time forward + backward + clipping + AdamW step, after warm-up steps, in alternating rounds. The goal is
 streaming / ceiling >= 0.9. The corpus is run_dir/data/corpus; without one, a small corpus is
 rendered into a temporary directory (visionclip.synth.render_corpus).
 Timings are wall-clock on whatever else the machine is doing: report them with the load.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", type=Path, help="run directory whose data/corpus to read (default runs/<profile>)")
     ap.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps before each measurement")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating ceiling / streaming rounds (medians compared)")
     ap.add_argument("--render-images", type=int, default=600, help="corpus size when one must be rendered")
     args = ap.parse_args(argv)
 
@@ -110,12 +112,18 @@ def main(argv: list[str] | None = None) -> int:
         cycle = lambda: itertools.cycle(preloaded)  # noqa: E731
 
         common = dict(steps=args.steps, warmup=args.warmup, batch_size=cfg.batch_size, grad_clip=cfg.grad_clip)
-        ceiling = timed_steps(task, model, optimizer, cycle(), auto, **common)
-        streaming = timed_steps(task, model, optimizer, iter(stream()), auto, **common)
-        ceiling2 = timed_steps(task, model, optimizer, cycle(), auto, **common)  # drift check
-        print(f"compute ceiling ({auto.name}): {ceiling:.1f} img/s (again after streaming: {ceiling2:.1f})")
-        print(f"streaming       ({auto.name}): {streaming:.1f} img/s")
-        print(f"streaming / ceiling: {streaming / ((ceiling + ceiling2) / 2):.3f}  (goal >= 0.9)")
+        # Side by side: the machine's speed drifts by +-10% over a minute, so the two are measured in
+        # alternating rounds and compared by their medians, not one after the other once.
+        ceilings, streams = [], []
+        for _ in range(args.rounds):
+            ceilings.append(timed_steps(task, model, optimizer, cycle(), auto, **common))
+            streams.append(timed_steps(task, model, optimizer, iter(stream()), auto, **common))
+        ceiling, streaming = statistics.median(ceilings), statistics.median(streams)
+        print(f"compute ceiling ({auto.name}): {ceiling:.1f} img/s (median of {args.rounds} rounds: "
+              f"{', '.join(f'{c:.1f}' for c in ceilings)})")
+        print(f"streaming       ({auto.name}): {streaming:.1f} img/s (rounds: {', '.join(f'{s:.1f}' for s in streams)})")
+        print(f"streaming / ceiling: {streaming / ceiling:.3f}  (goal >= 0.9; per round: "
+              f"{', '.join(f'{s / c:.3f}' for s, c in zip(streams, ceilings))})")
         if auto.name == "bf16":
             fp32 = timed_steps(task, model, optimizer, cycle(), Precision("fp32", "cpu"), **common)
             print(f"compute ceiling (fp32): {fp32:.1f} img/s; bf16 / fp32: {ceiling / fp32:.2f}")

@@ -100,7 +100,7 @@ def bench_train(run_dir: Path, steps: int) -> dict:
         return float(m.group(1)) if m else None
     return {"ratio": num(r"streaming / ceiling: ([\d.]+)"), "bf16_fp32": num(r"bf16 / fp32: ([\d.]+)"),
             "ceiling": num(r"compute ceiling \(\w+\): ([\d.]+) img/s"), "streaming": num(r"streaming\s+\(\w+\): ([\d.]+)"),
-            "ceiling_again": num(r"again after streaming: ([\d.]+)"),
+            "per_round": (re.search(r"per round: ([\d., ]+)\)", out) or [None, "?"])[1],
             "fp32": num(r"compute ceiling \(fp32\): ([\d.]+)"), "raw": out, "seconds": secs}
 
 
@@ -162,8 +162,8 @@ def render(results: dict) -> str:
         f"| Renderer scaling 1 -> 2 processes | speed-up {two['speedup']:.2f}x, efficiency {two['efficiency']:.2f} | "
         f"2 processes: {two['img_s']:.1f} img/s |",
         f"| Training data path / compute ceiling (cpu profile) | {t['ratio']:.3f} | goal >= 0.9; streaming "
-        f"{t['streaming']:.1f} img/s vs ceiling {t['ceiling']:.1f} before and {t['ceiling_again']:.1f} img/s after "
-        f"(the ratio uses their mean; their difference is the run's noise) |",
+        f"{t['streaming']:.1f} img/s vs ceiling {t['ceiling']:.1f} img/s, medians of alternating rounds "
+        f"(per-round ratios {t['per_round']}: their spread is the machine's noise) |",
         (f"| bf16 / fp32 training speed on CPU | {t['bf16_fp32']:.2f}x | fp32 ceiling {t['fp32']:.1f} img/s |"
          if t["bf16_fp32"] else "| bf16 / fp32 training speed on CPU | not measured | this CPU has no native bf16: auto chose fp32 |"),
         f"| Peak RSS, cpu-profile training ({mt['steps']} steps, batch {mt['batch_size']}, {mt['image_size']} px, "

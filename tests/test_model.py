@@ -15,7 +15,7 @@ from visionclip.model import (LOGIT_SCALE_INIT, ImageClassifier, VisionCLIP, bui
 from visionclip.schema import FLAG_COLUMNS
 from visionclip.text import CaptionTokenizer
 
-TINY = ModelConfig(image_tower="resnet18", projection_norm=False, embed_dim=16, text_layers=1, text_hidden=32, text_heads=2,
+TINY = ModelConfig(image_tower="resnet18", projection_norm=False, text_pooling="cls", embed_dim=16, text_layers=1, text_hidden=32, text_heads=2,
                    text_intermediate=64, max_positions=32, vocab="corpus", vocab_size=100, context_length=16)
 CAPTIONS = ["正常眼底。", "A normal fundus.", "轻度糖尿病视网膜病变。", "Mild diabetic retinopathy."]
 
@@ -183,3 +183,30 @@ def test_batchnorm_projection_centres_features_and_round_trips(tokenizer, batch,
     assert torch.equal(loaded.image_proj.norm.running_mean, model.image_proj.norm.running_mean)
     with torch.no_grad():
         assert torch.equal(loaded.encode_image(images), model.encode_image(images))
+
+
+def test_mean_pooling_ignores_padding_and_differs_from_cls(tokenizer, batch):
+    """Mean pooling averages the caption's own tokens: more [PAD] after it changes nothing."""
+    cfg = dataclasses.replace(TINY, text_pooling="mean")
+    model = _model(tokenizer, cfg)
+    short, long = tokenizer(CAPTIONS, TINY.context_length), tokenizer(CAPTIONS, 2 * TINY.context_length)
+    with torch.no_grad():
+        a = model.encode_text(short["input_ids"], short["attention_mask"])
+        b = model.encode_text(long["input_ids"], long["attention_mask"])
+        cls = _model(tokenizer).encode_text(short["input_ids"], short["attention_mask"])
+    assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(a, cls, atol=1e-3)  # same weights (seed 0), another feature
+
+
+def test_models_saved_before_the_pooling_option_load_as_cls(tokenizer, batch, tmp_path):
+    model = _model(tokenizer)
+    model.save_pretrained(tmp_path / "m", tokenizer)
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    del config["model"]["text_pooling"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    loaded, _ = VisionCLIP.from_pretrained(tmp_path / "m")
+    assert loaded.model_cfg.text_pooling == "cls"
+    images, text = batch
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_text(text["input_ids"], text["attention_mask"]),
+                           model.encode_text(text["input_ids"], text["attention_mask"]))

@@ -64,6 +64,8 @@ class ModelConfig:
     vocab_size: int = _f("size of the trained vocab when vocab='corpus'", lo=100)
     context_length: int = _f("tokens per caption, [CLS] and [SEP] included", lo=8, hi=512)
     projection_norm: bool = _f("BatchNorm over pooled features before each projection (else CLIP's plain linear map)")
+    text_pooling: str = _f("caption feature: the [CLS] state (Chinese-CLIP) or the mean over the caption's tokens",
+                           choices=("cls", "mean"))
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ def build_image_tower(model_cfg: ModelConfig, image_size: int = DEFAULT_IMAGE_SI
 
 
 def build_text_tower(model_cfg: ModelConfig, vocab_size: int) -> nn.Module:
-    """A randomly initialised transformers BertModel of the configured shape (no pooler: [CLS] is used)."""
+    """A randomly initialised transformers BertModel of the configured shape (no pooler: see pool_text)."""
     from transformers import BertConfig, BertModel
 
     config = BertConfig(
@@ -105,6 +105,19 @@ def build_text_tower(model_cfg: ModelConfig, vocab_size: int) -> nn.Module:
         intermediate_size=model_cfg.text_intermediate, max_position_embeddings=model_cfg.max_positions,
         type_vocab_size=2, pad_token_id=0)
     return BertModel(config, add_pooling_layer=False)
+
+
+def pool_text(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
+    """[B, L, H] token states -> [B, H]: the [CLS] state, or the mean over real (unmasked) tokens.
+
+    Why mean: a randomly initialised BERT's [CLS] state has to learn to gather the caption through
+    attention first; the mean carries every token from step one, which on a short CPU budget gives
+    text features that separate captions (and their negations) much sooner.
+    """
+    if how == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
 class Projection(nn.Linear):
@@ -149,9 +162,9 @@ class VisionCLIP(nn.Module):
         return F.normalize(self.image_proj(self.visual(images)), dim=-1)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Token ids [B, L] and mask [B, L] -> [B, embed_dim] from the [CLS] state, unit length."""
+        """Token ids [B, L] and mask [B, L] -> [B, embed_dim] from the pooled states, unit length."""
         hidden = self.text(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return F.normalize(self.text_proj(hidden[:, 0]), dim=-1)
+        return F.normalize(self.text_proj(pool_text(hidden, attention_mask, self.model_cfg.text_pooling)), dim=-1)
 
     def scale(self) -> torch.Tensor:
         """exp(logit_scale), clamped at 100 as CLIP does."""
@@ -295,6 +308,8 @@ def _read_config(directory: Path, kind: str) -> dict[str, Any]:
 def _model_cfg_from(config: dict[str, Any], directory: Path) -> ModelConfig:
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     raw = config.get("model")
+    if isinstance(raw, dict) and "text_pooling" not in raw:
+        raw = {**raw, "text_pooling": "cls"}  # saved before the option existed: [CLS] was the only pooling
     if not isinstance(raw, dict) or set(raw) != fields:
         keys = sorted(raw) if isinstance(raw, dict) else raw
         raise CheckpointError(f"{directory / CONFIG_FILE}: field 'model' has keys {keys}; expected "
