@@ -112,7 +112,8 @@ def pool_text(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> t
 
     Why mean: a randomly initialised BERT's [CLS] state has to learn to gather the caption through
     attention first; the mean carries every token from step one, which on a short CPU budget gives
-    text features that separate captions (and their negations) much sooner.
+    text features that separate captions much sooner. Its cost: one negating word is diluted in
+    the average ("no glaucoma" vs "glaucoma").
     """
     if how == "cls":
         return hidden[:, 0]
