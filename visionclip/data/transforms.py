@@ -55,20 +55,9 @@ def _rank3_rows(a: np.ndarray, op) -> np.ndarray:
     return out
 
 
-def _rank3_cols(a: np.ndarray, op) -> np.ndarray:
-    """`_rank3_rows` along the other axis (left and right neighbours)."""
-    if a.shape[1] < 2:
-        return a
-    pair = op(a[:, :-1], a[:, 1:])
-    out = np.empty_like(a)
-    out[:, 0], out[:, -1] = pair[:, 0], pair[:, -1]
-    op(pair[:, :-1], pair[:, 1:], out=out[:, 1:-1])
-    return out
-
-
 def _rank3(a: np.ndarray, op) -> np.ndarray:
     """3x3 min or max filter (separable, edges replicated): the grey opening's two halves."""
-    return _rank3_cols(_rank3_rows(a, op), op)
+    return _rank3_rows(_rank3_rows(a, op).T, op).T  # rows, then columns as the rows of the transpose
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
