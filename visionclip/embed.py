@@ -14,6 +14,7 @@ import torch
 from .errors import DataError
 from .io import atomic_path
 from .progress import progress
+from .training.precision import choose_precision
 
 
 def _device_of(model) -> torch.device:
@@ -61,6 +62,13 @@ def _image_of(item) -> torch.Tensor:
     return item
 
 
+def inference_autocast(model, precision: str = "auto"):
+    """Autocast for embedding: by default what training uses (bf16 where the hardware computes it
+    natively, fp32 otherwise), about twice as fast as fp32 on a CPU with native bf16; pass "fp32" to
+    embed in full precision."""
+    return choose_precision(precision, _device_of(model)).autocast()
+
+
 def _collate(items):
     return torch.stack([torch.as_tensor(_image_of(it)) for it in items])
 
@@ -74,8 +82,10 @@ def to_unit_float(images: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def embed_images(model, dataset_or_records, image_size: int, batch_size: int = 64,
-                 flair_exact: bool = False, desc: str = "embed images") -> np.ndarray:
-    """L2-normalised image embeddings [N, D] (float32), eval mode, no grad, with a progress bar."""
+                 flair_exact: bool = False, desc: str = "embed images", precision: str = "auto") -> np.ndarray:
+    """L2-normalised image embeddings [N, D] (float32), eval mode, no grad, with a progress bar.
+
+    Channels-last input under `inference_autocast(model, precision)`, as in training."""
     dataset = _as_dataset(dataset_or_records, image_size, flair_exact)
     if len(dataset) == 0:
         raise DataError("embed_images: the dataset is empty (no images to embed)")
@@ -87,7 +97,9 @@ def embed_images(model, dataset_or_records, image_size: int, batch_size: int = 6
     out = []
     try:
         for images in progress(loader, desc=desc, total=len(loader), unit="batch"):
-            emb = model.encode_image(to_unit_float(images).to(device))
+            x = to_unit_float(images).to(device).contiguous(memory_format=torch.channels_last)
+            with inference_autocast(model, precision):
+                emb = model.encode_image(x)
             out.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
     finally:
         model.train(was_training)
@@ -96,8 +108,9 @@ def embed_images(model, dataset_or_records, image_size: int, batch_size: int = 6
 
 @torch.no_grad()
 def embed_texts(model, tokenizer, texts: Sequence[str], context_length: int, batch_size: int = 256,
-                desc: str = "embed texts") -> np.ndarray:
-    """L2-normalised text embeddings [N, D] (float32), eval mode, no grad, with a progress bar."""
+                desc: str = "embed texts", precision: str = "auto") -> np.ndarray:
+    """L2-normalised text embeddings [N, D] (float32), eval mode, no grad, with a progress bar,
+    under `inference_autocast(model, precision)`."""
     texts = list(texts)
     if not texts:
         raise DataError("embed_texts: no texts to embed")
@@ -111,7 +124,8 @@ def embed_texts(model, tokenizer, texts: Sequence[str], context_length: int, bat
             batch = tokenizer(texts[s:s + batch_size], context_length)
             ids = torch.as_tensor(batch["input_ids"]).to(device)
             mask = torch.as_tensor(batch["attention_mask"]).to(device)
-            emb = model.encode_text(ids, mask)
+            with inference_autocast(model, precision):
+                emb = model.encode_text(ids, mask)
             out.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
     finally:
         model.train(was_training)

@@ -218,14 +218,15 @@ def classifier_heads(classifier, records: Sequence, image_size: int, batch_size:
     eval.flair_exact, so the ceiling row is preprocessed as the zero-shot rows it is compared with.
     """
     from .data.datasets import ImageDataset
-    from .embed import _collate, to_unit_float
+    from .embed import _collate, inference_autocast, to_unit_float
 
     classifier.eval()
     loader = torch.utils.data.DataLoader(ImageDataset(list(records), image_size, flair_exact=flair_exact),
                                          batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=_collate)
     out: dict[str, list] = {"dr_grade": [], "flags": []}
     for images in progress(loader, desc="supervised ceiling", total=len(loader), unit="batch"):
-        heads = classifier(to_unit_float(images))
+        with inference_autocast(classifier):
+            heads = classifier(to_unit_float(images).contiguous(memory_format=torch.channels_last))
         for k in out:
             out[k].append(heads[k].float().cpu())
     return {k: torch.cat(v) for k, v in out.items()}

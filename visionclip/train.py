@@ -360,13 +360,16 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
         train_log.truncate_after(step if state is not None else -1)
         val_log.truncate_after(step if state is not None else -1)
 
-        val_loader = None
+        val_batches: list = []
         if ctx.is_main:
             val_records = splits["val"][:cfg.val_size]
             val_ds = ImageTextDataset(val_records, cfg.image_size, cfg.caption_language, False, profile.seed)
             val_loader = make_loader(val_ds, batch_size=sampler.local_batch, collate=task.collate,
                                      num_workers=cfg.num_workers, device=ctx.device,
                                      seed_key=(profile.seed, "val-loader"))
+            # Decoded once and kept (val_size images, unaugmented): every validation sees the same
+            # batches without decoding them again or starting a worker.
+            val_batches = list(val_loader)
 
         ddp_model = model
         if ctx.enabled:
@@ -379,7 +382,7 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
             if ctx.is_main:
                 model.eval()
                 row = {"step": step, "epoch": step / sampler.steps_per_epoch,
-                       **task.validate(model, val_loader, ctx.device, precision)}
+                       **task.validate(model, val_batches, ctx.device, precision)}
                 model.train()
                 val_log.append(row)
             dist_utils.barrier(ctx)

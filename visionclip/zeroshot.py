@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from .embed import _device_of, inference_autocast
 from .errors import ConfigError
 
 LANGUAGES = ("zh", "en")
@@ -76,7 +77,8 @@ def encode_prompts(model, tokenizer, texts: Sequence[str], context_length: int) 
         device = _device_of(model)
         ids = torch.as_tensor(batch["input_ids"]).to(device)
         mask = torch.as_tensor(batch["attention_mask"]).to(device)
-        emb = model.encode_text(ids, mask).float()
+        with inference_autocast(model):
+            emb = model.encode_text(ids, mask).float()
     finally:
         if was_training and hasattr(model, "train"):
             model.train()
@@ -121,13 +123,6 @@ def logit_scale_of(model) -> float:
         return 100.0
     value = float(torch.as_tensor(ls.detach() if hasattr(ls, "detach") else ls).float().exp())
     return min(value, 100.0)
-
-
-def _device_of(model) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except (AttributeError, StopIteration, TypeError):
-        return torch.device("cpu")
 
 
 __all__ = ["build_prompts", "fill_template", "encode_prompts", "class_prototypes", "zero_shot_scores",
