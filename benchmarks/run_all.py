@@ -5,6 +5,7 @@
 Every figure in the file comes from this one run (ratios where a ratio means something):
   renderer      images/s per core at 256 px and the 1 -> 2 process speed-up (bench_renderer.py)
   training      streaming input path / compute ceiling, bf16 / fp32 on CPU (bench_train.py, cpu profile)
+  embedding     evaluation embedding, bf16 / fp32 on CPU and the cosine between the two (bench_embed.py)
   memory        peak RSS of a data-loading pass at 2k and 8k annotation rows; peak RSS of a few
                 cpu-profile training steps, which must stay < 8 GiB (bench_memory.py)
   notebooks     wall time per notebook on the ci and cpu profiles, read from the papermill metadata
@@ -92,9 +93,9 @@ def cpu_run_dir(tmp: Path, images: int) -> tuple[Path, str]:
                  f"in {time.perf_counter() - start:.0f} s")
 
 
-def bench_train(run_dir: Path, steps: int) -> dict:
+def bench_train(run_dir: Path, steps: int, rounds: int) -> dict:
     out, secs = run_script([str(HERE / "bench_train.py"), "--profile", "cpu", "--run-dir", str(run_dir),
-                            "--steps", str(steps), "--warmup", "2"])
+                            "--steps", str(steps), "--warmup", "3", "--rounds", str(rounds)])
     def num(pattern: str) -> float | None:
         m = re.search(pattern, out)
         return float(m.group(1)) if m else None
@@ -102,6 +103,14 @@ def bench_train(run_dir: Path, steps: int) -> dict:
             "ceiling": num(r"compute ceiling \(\w+\): ([\d.]+) img/s"), "streaming": num(r"streaming\s+\(\w+\): ([\d.]+)"),
             "per_round": (re.search(r"per round: ([\d., ]+)\)", out) or [None, "?"])[1],
             "fp32": num(r"compute ceiling \(fp32\): ([\d.]+)"), "raw": out, "seconds": secs}
+
+
+def bench_embed(run_dir: Path, images: int) -> dict:
+    out, secs = run_script([str(HERE / "bench_embed.py"), "--profile", "cpu", "--run-dir", str(run_dir),
+                            "--images", str(images)])
+    m = re.search(r"(\w+) / fp32: ([\d.]+); cosine .*min ([\d.]+)", out)
+    found = {"precision": m.group(1), "ratio": float(m.group(2)), "min_cos": float(m.group(3))} if m else {}
+    return {**found, "raw": out, "seconds": secs}
 
 
 # ---------------------------------------------------------------------------------------- memory
@@ -144,7 +153,8 @@ def notebook_times() -> dict[str, dict]:
 # ---------------------------------------------------------------------------------------- report
 
 def render(results: dict) -> str:
-    r, t, md, mt, nbs = (results[k] for k in ("renderer", "train", "memory_data", "memory_train", "notebooks"))
+    r, t, e, md, mt, nbs = (results[k] for k in ("renderer", "train", "embed", "memory_data", "memory_train",
+                                                 "notebooks"))
     one, two = r["rows"][1], r["rows"][2]
     lines = [
         "# Benchmarks",
@@ -166,6 +176,9 @@ def render(results: dict) -> str:
         f"(per-round ratios {t['per_round']}: their spread is the machine's noise) |",
         (f"| bf16 / fp32 training speed on CPU | {t['bf16_fp32']:.2f}x | fp32 ceiling {t['fp32']:.1f} img/s |"
          if t["bf16_fp32"] else "| bf16 / fp32 training speed on CPU | not measured | this CPU has no native bf16: auto chose fp32 |"),
+        (f"| {e['precision']} / fp32 evaluation embedding speed (cpu profile, decode + preprocess included) | "
+         f"{e['ratio']:.2f}x | smallest cosine between an image's two embeddings {e['min_cos']:.4f} |"
+         if e.get("ratio") else "| bf16 / fp32 evaluation embedding speed | not measured | this CPU has no native bf16 |"),
         f"| Peak RSS, cpu-profile training ({mt['steps']} steps, batch {mt['batch_size']}, {mt['image_size']} px, "
         f"{mt['workers']} worker, {mt['precision']}) | {mt['self_mib'] / 1024:.2f} GiB trainer + "
         f"{mt['children_mib'] / 1024:.2f} GiB largest worker | must stay < {RSS_LIMIT_GIB:.0f} GiB: "
@@ -213,6 +226,12 @@ def render(results: dict) -> str:
         t["raw"].rstrip(),
         "```",
         "",
+        "### bench_embed.py --profile cpu",
+        "",
+        "```",
+        e["raw"].rstrip(),
+        "```",
+        "",
         "### bench_memory.py",
         "",
         "```",
@@ -239,7 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir, results["train_corpus"] = cpu_run_dir(Path(tmp), 800 if a.quick else 1200)
         say(f"training throughput ({results['train_corpus']}) ...")
-        results["train"] = bench_train(run_dir, 6 if a.quick else 12)
+        # Single rounds of the data path / ceiling ratio swing by +-0.05 on two shared cores: five
+        # alternating rounds of 20 steps each make the medians steadier.
+        results["train"] = bench_train(run_dir, 6 if a.quick else 20, 3 if a.quick else 5)
+        say("evaluation embedding, bf16 against fp32 ...")
+        results["embed"] = bench_embed(run_dir, 256 if a.quick else 512)
         say("training peak RSS ...")
         mem_run = Path(tmp) / "rss-run"  # a scratch run dir pointing at the corpus: never trains into runs/cpu
         (mem_run / "data").mkdir(parents=True)

@@ -76,6 +76,40 @@ def test_embed_images_and_npz_roundtrip(tmp_path):
         load_embeddings(tmp_path, "missing")
 
 
+class _AutocastProbe(_MeanModel):
+    """Records the autocast state and memory layout its image tower is called under."""
+
+    def encode_image(self, x):
+        self.seen = (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"),
+                     x.is_contiguous(memory_format=torch.channels_last))
+        return super().encode_image(x)
+
+
+def test_embed_images_runs_under_the_requested_autocast_channels_last():
+    model = _AutocastProbe()
+    full = embed_images(model, _Images(), image_size=4, batch_size=5, precision="fp32")
+    assert model.seen[0] is False and model.seen[2] is True
+    half = embed_images(model, _Images(), image_size=4, batch_size=5, precision="bf16")
+    assert model.seen == (True, torch.bfloat16, True)
+    assert half.dtype == np.float32 and np.allclose(half, full, atol=1e-2)
+
+
+def test_bf16_embeddings_of_a_resnet_stay_close_to_fp32():
+    from visionclip.config import ModelConfig
+    from visionclip.model import build_model
+
+    cfg = ModelConfig(image_tower="resnet18", projection_norm=False, text_pooling="cls", embed_dim=16,
+                      text_layers=1, text_hidden=32, text_heads=2, text_intermediate=64, max_positions=32,
+                      vocab="corpus", vocab_size=100, context_length=16)
+    torch.manual_seed(0)
+    model = build_model(cfg, 100).eval()
+    images = torch.utils.data.TensorDataset(torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8))
+    full = embed_images(model, images, image_size=32, batch_size=3, precision="fp32")
+    half = embed_images(model, images, image_size=32, batch_size=3, precision="bf16")
+    cos = (full * half).sum(axis=1)
+    assert cos.min() > 0.99 and not np.array_equal(full, half)  # bf16 did run, and moved little
+
+
 def test_paper_table_layout(tmp_path):
     ours = [{"model": row_name("zh", "ek"), "source": "synthetic stand-in, held-out camera profiles",
              "scores": {"messidor2": {"value": 0.5, "lo": 0.4, "hi": 0.6}, "refuge": {"value": 0.9, "lo": 0.85, "hi": 0.95}}}]
