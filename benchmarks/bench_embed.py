@@ -11,7 +11,6 @@ embeddings says how much the cheaper arithmetic moves them.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -24,8 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench_train import corpus_records  # noqa: E402
-from visionclip.config import load_profile, parse_override  # noqa: E402
+from bench_train import corpus_records, load_profile_args, profile_parser  # noqa: E402
 from visionclip.embed import embed_images  # noqa: E402
 from visionclip.training.precision import choose_precision  # noqa: E402
 
@@ -49,16 +47,12 @@ def timed_embed(model, records, image_size: int, batch_size: int, precision: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="cpu")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    ap.add_argument("--run-dir", type=Path, help="run directory whose corpus (and model) to read (default runs/<profile>)")
+    ap = profile_parser(__doc__.splitlines()[0], "corpus (and model)")
     ap.add_argument("--images", type=int, default=512, help="corpus images embedded per pass")
     ap.add_argument("--rounds", type=int, default=3, help="alternating auto / fp32 rounds (medians compared)")
     args = ap.parse_args(argv)
 
-    profile = load_profile(args.profile, dict(parse_override(o) for o in args.overrides))
-    run_dir = args.run_dir or Path("runs") / profile.name
+    profile, run_dir = load_profile_args(args)
     size, batch = profile.train.image_size, profile.eval.batch_size
     auto = choose_precision("auto", torch.device("cpu")).name
     with tempfile.TemporaryDirectory() as tmp:

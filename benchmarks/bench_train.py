@@ -69,20 +69,31 @@ def timed_steps(task: ClipTask, model, optimizer, batches, precision: Precision,
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def profile_parser(description: str, reads: str) -> argparse.ArgumentParser:
+    """--profile, --set and --run-dir, shared by the benchmarks that read a profile's run directory."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    ap.add_argument("--run-dir", type=Path, help="run directory whose data/corpus to read (default runs/<profile>)")
+    ap.add_argument("--run-dir", type=Path, help=f"run directory whose {reads} to read (default runs/<profile>)")
+    return ap
+
+
+def load_profile_args(args):
+    """The profile named by --profile with the --set overrides, and the run directory to read."""
+    profile = load_profile(args.profile, dict(parse_override(o) for o in args.overrides))
+    return profile, args.run_dir or Path("runs") / profile.name
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = profile_parser(__doc__.splitlines()[0], "data/corpus")
     ap.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps before each measurement")
     ap.add_argument("--rounds", type=int, default=3, help="alternating ceiling / streaming rounds (medians compared)")
     ap.add_argument("--render-images", type=int, default=600, help="corpus size when one must be rendered")
     args = ap.parse_args(argv)
 
-    profile = load_profile(args.profile, dict(parse_override(o) for o in args.overrides))
+    profile, run_dir = load_profile_args(args)
     cfg = profile.train
-    run_dir = args.run_dir or Path("runs") / profile.name
     device = torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp:
         train = corpus_records(profile, run_dir, Path(tmp), args.render_images)
