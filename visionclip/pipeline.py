@@ -309,7 +309,9 @@ def build_book(book_dir: Path = BOOK_DIR) -> Path:
     say(f"building the book in {book_dir} ...")
     start = time.perf_counter()
     env = dict(os.environ, **KERNEL_ENV)
-    proc = subprocess.run([jupyter_book_executable(), "build", str(book_dir), "--builder", "html"],
+    # --all: Sphinx rebuilds only changed pages, and a page that pastes a glued value from a notebook
+    # ({glue} with :doc:) does not change when only the notebook does; it would keep the old numbers.
+    proc = subprocess.run([jupyter_book_executable(), "build", str(book_dir), "--builder", "html", "--all"],
                           env=env, capture_output=True, text=True)
     log = proc.stdout + proc.stderr
     warnings = [ln for ln in log.splitlines() if "WARNING" in ln or "ERROR" in ln]
