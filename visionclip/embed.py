@@ -80,6 +80,14 @@ def to_unit_float(images: torch.Tensor) -> torch.Tensor:
     return images.float()
 
 
+def to_model_input(images: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+    """An image batch as the towers take it, in training and in evaluation alike: float in [0, 1]
+    (`to_unit_float`; the model normalises), channels-last, on `device` (moved while still uint8)."""
+    if device is not None:
+        images = images.to(device, non_blocking=True)
+    return to_unit_float(images).contiguous(memory_format=torch.channels_last)
+
+
 @torch.no_grad()
 def embed_images(model, dataset_or_records, image_size: int, batch_size: int = 64,
                  flair_exact: bool = False, desc: str = "embed images", precision: str = "auto") -> np.ndarray:
@@ -97,9 +105,8 @@ def embed_images(model, dataset_or_records, image_size: int, batch_size: int = 6
     out = []
     try:
         for images in progress(loader, desc=desc, total=len(loader), unit="batch"):
-            x = to_unit_float(images).to(device).contiguous(memory_format=torch.channels_last)
             with inference_autocast(model, precision):
-                emb = model.encode_image(x)
+                emb = model.encode_image(to_model_input(images, device))
             out.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
     finally:
         model.train(was_training)
@@ -155,4 +162,4 @@ def load_embeddings(run_dir: str | Path, name: str) -> dict[str, np.ndarray]:
 
 
 __all__ = ["embed_images", "embed_texts", "save_embeddings", "load_embeddings", "embeddings_path",
-           "to_unit_float"]
+           "to_unit_float", "to_model_input"]

@@ -218,7 +218,7 @@ def classifier_heads(classifier, records: Sequence, image_size: int, batch_size:
     eval.flair_exact, so the ceiling row is preprocessed as the zero-shot rows it is compared with.
     """
     from .data.datasets import ImageDataset
-    from .embed import _collate, inference_autocast, to_unit_float
+    from .embed import _collate, inference_autocast, to_model_input
 
     classifier.eval()
     loader = torch.utils.data.DataLoader(ImageDataset(list(records), image_size, flair_exact=flair_exact),
@@ -226,7 +226,7 @@ def classifier_heads(classifier, records: Sequence, image_size: int, batch_size:
     out: dict[str, list] = {"dr_grade": [], "flags": []}
     for images in progress(loader, desc="supervised ceiling", total=len(loader), unit="batch"):
         with inference_autocast(classifier):
-            heads = classifier(to_unit_float(images).contiguous(memory_format=torch.channels_last))
+            heads = classifier(to_model_input(images))
         for k in out:
             out[k].append(heads[k].float().cpu())
     return {k: torch.cat(v) for k, v in out.items()}

@@ -127,7 +127,7 @@ def predict(model_dir: str | Path, images_or_folder, classes: Sequence[str] | No
     import pandas as pd
     import torch
 
-    from .embed import to_unit_float
+    from .embed import inference_autocast, to_model_input
     from .evaluate import load_clip, model_setting
     from .io import write_text
     from .progress import progress
@@ -158,8 +158,8 @@ def predict(model_dir: str | Path, images_or_folder, classes: Sequence[str] | No
             rows.append({"path": str(chunk[i]), "status": f"unreadable: {msg}"})
         if images is None:
             continue
-        with torch.no_grad():
-            emb = model.encode_image(to_unit_float(images)).float().numpy()
+        with torch.no_grad(), inference_autocast(model):  # as evaluation embeds, prompts included
+            emb = model.encode_image(to_model_input(images)).float().numpy()
         probs = zero_shot_scores(emb, protos, scale)
         check = {flag: zero_shot_scores(emb, p, scale)[:, 0] for flag, p in check_protos.items()}
         for j, i in enumerate(ok):

@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader
 
 from .config import Profile, load_profile, parse_override
 from .data.table import LABEL_COLUMNS, CorpusTable
+from .embed import to_model_input
 from .errors import CheckpointError
 from .paths import corpus_dir
 from .progress import progress as progress_bar
@@ -62,12 +63,6 @@ RESUME_KEYS = ("seed", "model", "train.batch_size", "train.image_size", "train.l
 
 
 # ------------------------------------------------------------------ batches
-
-def to_images(batch_images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 [B,3,H,W] -> float in [0,1], channels_last, on device (the model normalises)."""
-    x = batch_images.to(device, non_blocking=True).float().div_(255.0)
-    return x.contiguous(memory_format=torch.channels_last)
-
 
 class CaptionCollate:
     """Stacks images and tokenises the captions of a batch in one call (runs in the workers)."""
@@ -165,7 +160,7 @@ class ClipTask:
         self.collate = CaptionCollate(self.tokenizer, profile.model.context_length)
 
     def step_loss(self, model, batch: dict, device: torch.device) -> tuple[torch.Tensor, dict]:
-        images = to_images(batch["image"], device)
+        images = to_model_input(batch["image"], device)
         ids = batch["input_ids"].to(device, non_blocking=True)
         mask = batch["attention_mask"].to(device, non_blocking=True)
         keys = batch["label_key"].to(device, non_blocking=True)
@@ -181,7 +176,7 @@ class ClipTask:
         imgs, txts, keys, scale = [], [], [], None
         for batch in loader:
             with precision.autocast():
-                img, txt, scale = model(to_images(batch["image"], device), batch["input_ids"].to(device),
+                img, txt, scale = model(to_model_input(batch["image"], device), batch["input_ids"].to(device),
                                         batch["attention_mask"].to(device))
             imgs.append(img.float()); txts.append(txt.float()); keys.append(batch["label_key"].to(device))
         img, txt, key = torch.cat(imgs), torch.cat(txts), torch.cat(keys)
@@ -239,7 +234,7 @@ class SupervisedTask:
 
     def step_loss(self, model, batch: dict, device: torch.device) -> tuple[torch.Tensor, dict]:
         labels = batch["labels"].to(device, non_blocking=True)
-        out = model(to_images(batch["image"], device))
+        out = model(to_model_input(batch["image"], device))
         acc = (out["dr_grade"].detach().argmax(1) == labels[:, 0]).float().mean().item()
         return self._loss(out, labels), {"dr_grade_acc": acc}
 
@@ -249,7 +244,7 @@ class SupervisedTask:
         for batch in loader:
             labels = batch["labels"].to(device)
             with precision.autocast():
-                out = model(to_images(batch["image"], device))
+                out = model(to_model_input(batch["image"], device))
             losses.append(self._loss(out, labels).item() * len(labels))
             hits += (out["dr_grade"].argmax(1) == labels[:, 0]).sum().item()
             flag_hits += ((out["flags"].float() > 0).long() == labels[:, 1:]).float().mean(1).sum().item()
