@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from visionclip import ablations as A
-from visionclip.config import load_profile
+from visionclip.config import LOSSES, load_profile
 from visionclip.errors import ConfigError
 from visionclip.synth.nonfundus import RESERVED_KINDS
 
@@ -52,6 +52,7 @@ def test_grid_varies_one_thing_each():
     assert grid["captions_en"].overrides["eval.language"] == "en"  # read in the language it was trained on
     sizes = sorted(v.corpus_size for v in grid.values() if v.group == "corpus_size")
     assert sizes == [round(f * p.synth.corpus_size) for f in A.CORPUS_FRACTIONS] and sizes[-1] < p.synth.corpus_size
+    assert {v.overrides["train.loss"] for v in grid.values() if v.group == "loss"} == set(LOSSES) - {p.train.loss}
     assert grid[f"resolution_{p.synth.render_size}"].overrides == {"train.image_size": p.synth.render_size}
     assert [v.overrides["seed"] for v in grid.values() if v.group == "seed"] == [p.seed + 1, p.seed + 2]
     # each variant's resolved profile differs from the baseline's exactly in its overrides (+ the corpus root)
@@ -135,6 +136,7 @@ def test_variant_is_cached_and_resumes(tiny, monkeypatch):
     assert (vdir / "model").is_dir() and (vdir / A.RESULT_FILE).is_file()
     assert set(first["test"]) == {"messidor2", "fives", "refuge"}
     assert {"zh_ek", "zh_plain", "en_ek", "en_plain"} <= set(first["test"]["fives"])
+    assert 0.0 <= first["final_val"]["i2t_top1_label_set"] <= 1.0 and first["final_val"]["val_images"] > 0
 
     import visionclip.train as train
 
@@ -175,3 +177,18 @@ def test_sentences_are_computed_from_the_table():
     curve = df.assign(x=[1, 2, 1, 2])
     assert "FIVES 0.800 -> 0.500 (-0.300, intervals do not overlap)" in A.curve_sentence(curve, "x", "Curve")
     assert A.compare_sentence(df.iloc[:0], "Empty").endswith("no results (the variants were not run).")
+
+
+def test_val_retrieval_table_has_wilson_intervals_per_loss():
+    profile = load_profile("ablation")
+    grid = A.variant_grid(profile)
+    others = [n for n, v in grid.items() if v.group == "loss"]
+    results = {"baseline": {"final_val": {"i2t_top1_label_set": 0.5, "val_images": 10, "chance": 0.3}},
+               others[0]: {"final_val": {"i2t_top1_label_set": 0.2, "val_images": 10, "chance": 0.3}},
+               others[1]: {}}  # a variant without a validation pass has no row
+    table = A.val_retrieval_table({"grid": grid, "profile": profile, "results": results}, "loss", "loss")
+    assert list(table.setting) == [profile.train.loss, grid[others[0]].label]
+    assert set(table.dataset) == {"corpus val (10 images)"}
+    base = table.iloc[0]
+    assert (base.lo, base.hi) == pytest.approx((0.2366, 0.7634), abs=1e-4)  # Wilson 95% for 5 of 10
+    assert "validation retrieval" in A.compare_sentence(table, "Loss", metric="validation retrieval")

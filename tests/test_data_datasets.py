@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from visionclip.data.datasets import (LABEL_VECTOR, ImageDataset, ImageTextDataset, label_set_key,
+from visionclip.data.datasets import (LABEL_VECTOR, ImageDataset, ImageTextDataset, label_set_key, label_set_name,
                                       load_image)
 from visionclip.data.records import CorpusRecord, Record
 from visionclip.errors import DataError
@@ -85,6 +85,27 @@ def test_worker_processes_give_the_same_batches(corpus):
         assert torch.equal(a["image"], b["image"]) and a["caption"] == b["caption"]
 
 
+@pytest.mark.parametrize("augment", [False, True])
+def test_preloaded_items_equal_decoded_ones(corpus, augment):
+    streamed = ImageTextDataset(corpus, 48, "zh", augment=augment, seed=3)
+    preloaded = ImageTextDataset(corpus, 48, "zh", augment=augment, seed=3)
+    preloaded.preload()
+    for epoch in (0, 2):
+        streamed.set_epoch(epoch), preloaded.set_epoch(epoch)
+        for i in range(len(corpus)):
+            a, b = streamed[i], preloaded[i]
+            assert torch.equal(a["image"], b["image"]) and a["image"].is_contiguous() == b["image"].is_contiguous()
+            assert a["caption"] == b["caption"] and a["label_key"] == b["label_key"]
+    for p in (r.path for r in corpus):  # no file is read again once preloaded
+        p.unlink()
+    assert preloaded[2]["image"].shape == (3, 48, 48)
+
+
+def test_preload_larger_than_allowed_is_refused_by_name(corpus):
+    with pytest.raises(DataError, match=r"train.preload: 6 images of 48 px need .* train.preload: false"):
+        ImageTextDataset(corpus, 48, "zh").preload(max_bytes=1000)
+
+
 def test_image_dataset(tmp_path):
     # circles cut at top and bottom: wider than tall, so the square needs padding
     recs = [Record(disk_jpeg(tmp_path / f"{i}.jpg", seed=i, radius=0.6), i % 2, ("a", "b"), "refuge", "refuge")
@@ -122,3 +143,10 @@ def test_label_set_key_is_stable_and_ignores_readability():
     assert label_set_key({**r, "is_gc": 1}) != expected
     keys = {label_set_key(row(0, dr_grade=g, **{f: 1})) for g in range(5) for f in DISEASE_FLAGS}
     assert len(keys) == 5 * len(DISEASE_FLAGS)
+
+
+def test_label_set_name_reads_the_key_back():
+    assert label_set_name(label_set_key(row(0))) == "normal"
+    assert label_set_name(label_set_key(row(0, dr_grade=2, is_dm=1, is_dme=1))) == \
+        "DR grade 2 + diabetes + diabetic macular edema"
+    assert label_set_name(label_set_key(row(0, is_gc=1))) == "glaucoma"

@@ -10,7 +10,7 @@ from visionclip.errors import DataError
 from visionclip.evaluate import (PAPER_ROWS, balance_heads, ceiling_probs, check_classes, load_dataset_manifest,
                                  paper_table, row_name, write_table)
 from visionclip.fewshot import draw_shots, fewshot_probe, split_pool
-from visionclip.retrieval import recall_at_k, top_matches
+from visionclip.retrieval import hits_by_label_set, recall_at_k, top_matches
 
 
 def test_retrieval_constructed_case():
@@ -26,6 +26,24 @@ def test_retrieval_constructed_case():
     assert top_matches(img, txt, 1)[:, 0].tolist() == [0, 2, 1]
     with pytest.raises(DataError, match="one caption per image"):
         recall_at_k(img, txt[:2])
+
+
+def test_hits_by_label_set_names_what_a_miss_retrieved():
+    # images 0-2 normal (key 0), 3-4 glaucoma (key 64), 5 DR grade 1 + diabetes (key 1032);
+    # each image's top caption is the one listed in `best`
+    keys = np.array([0, 0, 0, 64, 64, 1032])
+    best = [0, 1, 5, 0, 4, 2]
+    img = np.eye(6, dtype=np.float32)
+    txt = np.zeros((6, 6), dtype=np.float32)
+    txt[best, np.arange(6)] = 1.0  # caption best[i] is image i's nearest
+    table = hits_by_label_set(img, txt, keys)
+    assert list(table["label set"]) == ["normal", "glaucoma", "DR grade 1 + diabetes"]
+    assert list(table["images"]) == [3, 2, 1]
+    assert table["hit rate"].tolist() == pytest.approx([2 / 3, 1 / 2, 0.0])
+    assert list(table["most retrieved instead"]) == ["DR grade 1 + diabetes", "normal", "normal"]
+    rate = float((table["hit rate"] * table["images"]).sum() / table["images"].sum())
+    assert rate == pytest.approx(recall_at_k(img, txt, keys, keys, ks=(1,))["image_to_text"]["label_set"]["R@1"])
+    assert len(hits_by_label_set(img, txt, keys, top=1)) == 1
 
 
 def test_fewshot_deterministic_and_disjoint():

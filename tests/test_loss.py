@@ -10,7 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from visionclip.loss import ClipLoss
+from visionclip.config import LOSSES
+from visionclip.loss import ClipLoss, build_loss
 
 
 def naive_infonce(img, txt, scale):
@@ -24,16 +25,19 @@ def naive_infonce(img, txt, scale):
     return (i2t / n + t2i / n) / 2
 
 
-def naive_label_aware(img, txt, scale, keys):
-    """FLAIR's soft targets with loops: every pair with the same key is a positive, equally weighted."""
+def naive_label_aware(img, txt, scale, keys, dedup=False):
+    """FLAIR's soft targets with loops: every pair with the same key is a positive, equally weighted.
+    With `dedup`, an image's logit for caption j is lowered by log(#captions with j's key)."""
     n = img.shape[0]
     sim = [[scale * float(img[i] @ txt[j]) for j in range(n)] for i in range(n)]
+    repeats = [sum(1 for k in keys if k == keys[j]) for j in range(n)]
+    i2t = [[sim[i][j] - (math.log(repeats[j]) if dedup else 0.0) for j in range(n)] for i in range(n)]
     total = 0.0
     for i in range(n):
         positives = [j for j in range(n) if keys[j] == keys[i]]
-        log_z_row = math.log(sum(math.exp(sim[i][j]) for j in range(n)))
+        log_z_row = math.log(sum(math.exp(i2t[i][j]) for j in range(n)))
         log_z_col = math.log(sum(math.exp(sim[j][i]) for j in range(n)))
-        total += -sum(sim[i][j] - log_z_row for j in positives) / len(positives) / 2
+        total += -sum(i2t[i][j] - log_z_row for j in positives) / len(positives) / 2
         total += -sum(sim[j][i] - log_z_col for j in positives) / len(positives) / 2
     return total / n
 
@@ -58,10 +62,19 @@ def test_label_aware_matches_naive_reference():
     assert loss.item() == pytest.approx(naive_label_aware(img, txt, 10.0, keys), rel=1e-6)
 
 
-def test_label_aware_with_distinct_keys_is_infonce():
+def test_dedup_matches_naive_reference():
+    img, txt = _embeddings()
+    keys = [3, 1, 3, 2, 1, 3]
+    loss = build_loss("label_aware_dedup")(img, txt, 10.0, torch.tensor(keys))
+    assert loss.item() == pytest.approx(naive_label_aware(img, txt, 10.0, keys, dedup=True), rel=1e-6)
+    assert loss.item() != pytest.approx(naive_label_aware(img, txt, 10.0, keys), rel=1e-3)
+
+
+@pytest.mark.parametrize("name", ["label_aware", "label_aware_dedup"])
+def test_label_aware_with_distinct_keys_is_infonce(name):
     img, txt = _embeddings(seed=1)
     hard = ClipLoss()(img, txt, 20.0)
-    soft = ClipLoss(label_aware=True)(img, txt, 20.0, torch.arange(6) * 7)
+    soft = build_loss(name)(img, txt, 20.0, torch.arange(6) * 7)
     assert soft.item() == pytest.approx(hard.item(), rel=1e-12)
 
 
@@ -69,6 +82,38 @@ def test_label_aware_needs_keys():
     img, txt = _embeddings()
     with pytest.raises(ValueError, match="label_keys"):
         ClipLoss(label_aware=True)(img, txt, 1.0)
+    with pytest.raises(ValueError, match="label_aware"):
+        ClipLoss(dedup=True)
+    with pytest.raises(ValueError, match="train.loss"):
+        build_loss("supcon")
+
+
+def _fit_captions_to_lookalike_images(name: str, steps: int = 400) -> tuple[float, float]:
+    """Six images that look identical (one embedding), four of label set A and two of B, each with its
+    own free caption embedding, trained by the loss alone. Returns the image's cosine with the A and
+    the B captions (means): what retrieval ranks when the image cannot tell A from B."""
+    torch.manual_seed(0)
+    image = torch.nn.functional.normalize(torch.randn(1, 8, dtype=torch.float64), dim=1).expand(6, 8)
+    captions = torch.nn.Parameter(torch.randn(6, 8, dtype=torch.float64))
+    keys = torch.tensor([0, 0, 0, 0, 1, 1])
+    opt = torch.optim.Adam([captions], lr=0.02)
+    loss_fn = build_loss(name)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(image, torch.nn.functional.normalize(captions, dim=1), 10.0, keys).backward()
+        opt.step()
+    cos = (torch.nn.functional.normalize(captions, dim=1) @ image[0]).detach()
+    return cos[:4].mean().item(), cos[4:].mean().item()
+
+
+def test_dedup_keeps_the_label_prior_for_lookalike_images():
+    """Label-aware targets tie the captions of label sets an image cannot tell apart (the softmax
+    share of A already grows with its count, so A's similarity need not); counting each label set once
+    makes the similarity carry P(A | image) / P(B | image) = 2, i.e. a gap of log(2) / logit scale."""
+    a, b = _fit_captions_to_lookalike_images("label_aware")
+    assert abs(a - b) < 0.01
+    a, b = _fit_captions_to_lookalike_images("label_aware_dedup")
+    assert a - b == pytest.approx(math.log(2) / 10.0, abs=0.01)
 
 
 # ---- two processes (gloo) vs one process on the concatenated batch ---------------------------
@@ -93,12 +138,12 @@ def _batch():
     return images, texts, keys
 
 
-def _loss_and_grads(rows: slice, label_aware: bool):
+def _loss_and_grads(rows: slice, name: str):
     image_tower, text_tower, logit_scale = _towers()
     images, texts, keys = _batch()
     img = torch.nn.functional.normalize(image_tower(images[rows]), dim=1)
     txt = torch.nn.functional.normalize(text_tower(texts[rows]), dim=1)
-    loss = ClipLoss(label_aware)(img, txt, logit_scale.exp(), keys[rows])
+    loss = build_loss(name)(img, txt, logit_scale.exp(), keys[rows])
     loss.backward()
     params = list(image_tower.parameters()) + list(text_tower.parameters()) + [logit_scale]
     return loss.detach(), [p.grad for p in params]
@@ -110,13 +155,13 @@ def _worker(rank: int, out_dir: str):
     dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=WORLD)
     try:
         results = {}
-        for label_aware in (False, True):
-            loss, grads = _loss_and_grads(slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH), label_aware)
+        for name in LOSSES:
+            loss, grads = _loss_and_grads(slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH), name)
             # What DDP does: average the gradients (and here the loss) over ranks.
             for t in [loss] + grads:
                 dist.all_reduce(t)
                 t /= WORLD
-            results[label_aware] = {"loss": loss, "grads": grads}
+            results[name] = {"loss": loss, "grads": grads}
         if rank == 0:
             torch.save(results, os.path.join(out_dir, "dist.pt"))
         dist.barrier()  # gloo aborts if one rank destroys the group while its peer still uses it
@@ -131,19 +176,20 @@ def test_two_process_gloo_equals_one_process(tmp_path):
     all_gather backward hands every rank the sum of all ranks' gradients for its rows. The mean of
     the per-rank losses is the single-process loss over N rows (equal B per rank), and DDP averages
     gradients over ranks, so the rank-averaged gradient must equal the single-process gradient.
-    Tolerance 1e-10 in float64 (only summation order differs). One spawn serves both losses."""
+    Tolerance 1e-10 in float64 (only summation order differs). One spawn serves every loss (the
+    dedup counts are over the gathered keys, so they too must match the single process)."""
     mp.spawn(_worker, args=(str(tmp_path),), nprocs=WORLD, join=True)
     distributed = torch.load(tmp_path / "dist.pt")
-    for label_aware in (False, True):
-        single_loss, single_grads = _loss_and_grads(slice(None), label_aware)
-        assert distributed[label_aware]["loss"].item() == pytest.approx(single_loss.item(), abs=1e-10)
-        for g_dist, g_single in zip(distributed[label_aware]["grads"], single_grads):
+    for name in LOSSES:
+        single_loss, single_grads = _loss_and_grads(slice(None), name)
+        assert distributed[name]["loss"].item() == pytest.approx(single_loss.item(), abs=1e-10)
+        for g_dist, g_single in zip(distributed[name]["grads"], single_grads):
             torch.testing.assert_close(g_dist, g_single, atol=1e-10, rtol=0)
         # the gathered negatives matter: a rank-local loss would give other gradients
-        assert not torch.allclose(single_grads[0], _local_only_grads(label_aware)[0], atol=1e-6)
+        assert not torch.allclose(single_grads[0], _local_only_grads(name)[0], atol=1e-6)
 
 
-def _local_only_grads(label_aware: bool):
+def _local_only_grads(name: str):
     """Gradients of the per-rank loss without gathering (each rank sees only its own B pairs)."""
     image_tower, text_tower, logit_scale = _towers()
     images, texts, keys = _batch()
@@ -152,7 +198,7 @@ def _local_only_grads(label_aware: bool):
         rows = slice(r * LOCAL_BATCH, (r + 1) * LOCAL_BATCH)
         img = torch.nn.functional.normalize(image_tower(images[rows]), dim=1)
         txt = torch.nn.functional.normalize(text_tower(texts[rows]), dim=1)
-        total = total + ClipLoss(label_aware)(img, txt, logit_scale.exp(), keys[rows]) / WORLD
+        total = total + build_loss(name)(img, txt, logit_scale.exp(), keys[rows]) / WORLD
     total.backward()
     return [p.grad for p in list(image_tower.parameters()) + list(text_tower.parameters())]
 

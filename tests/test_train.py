@@ -69,13 +69,14 @@ train:
   val_every: {val_every}
   val_size: 6
   num_workers: {num_workers}
+  preload: {preload}
   max_nonfinite: 3
 """
 
 
 def write_tiny_run(run_dir: Path, n: int = 60, **fmt) -> Path:
     """run_dir/data/corpus plus run_dir/tiny.yaml; returns the profile path."""
-    values = dict(epochs=2, precision="fp32", checkpoint_every=3, val_every=4, num_workers=0)
+    values = dict(epochs=2, precision="fp32", checkpoint_every=3, val_every=4, num_workers=0, preload="false")
     values.update(fmt)
     write_tiny_corpus(run_dir / "data" / "corpus", n=n)
     path = run_dir / "tiny.yaml"
@@ -173,6 +174,16 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, reference):
     assert all(torch.equal(ref[k], got[k]) for k in ref), "resumed weights differ from the uninterrupted run"
     assert _steps(log) == list(range(1, 7))                      # no duplicate rows after the replay
     assert _steps(run / "metrics" / "val.jsonl") == [3, 6]
+
+
+def test_preloaded_train_split_ends_bit_identical_to_streaming(tmp_path, reference):
+    """train.preload decodes the split once in the main process instead of in a worker each epoch:
+    the same items in the same order, so the same weights as the one-worker reference."""
+    ref_run, _ = reference
+    run = _fresh_run(tmp_path, ref_run, "preloaded")
+    train_clip(load_profile(run / "tiny.yaml", {"train.preload": True}), run, progress=False)
+    ref, ours = _weights(ref_run), _weights(run)
+    assert ref.keys() == ours.keys() and all(torch.equal(ref[k], ours[k]) for k in ref)
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, reference):

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from PIL import Image, ImageFilter
 
-from .config import Profile, load_profile
+from .config import LOSSES, Profile, load_profile
 from .errors import ConfigError, DataError
 from .io import write_json
 from .paths import STANDIN_BENCHMARKS
@@ -75,8 +75,9 @@ def variant_grid(profile: Profile) -> dict[str, Variant]:
             if lang in ("zh", "en"):  # a model is read with prompts in the language it was trained on
                 over["eval.language"] = lang
             grid[f"captions_{lang}"] = Variant(f"captions_{lang}", "captions", f"{lang} captions", over)
-    other_loss = "label_aware" if t.loss == "infonce" else "infonce"
-    grid[f"loss_{other_loss}"] = Variant(f"loss_{other_loss}", "loss", other_loss, {"train.loss": other_loss})
+    for other_loss in LOSSES:
+        if other_loss != t.loss:
+            grid[f"loss_{other_loss}"] = Variant(f"loss_{other_loss}", "loss", other_loss, {"train.loss": other_loss})
     for frac in CORPUS_FRACTIONS:
         n = max(10, int(round(frac * s.corpus_size)))
         if n < s.corpus_size:
@@ -355,7 +356,7 @@ def run_variant(profile: Profile, run_dir: str | Path, variant: Variant, *, seen
                               nonfundus=nonfundus, prompt_languages=languages)
     result.update({"key": key, "variant": dataclasses.asdict(variant) | {"overrides": dict(variant.overrides)},
                    "train_steps": summary["steps"], "train_images": summary["samples"],
-                   "train_seconds": round(summary["seconds"], 1)})
+                   "train_seconds": round(summary["seconds"], 1), "final_val": summary.get("final_val", {})})
     write_json(cached, result)
     # what a later run reads back (sorted keys, plain JSON types): fresh and cached runs show the same
     return json.loads(cached.read_text(encoding="utf-8"))
@@ -454,6 +455,25 @@ def group_table(run: Mapping, group: str, comparison: str) -> pd.DataFrame:
     if "images" in df:
         df = df.sort_values("images", kind="stable").reset_index(drop=True)
     return df
+
+
+def val_retrieval_table(run: Mapping, group: str, comparison: str) -> pd.DataFrame:
+    """Final validation retrieval (image -> text top-1 by label set, on the corpus val pool) of the
+    baseline and the variants of one group, with a Wilson 95% interval over the pool's images."""
+    from scipy.stats import binomtest
+
+    grid, base = run["grid"], run["profile"]
+    rows = []
+    for name in ["baseline"] + [n for n, v in grid.items() if v.group == group]:
+        val = run["results"].get(name, {}).get("final_val") or {}
+        if "i2t_top1_label_set" not in val:
+            continue
+        n = int(val["val_images"])
+        ci = binomtest(int(round(val["i2t_top1_label_set"] * n)), n).proportion_ci(method="wilson")
+        label = getattr(base.train, group) if name == "baseline" and hasattr(base.train, group) else grid[name].label
+        rows.append({"comparison": comparison, "setting": label, "dataset": f"corpus val ({n} images)",
+                     "value": val["i2t_top1_label_set"], "lo": ci.low, "hi": ci.high, "chance": val["chance"]})
+    return pd.DataFrame(rows)
 
 
 def domain_table(run: Mapping, n_boot: int | None = None) -> pd.DataFrame:

@@ -68,6 +68,9 @@ class ModelConfig:
                            choices=("cls", "mean"))
 
 
+LOSSES = ("infonce", "label_aware", "label_aware_dedup")  # loss.build_loss makes each
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     image_size: int = _f("side of the training images, px", lo=32, hi=1024)
@@ -79,14 +82,16 @@ class TrainConfig:
     grad_clip: float = _f("max gradient norm; 0 disables clipping", lo=0.0)
     precision: str = _f("autocast dtype; auto = bf16 where native, else fp32",
                         choices=("auto", "fp32", "bf16", "fp16"))
-    loss: str = _f("contrastive target", choices=("infonce", "label_aware"))
+    loss: str = _f("contrastive target; label_aware_dedup also counts each label set once in the "
+                   "image->text softmax", choices=LOSSES)
     caption_language: str = _f("captions used for training", choices=("zh", "en", "both"))
     augment: bool = _f("fundus-suited image augmentation")
     checkpoint_every: int = _f("steps between checkpoints", lo=1)
     keep_checkpoints: int = _f("checkpoints kept on disk (resume falls back to older ones)", lo=1)
     val_every: int = _f("steps between validation passes", lo=1)
     val_size: int = _f("val-split images used for validation retrieval", lo=2)
-    num_workers: int = _f("data-loading worker processes", lo=0, hi=64)
+    num_workers: int = _f("data-loading worker processes (unused with preload)", lo=0, hi=64)
+    preload: bool = _f("decode the train split once into memory instead of in workers every epoch")
     max_nonfinite: int = _f("non-finite steps in a row before training stops", lo=1)
     supervised_ceiling: bool = _f("also train the label-supervised reference model")
 

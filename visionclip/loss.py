@@ -7,6 +7,14 @@ Notation: B local pairs on this rank, N = B * world_size pairs in the global bat
                 = same_label(i, j) / #same_label(i, .)   (label-aware: captions of the same label set
                                                           are positives, not negatives)
   loss = (CE(image -> texts) + CE(text -> images)) / 2,  each averaged over the local rows.
+
+Label-aware with `dedup`: in the image -> text softmax, caption j's logit is lowered by
+log n(j), n(j) the number of captions in the global batch with j's label set, so each label set
+counts once however often its captions repeat. Without it, a label set's share of the softmax grows
+with its count, and for an image whose label sets look alike (a normal eye, a diabetic eye without
+retinopathy, a grade-1 eye whose microaneurysms are a pixel wide) the optimum is a tie between their
+captions: the similarity learns P(label set | image) / P(label set). With it the image -> text
+direction is a classifier over the batch's label sets and the similarity keeps the prior.
 Averaged over ranks (what DDP does to gradients) this is exactly the loss of one process on the
 whole N-pair batch, because every rank holds the same number B of rows.
 """
@@ -19,6 +27,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from .config import LOSSES
 
 
 def _distributed() -> tuple[int, int]:
@@ -62,12 +72,23 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return -(targets * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
 
 
-class ClipLoss(nn.Module):
-    """Symmetric InfoNCE; `label_aware=True` uses FLAIR's soft targets from `label_keys`."""
+def build_loss(name: str) -> "ClipLoss":
+    """The ClipLoss a profile's `train.loss` names."""
+    if name not in LOSSES:
+        raise ValueError(f"train.loss={name!r}: expected one of {LOSSES}")
+    return ClipLoss(label_aware=name != "infonce", dedup=name == "label_aware_dedup")
 
-    def __init__(self, label_aware: bool = False):
+
+class ClipLoss(nn.Module):
+    """Symmetric InfoNCE; `label_aware=True` uses FLAIR's soft targets from `label_keys`;
+    `dedup=True` (label-aware only) also counts each label set once in the image -> text softmax."""
+
+    def __init__(self, label_aware: bool = False, dedup: bool = False):
         super().__init__()
+        if dedup and not label_aware:
+            raise ValueError("ClipLoss(dedup=True) needs label_aware=True: label sets come from label_keys")
         self.label_aware = label_aware
+        self.dedup = dedup
 
     def forward(self, img_emb: torch.Tensor, txt_emb: torch.Tensor, logit_scale: torch.Tensor | float,
                 label_keys: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
@@ -97,5 +118,8 @@ class ClipLoss(nn.Module):
         all_keys = gather_no_grad(keys)
         same = (keys[:, None] == all_keys[None, :]).float()  # [B, N], own pair always included
         targets = same / same.sum(dim=1, keepdim=True)
+        if self.dedup:  # n(j): how many captions of the global batch share caption j's label set
+            repeats = (all_keys[:, None] == all_keys[None, :]).sum(dim=0).to(logits_per_image.dtype)
+            logits_per_image = logits_per_image - repeats.log()
         # Same-label is symmetric, so a caption's positives are the images of its label set.
         return (soft_cross_entropy(logits_per_image, targets) + soft_cross_entropy(logits_per_text, targets)) / 2

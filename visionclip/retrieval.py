@@ -43,6 +43,53 @@ def recall_at_k(image_emb, text_emb, image_keys=None, text_keys=None, ks: Sequen
     return out
 
 
+def hits_by_label_set(image_emb, text_emb, keys, top: int | None = None):
+    """Image -> text top-1 over the pool, counted by label set, per label set of the query image.
+
+    One row per label set (most frequent first, the `top` most frequent when given): its images,
+    their hit rate, and the label set their top caption most often had instead when it missed.
+    The pool-wide rate is the images-weighted mean of the rows. Returns a pandas DataFrame.
+    """
+    import pandas as pd
+
+    from .data.datasets import label_set_name
+
+    keys = np.asarray(keys)
+    retrieved = keys[top_matches(image_emb, text_emb, k=1)[:, 0]]
+    sets, counts = np.unique(keys, return_counts=True)
+    rows = []
+    for key in sets[np.argsort(-counts, kind="stable")][:top]:
+        mine = keys == key
+        wrong = retrieved[mine & (retrieved != keys)]
+        instead, n_instead = np.unique(wrong, return_counts=True) if len(wrong) else ([], [])
+        rows.append({"label set": label_set_name(key), "images": int(mine.sum()),
+                     "hit rate": float((retrieved[mine] == key).mean()),
+                     "most retrieved instead": label_set_name(instead[np.argmax(n_instead)]) if len(wrong) else "",
+                     "its share of the misses": float(np.max(n_instead) / len(wrong)) if len(wrong) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def val_pool_hits_by_label_set(profile, run_dir: str | Path, top: int | None = 12):
+    """hits_by_label_set for run_dir/model on the trainer's validation pool (the first val_size
+    images of the corpus val split, captions in the training language), embedded as the trainer
+    validates (inference autocast): the pool-wide rate equals the last row of metrics/val.jsonl."""
+    from .data.datasets import ImageTextDataset
+    from .data.readers import read_synfundus_table
+    from .data.splits import split_corpus
+    from .embed import embed_images, embed_texts
+    from .evaluate import load_clip, model_setting
+    from .paths import corpus_dir
+
+    cfg = profile.train
+    model, tokenizer = load_clip(Path(run_dir) / "model")
+    val = split_corpus(read_synfundus_table(corpus_dir(profile, run_dir)), profile.seed)["val"][:cfg.val_size]
+    pool = ImageTextDataset(val, cfg.image_size, cfg.caption_language, False, profile.seed)
+    img = embed_images(model, pool, cfg.image_size, cfg.batch_size, desc="embed val pool")
+    txt = embed_texts(model, tokenizer, [pool.caption(i) for i in range(len(pool))],
+                      model_setting(model, "context_length", profile.model.context_length), desc="embed val captions")
+    return hits_by_label_set(img, txt, pool.label_keys, top)
+
+
 def top_matches(query_emb, item_emb, k: int = 5) -> np.ndarray:
     """Indices [Q, k] of the k most similar items to each query (cosine, embeddings normalised)."""
     sim = np.asarray(query_emb, dtype=np.float32) @ np.asarray(item_emb, dtype=np.float32).T
@@ -102,4 +149,5 @@ def retrieval_examples(run_dir: str | Path, language: str = "zh", n_queries: int
             "match_captions": [["hit" if keys[j] == keys[q] else "miss" for j in row] for q, row in zip(queries, top)]}
 
 
-__all__ = ["recall_at_k", "top_matches", "evaluate_retrieval", "retrieval_examples"]
+__all__ = ["recall_at_k", "top_matches", "hits_by_label_set", "val_pool_hits_by_label_set", "evaluate_retrieval",
+           "retrieval_examples"]

@@ -83,6 +83,11 @@ class CaptionCollate:
         }
 
 
+def physical_memory() -> int:
+    """Bytes of RAM of this machine (POSIX)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def seed_worker(base_seed: int, worker_id: int) -> None:
     """Worker RNGs from (run seed, epoch, rank, worker): independent of the parent's global RNG."""
     s = derive_seed(base_seed, worker_id)
@@ -144,7 +149,7 @@ class ClipTask:
     val_log = "metrics/val.jsonl"
 
     def __init__(self, profile: Profile, train_records: Sequence, resumed: ckpt.TrainState | None):
-        from .loss import ClipLoss
+        from .loss import build_loss
         from .model import build_model
         from .text import CaptionTokenizer, build_tokenizer
 
@@ -156,7 +161,7 @@ class ClipTask:
         self.profile = profile
         seed_everything(derive_seed(profile.seed, "init", self.name))
         self.model = build_model(profile.model, self.tokenizer.vocab_size, profile.train.image_size)
-        self.loss_fn = ClipLoss(label_aware=profile.train.loss == "label_aware")
+        self.loss_fn = build_loss(profile.train.loss)
         self.collate = CaptionCollate(self.tokenizer, profile.model.context_length)
 
     def step_loss(self, model, batch: dict, device: torch.device) -> tuple[torch.Tensor, dict]:
@@ -167,7 +172,7 @@ class ClipTask:
         img, txt, logit_scale = model(images, ids, mask)
         img, txt = img.float(), txt.float()
         loss = self.loss_fn(img, txt, logit_scale.float(),
-                            label_keys=keys if self.profile.train.loss == "label_aware" else None)
+                            label_keys=keys if self.loss_fn.label_aware else None)
         i2t, t2i = in_batch_accuracy(img.detach(), txt.detach())
         return loss, {"logit_scale": float(logit_scale.detach().float()), "i2t_acc": i2t, "t2i_acc": t2i}
 
@@ -326,6 +331,9 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
         optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
         train_ds = ImageTextDataset(splits["train"], cfg.image_size, cfg.caption_language, cfg.augment,
                                     profile.seed)
+        if cfg.preload:  # the same items, decoded once: no worker competes with the model for the cores
+            train_ds.preload(max_bytes=physical_memory() // 2)
+        train_workers = 0 if cfg.preload else cfg.num_workers
         sampler = ResumableBatchSampler(len(train_ds), cfg.batch_size, profile.seed,
                                         rank=ctx.rank, world_size=ctx.world_size)
         total_steps = _total_steps(profile, sampler.steps_per_epoch)
@@ -405,7 +413,7 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
             sampler.set_position(step)
             train_ds.set_epoch(sampler.epoch)
             loader = make_loader(train_ds, batch_sampler=sampler, collate=task.collate,
-                                 num_workers=cfg.num_workers, device=ctx.device,
+                                 num_workers=train_workers, device=ctx.device,
                                  seed_key=(profile.seed, "train-loader", task.name, sampler.epoch, ctx.rank))
             tick = time.perf_counter()
             for batch in loader:

@@ -16,7 +16,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from ..schema import DISEASE_FLAGS, FLAG_COLUMNS
+from ..schema import DISEASE_FLAGS, FLAG_COLUMNS, GLOSSES
 from ..seeding import rng
 from .records import CorpusRecord, Record
 from .table import CorpusTable
@@ -36,6 +36,14 @@ def label_set_key(row: Mapping) -> int:
     for bit, flag in enumerate(DISEASE_FLAGS):
         bits |= (int(row[flag]) & 1) << bit
     return int(row["dr_grade"]) * (1 << len(DISEASE_FLAGS)) + bits
+
+
+def label_set_name(key: int) -> str:
+    """The label set of a label_set_key in words: 'normal', or its DR grade and diseases joined by ' + '."""
+    grade, bits = divmod(int(key), 1 << len(DISEASE_FLAGS))
+    parts = [f"DR grade {grade}"] if grade else []
+    parts += [GLOSSES[flag][0] for bit, flag in enumerate(DISEASE_FLAGS) if bits >> bit & 1]
+    return " + ".join(parts) or "normal"
 
 
 def load_image(path: Path, size: int) -> Image.Image:
@@ -87,6 +95,30 @@ class ImageTextDataset(Dataset):
         self.epoch = 0
         self._label_keys = (records.label_keys() if isinstance(records, CorpusTable) else
                             np.array([label_set_key(r.labels) for r in self.records], dtype=np.int64))
+        self._decoded: np.ndarray | None = None  # preload(): every preprocessed image, N x H x W x 3 uint8
+
+    def preload(self, max_bytes: int | None = None) -> None:
+        """Decode and preprocess every image once and keep it in memory, so that items cost no
+        decoding (for corpora that fit in RAM: the train split of a CPU profile, not SynFundus-1M).
+        Items are the same as without it; augmentation still runs per (seed, epoch, index)."""
+        from ..progress import progress
+
+        n, s = len(self.records), self.image_size
+        need = n * s * s * 3
+        if max_bytes is not None and need > max_bytes:
+            raise DataError(f"train.preload: {n} images of {s} px need {need / 2**30:.1f} GiB, more than the "
+                            f"{max_bytes / 2**30:.1f} GiB allowed (half the machine's memory); set "
+                            "train.preload: false to decode in DataLoader workers instead")
+        decoded = np.empty((n, s, s, 3), dtype=np.uint8)
+        for i in progress(range(n), desc="preload train images", unit="img"):
+            decoded[i] = np.asarray(self._image(i), dtype=np.uint8)
+        self._decoded = decoded
+
+    def _image(self, i: int) -> Image.Image:
+        """Image i decoded and preprocessed (from memory after preload()), before augmentation."""
+        if self._decoded is not None:
+            return Image.fromarray(self._decoded[i])
+        return preprocess_fundus(load_image(self.records[i].path, self.image_size), self.image_size)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -107,11 +139,13 @@ class ImageTextDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         rec = self.records[i]
-        img = preprocess_fundus(load_image(rec.path, self.image_size), self.image_size)
-        if self.augment is not None:
-            img = self.augment(img, self.epoch, i)
+        if self.augment is None and self._decoded is not None:  # already CHW-ready: skip PIL
+            image = torch.from_numpy(np.ascontiguousarray(self._decoded[i].transpose(2, 0, 1)))
+        else:
+            img = self._image(i)
+            image = to_tensor(self.augment(img, self.epoch, i) if self.augment is not None else img)
         labels = torch.from_numpy(np.array([int(rec.labels[c]) for c in LABEL_VECTOR], dtype=np.int64))
-        return {"image": to_tensor(img), "caption": self.caption(i), "label_key": int(self._label_keys[i]),
+        return {"image": image, "caption": self.caption(i), "label_key": int(self._label_keys[i]),
                 "index": i, "labels": labels}
 
 
@@ -133,4 +167,5 @@ class ImageDataset(Dataset):
         return {"image": to_tensor(img), "label": int(rec.label), "index": i}
 
 
-__all__ = ["ImageDataset", "ImageTextDataset", "LABEL_VECTOR", "label_set_key", "load_image", "to_tensor"]
+__all__ = ["ImageDataset", "ImageTextDataset", "LABEL_VECTOR", "label_set_key", "label_set_name", "load_image",
+           "to_tensor"]
