@@ -7,16 +7,16 @@ Notation: B local pairs on this rank, N = B * world_size pairs in the global bat
                 = same_label(i, j) / #same_label(i, .)   (label-aware: captions of the same label set
                                                           are positives, not negatives)
   loss = (CE(image -> texts) + CE(text -> images)) / 2,  each averaged over the local rows.
+Averaged over ranks (what DDP does to gradients) this is exactly the loss of one process on the
+whole N-pair batch, because every rank holds the same number B of rows.
 
 Label-aware with `dedup`: in the image -> text softmax, caption j's logit is lowered by
 log n(j), n(j) the number of captions in the global batch with j's label set, so each label set
 counts once however often its captions repeat. Without it, a label set's share of the softmax grows
 with its count, and for an image whose label sets look alike (a normal eye, a diabetic eye without
 retinopathy, a grade-1 eye whose microaneurysms are a pixel wide) the optimum is a tie between their
-captions: the similarity learns P(label set | image) / P(label set). With it the image -> text
+captions: the similarity learns log P(label set | image) / P(label set). With it the image -> text
 direction is a classifier over the batch's label sets and the similarity keeps the prior.
-Averaged over ranks (what DDP does to gradients) this is exactly the loss of one process on the
-whole N-pair batch, because every rank holds the same number B of rows.
 """
 from __future__ import annotations
 

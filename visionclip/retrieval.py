@@ -69,10 +69,10 @@ def hits_by_label_set(image_emb, text_emb, keys, top: int | None = None):
     return pd.DataFrame(rows)
 
 
-def val_pool_hits_by_label_set(profile, run_dir: str | Path, top: int | None = 12):
+def val_pool_hits_by_label_set(profile, run_dir: str | Path, top: int | None = None):
     """hits_by_label_set for run_dir/model on the trainer's validation pool (the first val_size
-    images of the corpus val split, captions in the training language), embedded as the trainer
-    validates (inference autocast): the pool-wide rate equals the last row of metrics/val.jsonl."""
+    images of the corpus val split, captions in the training language), embedded under the same
+    inference autocast as the trainer's validation (batch shapes differ: bf16 results may too)."""
     from .data.datasets import ImageTextDataset
     from .data.readers import read_synfundus_table
     from .data.splits import split_corpus
