@@ -3,7 +3,8 @@
     python tests/browser_check.py [book/_build/html]
 
 For each HTML page: no broken image (naturalWidth == 0), no figure without an image, no Python
-traceback text, no error output cell; a full-page screenshot goes to book/_build/screenshots/.
+traceback text, no error output cell, no formula MathJax could not parse; a full-page screenshot
+goes to book/_build/screenshots/.
 The book is served from 127.0.0.1 by http.server in a thread (pages load the way a reader's browser
 loads them, MathJax included). Chromium is Debian's (/usr/bin/chromium) driven through Debian's
 chromedriver with Selenium, with every background-networking feature off (this machine has no
@@ -43,7 +44,8 @@ for (const fig of document.querySelectorAll('figure')) {
   if (!fig.querySelector('img, svg, canvas, video, object, embed, table')) problems.push('figure without an image: ' + fig.textContent.trim().slice(0, 80));
 }
 const text = document.body ? document.body.innerText : '';
-for (const needle of ['Traceback (most recent call last)', 'PapermillExecutionError', 'CellExecutionError']) {
+for (const needle of ['Traceback (most recent call last)', 'PapermillExecutionError', 'CellExecutionError',
+                      'Math input error']) {  // the last: MathJax could not parse a formula
   if (text.includes(needle)) problems.push('page shows "' + needle + '"');
 }
 for (const cell of document.querySelectorAll('.output.traceback, .output.error, .output.stderr, .cell_output .stderr')) {
