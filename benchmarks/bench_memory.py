@@ -99,7 +99,7 @@ def child_train(profile_name: str, run_dir: Path, steps: int, overrides: dict) -
     summary = train_clip(profile, run_dir, resume=False, progress=False)
     return {"steps": summary["steps"], "batch_size": profile.train.batch_size,
             "image_size": profile.train.image_size,
-            "workers": 0 if profile.train.preload else profile.train.num_workers, "preload": profile.train.preload,
+            "workers": profile.train.num_workers, "preload": profile.train.preload,
             "precision": summary["precision"], "seconds": time.perf_counter() - start, **_peak()}
 
 

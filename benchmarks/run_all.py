@@ -185,7 +185,8 @@ def render(results: dict) -> str:
          f"{e['ratio']:.2f}x | smallest cosine between an image's two embeddings {e['min_cos']:.4f} |"
          if e.get("ratio") else "| bf16 / fp32 evaluation embedding speed | not measured | this CPU has no native bf16 |"),
         f"| Peak RSS, cpu-profile training ({mt['steps']} steps, batch {mt['batch_size']}, {mt['image_size']} px, "
-        f"{'train split preloaded, no worker' if mt.get('preload') else str(mt['workers']) + ' worker'}, "
+        f"{'train split preloaded, ' if mt.get('preload') else ''}{mt['workers']} worker"
+        f"{' for the val pool' if mt.get('preload') else ''}, "
         f"{mt['precision']}) | {mt['self_mib'] / 1024:.2f} GiB trainer + "
         f"{mt['children_mib'] / 1024:.2f} GiB largest worker | must stay < {RSS_LIMIT_GIB:.0f} GiB: "
         f"{'yes' if (mt['self_mib'] + mt['children_mib']) / 1024 < RSS_LIMIT_GIB else 'NO'} (sum) |",
