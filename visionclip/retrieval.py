@@ -73,17 +73,16 @@ def val_pool_hits_by_label_set(profile, run_dir: str | Path, top: int | None = N
     """hits_by_label_set for run_dir/model on the trainer's validation pool (the first val_size
     images of the corpus val split, captions in the training language), embedded under the same
     inference autocast as the trainer's validation (batch shapes differ: bf16 results may too)."""
-    from .data.datasets import ImageTextDataset
     from .data.readers import read_synfundus_table
     from .data.splits import split_corpus
     from .embed import embed_images, embed_texts
     from .evaluate import load_clip, model_setting
     from .paths import corpus_dir
+    from .train import val_pool
 
     cfg = profile.train
     model, tokenizer = load_clip(Path(run_dir) / "model")
-    val = split_corpus(read_synfundus_table(corpus_dir(profile, run_dir)), profile.seed)["val"][:cfg.val_size]
-    pool = ImageTextDataset(val, cfg.image_size, cfg.caption_language, False, profile.seed)
+    pool = val_pool(profile, split_corpus(read_synfundus_table(corpus_dir(profile, run_dir)), profile.seed))
     img = embed_images(model, pool, cfg.image_size, cfg.batch_size, desc="embed val pool")
     txt = embed_texts(model, tokenizer, [pool.caption(i) for i in range(len(pool))],
                       model_setting(model, "context_length", profile.model.context_length), desc="embed val captions")

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -301,6 +301,15 @@ def _check_resumable(state: ckpt.TrainState, profile: Profile) -> None:
                               f"profile, or start over with --restart")
 
 
+def val_pool(profile: Profile, splits: Mapping) -> Any:
+    """The validation pool: the first val_size images of the corpus val split, unaugmented, with
+    captions in the training language (an ImageTextDataset)."""
+    from .data.datasets import ImageTextDataset
+
+    cfg = profile.train
+    return ImageTextDataset(splits["val"][:cfg.val_size], cfg.image_size, cfg.caption_language, False, profile.seed)
+
+
 def _total_steps(profile: Profile, steps_per_epoch: int) -> int:
     return max(1, int(round(profile.train.epochs * steps_per_epoch)))
 
@@ -365,9 +374,7 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
 
         val_batches: list = []
         if ctx.is_main:
-            val_records = splits["val"][:cfg.val_size]
-            val_ds = ImageTextDataset(val_records, cfg.image_size, cfg.caption_language, False, profile.seed)
-            val_loader = make_loader(val_ds, batch_size=sampler.local_batch, collate=task.collate,
+            val_loader = make_loader(val_pool(profile, splits), batch_size=sampler.local_batch, collate=task.collate,
                                      num_workers=cfg.num_workers, device=ctx.device,
                                      seed_key=(profile.seed, "val-loader"))
             # Decoded once and kept (val_size images, unaugmented): every validation sees the same
