@@ -437,15 +437,22 @@ def prompt_table(run: Mapping) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def group_table(run: Mapping, group: str, comparison: str) -> pd.DataFrame:
-    """Headline ACA of the baseline and the variants of one group."""
-    grid = run["grid"]
-    names = ["baseline"] + [n for n, v in grid.items() if v.group == group]
-    base = run["profile"]
+def _group_labels(run: Mapping, group: str) -> dict[str, str]:
+    """{variant name: setting label} for the baseline and the variants of one group, baseline first;
+    the baseline is named by its own value of what the group varies."""
+    grid, base = run["grid"], run["profile"]
     labels = {"baseline": {"loss": base.train.loss, "corpus_size": f"{base.synth.corpus_size} images",
                            "resolution": f"{base.train.image_size} px",
                            "seed": f"seed {base.seed}"}.get(group, "baseline")}
-    labels.update({n: grid[n].label for n in names if n != "baseline"})
+    labels.update({n: v.label for n, v in grid.items() if v.group == group})
+    return labels
+
+
+def group_table(run: Mapping, group: str, comparison: str) -> pd.DataFrame:
+    """Headline ACA of the baseline and the variants of one group."""
+    grid, base = run["grid"], run["profile"]
+    labels = _group_labels(run, group)
+    names = list(labels)
     extra = {}
     if group == "corpus_size":
         extra["images"] = lambda n: grid[n].corpus_size or base.synth.corpus_size
@@ -462,15 +469,13 @@ def val_retrieval_table(run: Mapping, group: str, comparison: str) -> pd.DataFra
     baseline and the variants of one group, with a Wilson 95% interval over the pool's images."""
     from scipy.stats import binomtest
 
-    grid, base = run["grid"], run["profile"]
     rows = []
-    for name in ["baseline"] + [n for n, v in grid.items() if v.group == group]:
+    for name, label in _group_labels(run, group).items():
         val = run["results"].get(name, {}).get("final_val") or {}
         if "i2t_top1_label_set" not in val:
             continue
         n = int(val["val_images"])
         ci = binomtest(int(round(val["i2t_top1_label_set"] * n)), n).proportion_ci(method="wilson")
-        label = getattr(base.train, group) if name == "baseline" and hasattr(base.train, group) else grid[name].label
         rows.append({"comparison": comparison, "setting": label, "dataset": f"corpus val ({n} images)",
                      "value": val["i2t_top1_label_set"], "lo": ci.low, "hi": ci.high, "chance": val["chance"]})
     return pd.DataFrame(rows)

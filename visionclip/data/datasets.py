@@ -65,8 +65,8 @@ def load_image(path: Path, size: int) -> Image.Image:
     return img
 
 
-def to_tensor(img: Image.Image) -> torch.Tensor:
-    """uint8 [3, H, W] from an RGB PIL image.
+def to_tensor(img: Image.Image | np.ndarray) -> torch.Tensor:
+    """uint8 [3, H, W] from an RGB PIL image (or its H x W x 3 uint8 array).
 
     The HWC -> CHW copy is done by numpy: torch's .contiguous() may hand a tiny copy to its
     intra-op thread pool, which costs milliseconds per item in busy DataLoader workers.
@@ -139,11 +139,10 @@ class ImageTextDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         rec = self.records[i]
-        if self.augment is None and self._decoded is not None:  # already CHW-ready: skip PIL
-            image = torch.from_numpy(np.ascontiguousarray(self._decoded[i].transpose(2, 0, 1)))
-        else:
-            img = self._image(i)
-            image = to_tensor(self.augment(img, self.epoch, i) if self.augment is not None else img)
+        if self.augment is not None:
+            image = to_tensor(self.augment(self._image(i), self.epoch, i))
+        else:  # a preloaded array goes to the tensor as it is, without a PIL round trip
+            image = to_tensor(self._decoded[i] if self._decoded is not None else self._image(i))
         labels = torch.from_numpy(np.array([int(rec.labels[c]) for c in LABEL_VECTOR], dtype=np.int64))
         return {"image": image, "caption": self.caption(i), "label_key": int(self._label_keys[i]),
                 "index": i, "labels": labels}
