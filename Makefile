@@ -44,7 +44,7 @@ os-deps:
 
 # ---------------------------------------------------------------- the book
 book: env os-deps
-	$(PY) -m visionclip.pipeline --profile $(PROFILE) $(BOOK_ARGS)
+	$(PY) -m visionclip book --profile $(PROFILE) $(BOOK_ARGS)
 	@echo "The book: file://$(CURDIR)/book/_build/html/index.html"
 
 # ---------------------------------------------------------------- tests
@@ -55,7 +55,7 @@ unit: env
 
 notebooks-ci: env os-deps
 	rm -rf $(TEST_RUN_DIR)
-	$(PY) -m visionclip.pipeline --profile $(TEST_PROFILE) --run-dir $(TEST_RUN_DIR) --no-book
+	$(PY) -m visionclip book --profile $(TEST_PROFILE) --run-dir $(TEST_RUN_DIR) --no-book
 
 nbval: env
 	@nbs=$$(ls $(TEST_RUN_DIR)/notebooks/[0-9][0-9]_*.ipynb 2>/dev/null | grep -v '\.failed\.ipynb$$'); \
@@ -68,7 +68,7 @@ nbval: env
 	if [ $$rc -eq 5 ]; then echo "nbval: the notebooks have no code cells to compare"; elif [ $$rc -ne 0 ]; then exit $$rc; fi
 
 book-ci: env
-	$(PY) -m visionclip.pipeline --profile $(TEST_PROFILE) --run-dir $(TEST_RUN_DIR) --book-only
+	$(PY) -m visionclip book --profile $(TEST_PROFILE) --run-dir $(TEST_RUN_DIR) --book-only
 
 browser-check: env
 	$(PY) tests/browser_check.py

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_embed.py --profile cpu [--run-dir runs/cpu] [--images 512] [--rounds 3]
 
-Times visionclip.embed.embed_images as the evaluation notebooks call it (JPEG decode, fundus
+Times visionclip.eval.embed.embed_images as the evaluation notebooks call it (JPEG decode, fundus
 preprocessing and the image tower, batch eval.batch_size) with precision "auto" (what training uses:
 bf16 where the CPU computes it natively) and "fp32", in alternating rounds, and compares the medians.
 The model is run_dir/model when a finished run is there, else an untrained one of the profile's
@@ -24,13 +24,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench_train import corpus_records, load_profile_args, profile_parser  # noqa: E402
-from visionclip.embed import embed_images  # noqa: E402
-from visionclip.training.precision import choose_precision  # noqa: E402
+from visionclip.eval.embed import embed_images  # noqa: E402
+from visionclip.precision import choose_precision  # noqa: E402
 
 
 def load_model(profile, run_dir: Path):
     if (run_dir / "model" / "config.json").is_file():
-        from visionclip.evaluate import load_clip
+        from visionclip.pretrained import load_clip
 
         return load_clip(run_dir / "model")[0], f"{run_dir / 'model'} (trained)"
     from visionclip.model import build_model

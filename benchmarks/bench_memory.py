@@ -87,7 +87,7 @@ def child_train(profile_name: str, run_dir: Path, steps: int, overrides: dict) -
     from visionclip.data.readers import read_synfundus_table
     from visionclip.data.splits import split_corpus
     from visionclip.paths import corpus_dir
-    from visionclip.train import train_clip
+    from visionclip.training.loop import train_clip
 
     probe = load_profile(profile_name, overrides)
     n_train = len(split_corpus(read_synfundus_table(corpus_dir(probe, run_dir)), probe.seed)["train"])

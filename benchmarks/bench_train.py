@@ -4,7 +4,7 @@
 
 compute ceiling: the profile's model, batch and image size, fed from batches decoded, augmented
                  and tokenised beforehand and held in memory (what the model alone can do).
-streaming:       the trainer's own input path (visionclip.train.make_loader): JPEGs decoded,
+streaming:       the trainer's own input path (visionclip.training.loop.make_loader): JPEGs decoded,
                  preprocessed and augmented in train.num_workers DataLoader workers, captions
                  tokenised in the workers' collate, the seeded resumable sampler.
 preloaded:       the trainer's path with train.preload (what the cpu profile uses): the train split
@@ -35,16 +35,17 @@ from visionclip.data.datasets import ImageTextDataset  # noqa: E402
 from visionclip.data.readers import read_synfundus_table  # noqa: E402
 from visionclip.data.splits import split_corpus  # noqa: E402
 from visionclip.paths import corpus_dir  # noqa: E402
-from visionclip.train import ClipTask, make_loader  # noqa: E402
+from visionclip.training.loop import make_loader  # noqa: E402
+from visionclip.training.tasks import ClipTask
 from visionclip.training.optim import build_optimizer  # noqa: E402
-from visionclip.training.precision import Precision, choose_precision  # noqa: E402
+from visionclip.precision import Precision, choose_precision  # noqa: E402
 from visionclip.training.sampler import ResumableBatchSampler  # noqa: E402
 
 
 def corpus_records(profile, run_dir: Path | None, tmp: Path, images: int):
     root = corpus_dir(profile, run_dir) if run_dir else None
     if root is None or not (root / "annotations.csv").is_file():
-        from visionclip.synth import render_corpus
+        from visionclip.synth.writers import render_corpus
 
         small = load_profile(profile.name, {"synth.corpus_size": images})
         root = tmp / "corpus"

@@ -83,7 +83,7 @@ def cpu_run_dir(tmp: Path, images: int) -> tuple[Path, str]:
     if (existing / "data" / "corpus" / "annotations.csv").is_file():
         return existing, "runs/cpu/data/corpus (existing)"
     from visionclip.config import load_profile
-    from visionclip.synth import render_corpus
+    from visionclip.synth.writers import render_corpus
 
     run = tmp / "cpu-run"
     start = time.perf_counter()

@@ -9,7 +9,10 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
-from visionclip import ablations as A
+from visionclip.eval import perturb
+from visionclip.report.ablations import data as ablation_data
+from visionclip.report.ablations import grid as ablation_grid
+from visionclip.report.ablations import runs, tables
 from visionclip.config import LOSSES, load_profile
 from visionclip.errors import ConfigError
 from visionclip.synth.nonfundus import RESERVED_KINDS
@@ -38,42 +41,42 @@ def tiny(tmp_path_factory) -> tuple[str, Path]:
     path.write_text(TINY, encoding="utf-8")
     profile = load_profile(str(path))
     run_dir = base / "run"
-    A.prepare_ablation_data(profile, run_dir, A.variant_grid(profile), n_nonfundus=12)
+    ablation_data.prepare_ablation_data(profile, run_dir, ablation_grid.variant_grid(profile), n_nonfundus=12)
     return str(path), run_dir
 
 
 def test_grid_varies_one_thing_each():
     p = load_profile("ablation")
-    grid = A.variant_grid(p)
+    grid = ablation_grid.variant_grid(p)
     assert list(grid)[0] == "baseline" and grid["baseline"].overrides == {}
     groups = {v.group for v in grid.values()}
     assert groups == {"baseline", "captions", "loss", "corpus_size", "resolution", "seed"}
     assert {v.overrides["train.caption_language"] for v in grid.values() if v.group == "captions"} == {"en", "both"}
     assert grid["captions_en"].overrides["eval.language"] == "en"  # read in the language it was trained on
     sizes = sorted(v.corpus_size for v in grid.values() if v.group == "corpus_size")
-    assert sizes == [round(f * p.synth.corpus_size) for f in A.CORPUS_FRACTIONS] and sizes[-1] < p.synth.corpus_size
+    assert sizes == [round(f * p.synth.corpus_size) for f in ablation_grid.CORPUS_FRACTIONS] and sizes[-1] < p.synth.corpus_size
     assert {v.overrides["train.loss"] for v in grid.values() if v.group == "loss"} == set(LOSSES) - {p.train.loss}
     assert grid[f"resolution_{p.synth.render_size}"].overrides == {"train.image_size": p.synth.render_size}
     assert [v.overrides["seed"] for v in grid.values() if v.group == "seed"] == [p.seed + 1, p.seed + 2]
     # each variant's resolved profile differs from the baseline's exactly in its overrides (+ the corpus root)
     root = Path("/tmp/unused_run")
-    base = A.variant_profile("ablation", {}, grid["baseline"], root).to_dict()
+    base = ablation_grid.variant_profile("ablation", {}, grid["baseline"], root).to_dict()
     for v in grid.values():
-        prof = A.variant_profile("ablation", {}, v, root).to_dict()
+        prof = ablation_grid.variant_profile("ablation", {}, v, root).to_dict()
         changed = {f"{s}.{k}" for s in base if isinstance(base[s], dict) for k in base[s] if base[s][k] != prof[s][k]}
         changed |= {s for s in base if not isinstance(base[s], dict) and base[s] != prof[s]}
         expected = set(v.overrides) | ({"data.corpus_root"} if v.corpus_size else set())
         assert changed == expected, v.name
-        assert prof["data"]["corpus_root"] == str(A.corpus_path(root, v.corpus_size))
+        assert prof["data"]["corpus_root"] == str(ablation_data.corpus_path(root, v.corpus_size))
 
 
 def test_select_variants_keeps_the_baseline_and_names_unknown_ones():
-    grid = A.variant_grid(load_profile("ablation"))
+    grid = ablation_grid.variant_grid(load_profile("ablation"))
     other_loss = next(name for name in grid if name.startswith("loss_"))  # the loss the profile does not use
-    assert list(A.select_variants(grid, [other_loss])) == ["baseline", other_loss]
-    assert A.select_variants(grid, []) == grid
+    assert list(ablation_grid.select_variants(grid, [other_loss])) == ["baseline", other_loss]
+    assert ablation_grid.select_variants(grid, []) == grid
     with pytest.raises(ConfigError, match="loss_soft"):
-        A.select_variants(grid, ["loss_soft"])
+        ablation_grid.select_variants(grid, ["loss_soft"])
 
 
 def _pattern(size: int = 96) -> Image.Image:
@@ -86,79 +89,78 @@ def _pattern(size: int = 96) -> Image.Image:
 
 def test_perturbations_grow_with_the_level():
     img = _pattern()
-    assert np.array_equal(np.asarray(A.perturb(img, "blur", 0)), np.asarray(img))
-    detail = [np.abs(np.diff(np.asarray(A.perturb(img, "blur", k), np.float32), axis=1)).mean() for k in A.SEVERITIES]
+    assert np.array_equal(np.asarray(perturb.perturb(img, "blur", 0)), np.asarray(img))
+    detail = [np.abs(np.diff(np.asarray(perturb.perturb(img, "blur", k), np.float32), axis=1)).mean() for k in perturb.SEVERITIES]
     assert all(a > b for a, b in zip(detail, detail[1:])), detail  # blur removes edges, more at each level
-    means = [np.asarray(A.perturb(img, "exposure", k), np.float32).mean() for k in A.SEVERITIES]
+    means = [np.asarray(perturb.perturb(img, "exposure", k), np.float32).mean() for k in perturb.SEVERITIES]
     ratios = np.array(means[1:]) / means[0]
-    expected = 2.0 ** (-np.array(A.SEVERITIES[1:]) * A.EXPOSURE_STOPS_PER_LEVEL)
+    expected = 2.0 ** (-np.array(perturb.SEVERITIES[1:]) * perturb.EXPOSURE_STOPS_PER_LEVEL)
     assert np.allclose(ratios, expected, atol=0.01)
     with pytest.raises(ConfigError):
-        A.perturb(img, "noise", 1)
+        perturb.perturb(img, "noise", 1)
     with pytest.raises(ConfigError):
-        A.perturb(img, "blur", -1)
+        perturb.perturb(img, "blur", -1)
 
 
 def test_nonfundus_set_mixes_reserved_kinds_with_heldout_fundus(tiny):
     _, run_dir = tiny
-    items = A.nonfundus_set(run_dir, seed=7)
+    items = ablation_data.nonfundus_set(run_dir, seed=7)
     non = [it for it in items if it.label == 0]
     fundus = [it for it in items if it.label == 1]
     assert len(non) == 12 and len(fundus) == 12
     assert {it.kind for it in non} <= set(RESERVED_KINDS) and len({it.kind for it in non}) == 2
-    test_root = A.data_dir(run_dir) / "benchmarks" / "test"
+    test_root = ablation_data.data_dir(run_dir) / "benchmarks" / "test"
     assert all(test_root in it.path.parents for it in fundus)          # held-out cameras, test rendering
     assert all(it.path.is_file() for it in items)
-    again = A.nonfundus_set(run_dir, seed=7)
+    again = ablation_data.nonfundus_set(run_dir, seed=7)
     assert [it.path for it in again] == [it.path for it in items]       # deterministic
-    assert [it.path for it in A.nonfundus_set(run_dir, seed=8)] != [it.path for it in items]
+    assert [it.path for it in ablation_data.nonfundus_set(run_dir, seed=8)] != [it.path for it in items]
 
 
 def test_corpus_subset_is_a_prefix_of_the_corpus(tiny):
     path, run_dir = tiny
     profile = load_profile(path)
-    sizes = [v.corpus_size for v in A.variant_grid(profile).values() if v.corpus_size]
-    full = pd.read_csv(A.corpus_path(run_dir) / "annotations.csv")
+    sizes = [v.corpus_size for v in ablation_grid.variant_grid(profile).values() if v.corpus_size]
+    full = pd.read_csv(ablation_data.corpus_path(run_dir) / "annotations.csv")
     for n in sizes:
-        sub = pd.read_csv(A.corpus_path(run_dir, n) / "annotations.csv")
+        sub = pd.read_csv(ablation_data.corpus_path(run_dir, n) / "annotations.csv")
         pd.testing.assert_frame_equal(sub, full.head(n))
-        manifest = json.loads((A.corpus_path(run_dir, n) / "manifest.json").read_text(encoding="utf-8"))
+        manifest = json.loads((ablation_data.corpus_path(run_dir, n) / "manifest.json").read_text(encoding="utf-8"))
         assert manifest["corpus_size"] == n
 
 
 def test_variant_is_cached_and_resumes(tiny, monkeypatch):
     path, run_dir = tiny
-    grid = A.variant_grid(load_profile(path))
+    grid = ablation_grid.variant_grid(load_profile(path))
     v = grid["baseline"]
-    prof = A.variant_profile(path, {}, v, run_dir)
-    first = A.run_variant(prof, run_dir, v, progress=False)
-    vdir = A.ablation_dir(run_dir) / "baseline"
-    assert (vdir / "model").is_dir() and (vdir / A.RESULT_FILE).is_file()
+    prof = ablation_grid.variant_profile(path, {}, v, run_dir)
+    first = runs.run_variant(prof, run_dir, v, progress=False)
+    vdir = ablation_data.ablation_dir(run_dir) / "baseline"
+    assert (vdir / "model").is_dir() and (vdir / runs.RESULT_FILE).is_file()
     assert set(first["test"]) == {"messidor2", "fives", "refuge"}
     assert {"zh_ek", "zh_plain", "en_ek", "en_plain"} <= set(first["test"]["fives"])
     assert 0.0 <= first["final_val"]["i2t_top1_label_set"] <= 1.0 and first["final_val"]["val_images"] > 0
 
-    import visionclip.train as train
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished variant must not train again")
 
-    monkeypatch.setattr(train, "train_clip", no_training)
-    assert A.run_variant(prof, run_dir, v, progress=False) == first      # read from result.json
+    monkeypatch.setattr(runs, "train_clip", no_training)
+    assert runs.run_variant(prof, run_dir, v, progress=False) == first      # read from result.json
     monkeypatch.undo()
 
     # evaluation lost (e.g. killed after training): training resumes at its final checkpoint, no new step
     steps_logged = len((vdir / "metrics" / "train.jsonl").read_text().splitlines())
-    (vdir / A.RESULT_FILE).unlink()
-    again = A.run_variant(prof, run_dir, v, progress=False)
+    (vdir / runs.RESULT_FILE).unlink()
+    again = runs.run_variant(prof, run_dir, v, progress=False)
     assert len((vdir / "metrics" / "train.jsonl").read_text().splitlines()) == steps_logged
     assert again["test"] == first["test"] and again["train_steps"] == first["train_steps"]
 
     # other evaluation options are another cache key: evaluated again, with the new parts
-    more = A.run_variant(prof, run_dir, v, seen=True, severities=(0, 1), progress=False)
+    more = runs.run_variant(prof, run_dir, v, seen=True, severities=(0, 1), progress=False)
     assert set(more["seen"]) == {"messidor2", "fives", "refuge"}
     assert set(more["robustness"]["fives"]) == {"blur", "exposure"}
-    table = A.domain_table({"results": {"baseline": more}, "profile": prof})
+    table = tables.domain_table({"results": {"baseline": more}, "profile": prof})
     assert set(table.setting) == {"seen cameras", "held-out cameras", "gap (seen - held-out), paired"}
 
 
@@ -169,26 +171,26 @@ def test_sentences_are_computed_from_the_table():
         {"setting": "a", "dataset": "REFUGE", "value": 0.6, "lo": 0.4, "hi": 0.8},
         {"setting": "b", "dataset": "REFUGE", "value": 0.65, "lo": 0.45, "hi": 0.85},
     ])
-    text = A.compare_sentence(df, "Test")
+    text = tables.compare_sentence(df, "Test")
     assert "on FIVES a was highest (0.800) and b lowest (0.500), intervals do not overlap" in text
     assert "on REFUGE b was highest (0.650) and a lowest (0.600), intervals overlap" in text
     assert "resolved on 1 of 2 sets" in text
     assert "interval lies above chance (1 / classes) on 1 of 2 sets (FIVES)" in text  # REFUGE chance is 0.5
     curve = df.assign(x=[1, 2, 1, 2])
-    assert "FIVES 0.800 -> 0.500 (-0.300, intervals do not overlap)" in A.curve_sentence(curve, "x", "Curve")
-    assert A.compare_sentence(df.iloc[:0], "Empty").endswith("no results (the variants were not run).")
+    assert "FIVES 0.800 -> 0.500 (-0.300, intervals do not overlap)" in tables.curve_sentence(curve, "x", "Curve")
+    assert tables.compare_sentence(df.iloc[:0], "Empty").endswith("no results (the variants were not run).")
 
 
 def test_val_retrieval_table_has_wilson_intervals_per_loss():
     profile = load_profile("ablation")
-    grid = A.variant_grid(profile)
+    grid = ablation_grid.variant_grid(profile)
     others = [n for n, v in grid.items() if v.group == "loss"]
     results = {"baseline": {"final_val": {"i2t_top1_label_set": 0.5, "val_images": 10, "chance": 0.3}},
                others[0]: {"final_val": {"i2t_top1_label_set": 0.2, "val_images": 10, "chance": 0.3}},
                others[1]: {}}  # a variant without a validation pass has no row
-    table = A.val_retrieval_table({"grid": grid, "profile": profile, "results": results}, "loss", "loss")
+    table = tables.val_retrieval_table({"grid": grid, "profile": profile, "results": results}, "loss", "loss")
     assert list(table.setting) == [profile.train.loss, grid[others[0]].label]
     assert set(table.dataset) == {"corpus val (10 images)"}
     base = table.iloc[0]
     assert (base.lo, base.hi) == pytest.approx((0.2366, 0.7634), abs=1e-4)  # Wilson 95% for 5 of 10
-    assert "validation retrieval" in A.compare_sentence(table, "Loss", metric="validation retrieval")
+    assert "validation retrieval" in tables.compare_sentence(table, "Loss", metric="validation retrieval")

@@ -43,7 +43,7 @@ os.environ.setdefault("VISIONCLIP_QUIET", "1")
 def _trained_base(root: Path) -> Path:
     """A tiny corpus, its profile and a 2-step trained run (model/ and one checkpoint)."""
     from visionclip.config import load_profile
-    from visionclip.train import train_clip
+    from visionclip.training.loop import train_clip
 
     profile = write_tiny_run(root, n=N_IMAGES, epochs=0.5, checkpoint_every=2, val_every=100)
     train_clip(load_profile(profile), root, progress=False)
@@ -348,9 +348,8 @@ def test_notebook_parameters_are_validated_before_any_work(name, params, expect,
 
 
 def test_pipeline_validates_overrides_before_any_notebook(tmp_path, capsys):
-    from visionclip import pipeline
 
-    rc = pipeline.main(["--profile", "ci", "--run-dir", str(tmp_path / "run"), "--no-book",
+    rc = cli.main(["book", "--profile", "ci", "--run-dir", str(tmp_path / "run"), "--no-book",
                         "-p", "train.batch_size=big"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and re.search(r"train\.batch_size.*expected an integer", err), err

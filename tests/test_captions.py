@@ -4,7 +4,7 @@ import pytest
 
 from visionclip.errors import DataError
 from visionclip.schema import COLUMNS
-from visionclip.synth.captions import ABSENT, NORMAL_DETAILED, NORMAL_NEGATIVES, caption, is_impression_only
+from visionclip.data.captions import ABSENT, NORMAL_DETAILED, NORMAL_NEGATIVES, caption, is_impression_only
 from visionclip.synth.labels import sample_labels
 
 ROWS = sample_labels(600, seed=5, balance="balanced")

@@ -4,8 +4,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import pytest
 from PIL import Image
 
 from visionclip.data.manifests import class_names
+from visionclip.data import captions as captions_module
 from visionclip.data.readers import (BENCHMARKS, read_benchmark, read_fives, read_messidor, read_messidor2,
                                      read_refuge, read_synfundus)
 from visionclip.data.records import CorpusRecord, Record
@@ -83,7 +82,7 @@ def test_synfundus_reads_back_exactly(tmp_path):
     assert [r.domain for r in recs] == ["cam0", "cam1", "cam0"]
 
 
-def test_synfundus_real_release_quirks(tmp_path):
+def test_synfundus_real_release_quirks(tmp_path, monkeypatch):
     # A real release: no captions, no render_meta, the CSV under another name, a BOM, an extra
     # index column, integers written as floats by pandas.
     root = tmp_path / "SynFundus-1M"
@@ -96,20 +95,12 @@ def test_synfundus_real_release_quirks(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
 
     calls = []
-    fake = types.ModuleType("visionclip.synth.captions")
 
     def caption(row, seed, index, lang):
         calls.append((row["file_name"], seed, index, lang))
         return f"{lang}:{row['file_name']}:{index}"
-    fake.caption = caption
-    sys.modules["visionclip.synth.captions"], saved = fake, sys.modules.get("visionclip.synth.captions")
-    try:
-        recs = read_synfundus(root, caption_seed=7)
-    finally:
-        if saved is None:
-            del sys.modules["visionclip.synth.captions"]
-        else:
-            sys.modules["visionclip.synth.captions"] = saved
+    monkeypatch.setattr(captions_module, "caption", caption)
+    recs = read_synfundus(root, caption_seed=7)
     assert [r.labels for r in recs] == CORPUS_ROWS
     assert recs[1].caption_zh == "zh:000002.jpg:1" and recs[1].caption_en == "en:000002.jpg:1"
     assert ("000003.jpg", 7, 2, "en") in calls

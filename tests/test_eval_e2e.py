@@ -8,12 +8,16 @@ import pytest
 from test_eval_fixtures import TINY_OVERRIDES, make_benchmarks, make_corpus, save_tiny_classifier, save_tiny_model
 from visionclip.config import load_profile
 from visionclip.errors import CheckpointError, ConfigError, DataError
-from visionclip import embed, viz
+from visionclip.eval import embed
+from visionclip.report import figures
 from visionclip.data import datasets as datasets_module
-from visionclip.evaluate import (CEILING_ROW, PAPER_ROWS, evaluate_zero_shot, run_embeddings, run_evaluation,
-                                 run_fewshot, run_retrieval)
-from visionclip.retrieval import retrieval_examples
-from visionclip.predict import main as cli_main
+from visionclip.eval.benchmark import evaluate_zero_shot, run_evaluation
+from visionclip.eval.fewshot import run_fewshot
+from visionclip.eval.maps import run_embeddings
+from visionclip.eval.retrieval import run_retrieval
+from visionclip.eval.table import CEILING_ROW, PAPER_ROWS
+from visionclip.eval.retrieval import retrieval_examples
+from visionclip.cli import main as cli_main
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +110,11 @@ def test_retrieval_embeddings_and_maps(run, monkeypatch):
     info = run_embeddings(profile, run_dir)
     assert info["n_images"] == n
     # the UMAP fit itself is tested in test_eval_viz.py; here only the glue, with a cheap projection
-    monkeypatch.setattr(viz, "umap_projection", lambda img, protos=None, seed=0: (
+    monkeypatch.setattr(figures, "umap_projection", lambda img, protos=None, seed=0: (
         img[:, :2], None if protos is None else protos[:, :2]))
-    figs = viz.corpus_maps(run_dir)
+    figs = figures.corpus_maps(run_dir)
     assert set(figs) == {"disease", "dr_grade", "domain"}
-    assert set(viz.benchmark_maps(run_dir, "fives")) == {"class", "domain"}
+    assert set(figures.benchmark_maps(run_dir, "fives")) == {"class", "domain"}
 
 
 def test_flair_exact_reaches_ceiling_and_retrieval(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from PIL import Image
 
 from visionclip.config import ModelConfig
 from visionclip.data.manifests import load_manifest
-from visionclip.zeroshot import build_prompts
+from visionclip.eval.zeroshot import build_prompts
 
 TINY = ModelConfig(image_tower="resnet18", projection_norm=False, text_pooling="cls", embed_dim=16, text_layers=1, text_hidden=32, text_heads=2,
                    text_intermediate=64, max_positions=64, vocab="corpus", vocab_size=400, context_length=48)
@@ -41,7 +41,7 @@ def all_prompts() -> list[str]:
         for lang in ("zh", "en"):
             for mode in ("plain", "ek"):
                 texts += [p for ps in build_prompts(m, lang, mode) for p in ps]
-    from visionclip.predict import DEFAULT_TEMPLATES, READABILITY_PROMPTS
+    from visionclip.eval.predict import DEFAULT_TEMPLATES, READABILITY_PROMPTS
 
     for lang, checks in READABILITY_PROMPTS.items():
         for pos, neg in checks.values():

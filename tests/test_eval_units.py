@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from visionclip.embed import embed_images, load_embeddings, save_embeddings
+from visionclip.eval.embed import embed_images, load_embeddings, save_embeddings
 from visionclip.errors import DataError
-from visionclip.evaluate import (PAPER_ROWS, balance_heads, ceiling_probs, check_classes, load_dataset_manifest,
-                                 paper_table, row_name, write_table)
-from visionclip.fewshot import draw_shots, fewshot_probe, split_pool
-from visionclip.retrieval import hits_by_label_set, recall_at_k, top_matches
+from visionclip.data.benchmarks import check_classes, load_dataset_manifest
+from visionclip.eval.ceiling import balance_heads, ceiling_probs
+from visionclip.eval.table import PAPER_ROWS, paper_table, row_name, write_table
+from visionclip.eval.fewshot import draw_shots, fewshot_probe, split_pool
+from visionclip.eval.retrieval import hits_by_label_set, recall_at_k, top_matches
 
 
 def test_retrieval_constructed_case():

@@ -8,8 +8,9 @@ from PIL import Image
 
 matplotlib.use("Agg")
 
-from visionclip import viz  # noqa: E402
-from visionclip.metrics import classification_report  # noqa: E402
+from visionclip.eval.maps import umap_projection  # noqa: E402
+from visionclip.report import figures  # noqa: E402
+from visionclip.eval.metrics import classification_report  # noqa: E402
 
 
 def _labelled(fig):
@@ -24,14 +25,14 @@ def _report(c=3, n=30, seed=0):
 
 
 def test_setup_fonts_is_safe():
-    name = viz.setup_fonts()
+    name = figures.setup_fonts()
     assert name is None or isinstance(name, str)
 
 
 def test_metric_figures(tmp_path):
     rep = _report()
-    for fig in (viz.confusion_matrix_figure(rep["confusion_matrix"], rep["classes"]),
-                viz.sensitivity_specificity_figure(rep)):
+    for fig in (figures.confusion_matrix_figure(rep["confusion_matrix"], rep["classes"]),
+                figures.sensitivity_specificity_figure(rep)):
         assert _labelled(fig)
         fig.savefig(tmp_path / "f.png")
     for ds in ("fives", "refuge"):
@@ -40,7 +41,7 @@ def test_metric_figures(tmp_path):
         res["chance"] = {"report": _report(seed=9)}
         (tmp_path / f"{ds}.json").write_text(json.dumps({"dataset": ds, "results": res}))
     for compare in ("mode", "language"):
-        fig = viz.prompt_comparison_figure(tmp_path, compare)
+        fig = figures.prompt_comparison_figure(tmp_path, compare)
         assert len(fig.axes[0].patches) == 8 and "prompts" in fig.axes[0].get_title()
 
 
@@ -48,11 +49,11 @@ def test_umap_with_prototypes():
     r = np.random.default_rng(0)
     emb = r.normal(size=(40, 8))
     protos = r.normal(size=(3, 8))
-    proj = viz.umap_projection(emb, protos, seed=1)
-    again = viz.umap_projection(emb, protos, seed=1)
+    proj = umap_projection(emb, protos, seed=1)
+    again = umap_projection(emb, protos, seed=1)
     assert proj[0].shape == (40, 2) and proj[1].shape == (3, 2)
     assert np.allclose(proj[0], again[0])  # seeded
-    fig = viz.umap_figure(emb, np.arange(40) % 3, "DR grade", protos, ["a", "b", "c"], projection=proj)
+    fig = figures.umap_figure(emb, np.arange(40) % 3, "DR grade", protos, ["a", "b", "c"], projection=proj)
     assert fig.axes[0].get_xlabel() == "UMAP 1"
 
 
@@ -63,24 +64,24 @@ def test_curves_fewshot_and_retrieval_grid(tmp_path):
     val = tmp_path / "val.jsonl"
     val.write_text(json.dumps({"step": 4, "i2t_top1_label_set": 0.1, "val_loss": 4.0, "chance": 0.3,
                                "val_images": 32}) + "\n")
-    fig = viz.training_curves_figure(train, val)
+    fig = figures.training_curves_figure(train, val)
     assert len(fig.axes) == 4
     fs = {"refuge": {"curve": [{"k": 1, "aca_mean": 0.6, "aca_sd": 0.1}, {"k": 4, "aca_mean": 0.7, "aca_sd": 0.05}],
                      "zero_shot_aca": {"value": 0.65}}}
-    assert viz.fewshot_figure(fs).axes[0].get_xlabel().startswith("shots")
+    assert figures.fewshot_figure(fs).axes[0].get_xlabel().startswith("shots")
     img = tmp_path / "a.png"
     Image.new("RGB", (20, 16), (200, 50, 50)).save(img)
-    fig = viz.retrieval_examples_figure([str(img)], ["一张眼底照片"], [[str(img), str(img)]])
+    fig = figures.retrieval_examples_figure([str(img)], ["一张眼底照片"], [[str(img), str(img)]])
     assert len(fig.axes) == 3
     with pytest.raises(Exception, match="not found"):
-        viz.training_curves_figure(tmp_path / "missing.jsonl")
+        figures.training_curves_figure(tmp_path / "missing.jsonl")
 
 
 def test_paper_table_figure(tmp_path):
-    from visionclip.evaluate import write_table
+    from visionclip.eval.table import write_table
 
     ours = [{"model": "VisionCLIP (this run)", "source": "synthetic stand-in",
              "scores": {"messidor2": {"value": 0.5, "lo": 0.4, "hi": 0.6}}}]
     write_table(ours, tmp_path)
-    fig = viz.paper_table_figure(tmp_path / "table.json")
+    fig = figures.paper_table_figure(tmp_path / "table.json")
     assert len(fig.axes[0].patches) == 6 * 3 and fig.axes[0].get_ylabel().startswith("ACA")

@@ -180,7 +180,7 @@ def test_book_pipeline_killed_mid_notebook_leaves_no_final_notebook_and_resumes(
     run = tmp_path / "run"
     notebooks = run / "notebooks"
     final = notebooks / "01_data_exploration.ipynb"
-    cmd = [sys.executable, "-m", "visionclip.pipeline", "--profile", PROFILE, "--run-dir", str(run),
+    cmd = [sys.executable, "-m", "visionclip", "book", "--profile", PROFILE, "--run-dir", str(run),
            "--only", "01", "--no-book"]
     proc = subprocess.Popen(cmd, env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     fundus = run / "data" / "corpus" / "Fundus"

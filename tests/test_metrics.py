@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import (balanced_accuracy_score, cohen_kappa_score, f1_score, roc_auc_score)
 
-from visionclip import metrics as M
+from visionclip.eval import metrics as M
 from visionclip.errors import DataError
 
 

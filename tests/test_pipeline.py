@@ -9,7 +9,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from visionclip import pipeline
+from visionclip import cli
+from visionclip.report import pipeline
 from visionclip.errors import ConfigError, VisionCLIPError
 
 NOTEBOOKS = pipeline.NOTEBOOK_DIR
@@ -123,7 +124,7 @@ def test_wrong_type_parameter_fails_before_any_work(tmp_path, tiny_profile):
     with pytest.raises(ConfigError, match=r"train.epochs: expected a number, got 'two'"):
         pipeline.run_notebooks(str(tiny_profile), run_dir, {"train.epochs": "two"})
     assert not run_dir.exists()
-    assert pipeline.main(["--profile", str(tiny_profile), "--run-dir", str(run_dir),
+    assert cli.main(["book", "--profile", str(tiny_profile), "--run-dir", str(run_dir),
                           "-p", "train.batch_size=1", "--no-book"]) == 2
     assert not run_dir.exists()
 

@@ -3,11 +3,11 @@ import pandas as pd
 import pytest
 
 from test_eval_fixtures import TINY, fundus_image, save_tiny_model
-from visionclip import zeroshot
+from visionclip.eval import zeroshot
 from visionclip.data import transforms
 from visionclip.errors import CheckpointError, ConfigError, DataError
-from visionclip.predict import main as cli_main
-from visionclip.predict import predict
+from visionclip.cli import main as cli_main
+from visionclip.eval.predict import predict
 
 
 @pytest.fixture(scope="module")

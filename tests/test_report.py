@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from visionclip import report
+from visionclip.report import tables
 from visionclip.data.records import Record
 from visionclip.errors import DataError
 
@@ -20,7 +20,7 @@ def _eval_json(path: Path, ds: str, acas: dict) -> None:
 def test_best_dev_setting_ignores_reference_rows(tmp_path):
     _eval_json(tmp_path / "eval" / "dev" / "fives.json", "fives", {"zh_ek": 0.7, "zh_plain": 0.6, "supervised": 0.99})
     _eval_json(tmp_path / "eval" / "dev" / "refuge.json", "refuge", {"zh_ek": 0.5, "zh_plain": 0.8, "chance": 0.9})
-    best, means = report.best_dev_setting(report.load_eval(tmp_path, "dev"))
+    best, means = tables.best_dev_setting(tables.load_eval(tmp_path, "dev"))
     assert best == "zh_plain"  # mean 0.70 against 0.60; chance and ceiling rows never win
     assert means["zh_plain"] == pytest.approx(0.7)
     assert set(means.index) == {"zh_ek", "zh_plain"}
@@ -28,7 +28,7 @@ def test_best_dev_setting_ignores_reference_rows(tmp_path):
 
 def test_load_eval_names_the_missing_directory(tmp_path):
     with pytest.raises(DataError, match="no evaluation JSON"):
-        report.load_eval(tmp_path, "seen")
+        tables.load_eval(tmp_path, "seen")
 
 
 def _predictions(path: Path, paths, labels, preds) -> None:
@@ -46,7 +46,7 @@ def test_domain_gap_pairs_cases_by_relative_path(tmp_path):
         wrong = ["glaucoma" if j < 10 else lab for j, lab in enumerate(labels)]  # 10 mistakes held-out only
         _predictions(tmp_path / "eval" / f"predictions_{ds}.csv", held, labels, wrong)
         _predictions(tmp_path / "eval" / "seen" / f"predictions_{ds}.csv", seen, labels, labels)
-    gap = report.domain_gap_table(tmp_path, n_boot=200, seed=0)
+    gap = tables.domain_gap_table(tmp_path, n_boot=200, seed=0)
     assert list(gap.dataset) == ["messidor2", "fives", "refuge"]
     assert (gap["images"] == 40).all()
     assert (gap["ACA seen cameras"] == 1.0).all()
@@ -57,7 +57,7 @@ def test_benchmark_summary_counts_classes_per_rendering(tmp_path):
     names = ("no glaucoma", "glaucoma")
     def recs(n_pos, cam):
         return [Record(tmp_path / f"{i}.jpg", int(i < n_pos), names, "refuge", cam) for i in range(10)]
-    table = report.benchmark_summary({("refuge", "test"): recs(1, "nidek_afc"), ("refuge", "seen"): recs(1, "topcon_nw")})
+    table = tables.benchmark_summary({("refuge", "test"): recs(1, "nidek_afc"), ("refuge", "seen"): recs(1, "topcon_nw")})
     assert table.loc[("refuge", "glaucoma"), "test"] == 1
     assert table.loc[("refuge", "no glaucoma"), "seen"] == 9
     assert table.loc[("refuge", "cameras"), "seen"] == "topcon_nw"
@@ -66,6 +66,6 @@ def test_benchmark_summary_counts_classes_per_rendering(tmp_path):
 def test_primary_finding_orders_dr_before_flags():
     row = {"is_fundus": 1, "dr_grade": 2, "is_amd": 1, **{k: 0 for k in ("is_aon", "is_crp", "is_dm", "is_dme",
                                                                          "is_em", "is_gc", "is_htr", "is_pm", "is_rvo")}}
-    assert report.primary_finding(row) == "DR grade 2"
-    assert report.primary_finding(dict(row, dr_grade=0)) == "age-related macular degeneration"
-    assert report.primary_finding(dict(row, is_fundus=0)) == "non-fundus"
+    assert tables.primary_finding(row) == "DR grade 2"
+    assert tables.primary_finding(dict(row, dr_grade=0)) == "age-related macular degeneration"
+    assert tables.primary_finding(dict(row, is_fundus=0)) == "non-fundus"

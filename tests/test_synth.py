@@ -21,10 +21,12 @@ from visionclip.data.readers import read_benchmark
 from visionclip.errors import ConfigError, DataError
 from visionclip.schema import COLUMNS, DISEASE_FLAGS, READABILITY_FLAGS
 from visionclip.synth import clinical as C
-from visionclip.synth import caption, render_benchmarks, render_corpus, render_fundus, sample_labels
+from visionclip.data.captions import caption
+from visionclip.synth.labels import sample_labels
+from visionclip.synth.renderer import render_fundus
+from visionclip.synth.writers import render_benchmarks, render_corpus
 from visionclip.synth.cameras import CAMERAS, HELDOUT_CAMERAS, TRAIN_CAMERAS, check_disjoint
-from visionclip.synth.captions import (DIAG_EN, DIAG_ZH, DR_EN, DR_ZH, F, caption_diversity,
-                                       is_impression_only, ngram_overlap)
+from visionclip.data.captions import (DIAG_EN, DIAG_ZH, DR_EN, DR_ZH, F, caption_diversity, is_impression_only, ngram_overlap)
 from visionclip.synth.labels import (MESSIDOR2_GRADE_MIX, fives_labels, messidor2_labels, prevalence_table,
                                      refuge_labels, scaled_counts)
 from visionclip.synth.nonfundus import CORPUS_KINDS, RESERVED_KINDS
@@ -325,7 +327,7 @@ def test_interrupted_corpus_resumes_to_the_same_bytes(tmp_path):
 def test_killed_render_resumes_to_the_same_bytes(tmp_path):
     over = {**TINY, "synth.corpus_size": 160}
     code = ("import sys, json; from visionclip.config import load_profile; "
-            "from visionclip.synth import render_corpus; "
+            "from visionclip.synth.writers import render_corpus; "
             f"render_corpus(load_profile('ci', json.loads(sys.argv[2])), sys.argv[1], progress=False)")
     out = tmp_path / "killed"
     env = {**os.environ, "VISIONCLIP_QUIET": "1"}
@@ -423,7 +425,7 @@ def test_benchmark_layouts(tmp_path):
 def test_contact_sheet_draws_every_row():
     import matplotlib
     matplotlib.use("Agg")
-    from visionclip.synth import contact_sheet
+    from visionclip.synth.sheet import contact_sheet
     fig = contact_sheet(seed=0, size=48, cameras=["topcon_nw", "nidek_afc"])
     assert len(fig.axes) == 2 * len(SHEET_ROWS)
     assert fig.axes[0].get_title() == "topcon_nw"

@@ -100,7 +100,7 @@ from safetensors.torch import load_file
 
 from visionclip.config import load_profile
 from visionclip.errors import TrainingError
-from visionclip.train import train_clip, train_supervised
+from visionclip.training.loop import train_clip, train_supervised
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "VISIONCLIP_QUIET": "1", "PYTHONPATH": str(ROOT)}
@@ -154,7 +154,7 @@ def test_uninterrupted_run_writes_model_checkpoints_and_metrics(reference):
 def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, reference):
     ref_run, _ = reference
     run = _fresh_run(tmp_path, ref_run, "killed")
-    cmd = [sys.executable, "-m", "visionclip.train", "--profile", str(run / "tiny.yaml"), "--run-dir", str(run),
+    cmd = [sys.executable, "-m", "visionclip", "train", "--profile", str(run / "tiny.yaml"), "--run-dir", str(run),
            "--no-progress"]
     proc = subprocess.Popen(cmd, env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     log = run / "metrics" / "train.jsonl"

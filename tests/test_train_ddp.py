@@ -14,7 +14,7 @@ DDP_WORKER = r"""
 import sys, torch
 import visionclip.model as vm
 from visionclip.config import load_profile
-from visionclip.train import train_clip
+from visionclip.training.loop import train_clip
 
 real_build = vm.build_model
 def deterministic_build(*a, **k):

@@ -12,9 +12,9 @@ import torch
 from visionclip.errors import CheckpointError, ConfigError, TrainingError
 from visionclip.training import checkpoint as ckpt
 from visionclip.training.guard import NonFiniteGuard
-from visionclip.training.metrics import JsonlLog, read_rows
+from visionclip.training.logs import JsonlLog, read_rows
 from visionclip.training.optim import build_optimizer, param_groups
-from visionclip.training.precision import choose_precision
+from visionclip.precision import choose_precision
 from visionclip.training.sampler import ResumableBatchSampler
 from visionclip.training.schedule import build_scheduler, warmup_cosine_factor
 

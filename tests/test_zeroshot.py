@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from visionclip.errors import ConfigError
-from visionclip.zeroshot import build_prompts, class_prototypes, fill_template, zero_shot_scores
+from visionclip.eval.zeroshot import build_prompts, class_prototypes, fill_template, zero_shot_scores
 
 MANIFEST = {
     "name": "toy",

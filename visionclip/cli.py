@@ -1,16 +1,20 @@
 """`visionclip` command line: synth, train, evaluate, predict, book.
 
-Each subcommand is a thin shell over one library module, imported only when used,
-so that `visionclip synth` does not pay for importing torch and transformers.
+Every argparse shell of the package is here; each subcommand calls one library function, imported
+only when used, so that `visionclip synth` does not pay for importing torch and transformers.
+`python -m visionclip ...` and `torchrun ... -m visionclip train ...` come through `main`.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from .config import load_profile, parse_override
 from .errors import VisionCLIPError
+
+DATASET_HELP = "messidor2, messidor, fives or refuge"
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
@@ -23,8 +27,18 @@ def _load(args: argparse.Namespace):
     return load_profile(args.profile, dict(parse_override(o) for o in args.overrides))
 
 
+# ---------------------------------------------------------------- synth
+
+def _synth_args(p: argparse.ArgumentParser) -> None:
+    _profile_args(p)
+    p.add_argument("--out", help="output data directory (default: runs/<profile>/data)")
+    p.add_argument("--variants", nargs="*", default=["test", "dev", "seen"], choices=["test", "dev", "seen"],
+                   help="benchmark renderings to write (default: all three)")
+    p.add_argument("--benchmarks-only", action="store_true", help="skip the corpus")
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from .synth import render_benchmarks, render_corpus
+    from .synth.writers import render_benchmarks, render_corpus
 
     profile = _load(args)
     out = Path(args.out or Path("runs") / profile.name / "data")
@@ -36,48 +50,142 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- train
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    _profile_args(p)
+    p.add_argument("--run-dir", help="run directory (default: runs/<profile>)")
+    p.add_argument("--resume", action="store_true", default=True,
+                   help="resume from the newest valid checkpoint when one exists (the default)")
+    p.add_argument("--restart", action="store_true", help="ignore and delete existing checkpoints")
+    p.add_argument("--supervised", action="store_true", help="train the label-supervised ceiling instead")
+    p.add_argument("--device", help="torch device (default: this rank's GPU, else cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    import os
+    from .training.loop import train_clip, train_supervised
 
-    from . import train
-
-    summary = train.run_from_args(args)
+    profile = _load(args)
+    run_dir = Path(args.run_dir or Path("runs") / profile.name)
+    train = train_supervised if args.supervised else train_clip
+    summary = train(profile, run_dir, resume=not args.restart, progress=not args.no_progress, device=args.device)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
         print({k: v for k, v in summary.items() if k != "final_train"})
     return 0
 
 
+# ---------------------------------------------------------------- evaluate
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a saved model (run_dir/model)")
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
+    p.add_argument("--data-root", required=True, metavar="PATH", help="the dataset in its release layout")
+    p.add_argument("--language", default="zh", choices=("zh", "en"), help="prompt language (default: zh)")
+    p.add_argument("--prompts", default="ek", choices=("plain", "ek"), help="prompt mode (default: ek)")
+    p.add_argument("--flair-exact", action="store_true", help="FLAIR's unrenormalised prototypes and padding")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--image-size", type=int, help="input side in px (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out-dir", help="write <dataset>.json and predictions_<dataset>.csv here")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data.benchmarks import check_dataset
+    from .eval.benchmark import evaluate_zero_shot, write_predictions
+    from .eval.metrics import format_interval
+    from .io import write_json
+
+    check_dataset(args.dataset)
+    res = evaluate_zero_shot(args.checkpoint, args.dataset, args.data_root, args.language, args.prompts,
+                             args.flair_exact, image_size=args.image_size, batch_size=args.batch_size,
+                             n_boot=args.bootstrap, seed=args.seed)
+    rep = res["report"]
+    print(f"{args.dataset} ({args.data_root}), {args.language} {args.prompts} prompts, n = {rep['n']}")
+    for key in ("aca", "kappa", "quadratic_kappa", "macro_f1", "auc"):
+        if key in rep:
+            print(f"  {key:16s} {format_interval(rep[key])}")
+    if args.out_dir:
+        out = Path(args.out_dir)
+        public = {k: v for k, v in res.items() if k not in ("y_true", "y_prob", "paths")}
+        write_json(out / f"{args.dataset}.json", public)
+        write_predictions(out / f"predictions_{args.dataset}.csv", res["paths"], res["y_true"], res["y_prob"],
+                          rep["classes"])
+        print(f"wrote {out / (args.dataset + '.json')}")
+    return 0
+
+
+# ---------------------------------------------------------------- predict
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a saved model (run_dir/model)")
+    p.add_argument("--classes", nargs="+", metavar="NAME", help="class names to score (plain prompts)")
+    p.add_argument("--dataset", help=f"use this benchmark's classes and prompts ({DATASET_HELP})")
+    p.add_argument("--language", default="zh", choices=("zh", "en"), help="prompt language (default: zh)")
+    p.add_argument("--prompts", default="ek", choices=("plain", "ek"), help="with --dataset: prompt mode")
+    p.add_argument("--out", default="predictions.csv", help="output CSV (default: predictions.csv)")
+    p.add_argument("--image-size", type=int, help="input side in px (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--flair-exact", action="store_true", help="FLAIR's unrenormalised prototypes and padding")
+    p.add_argument("images", nargs="+", help="image files and/or folders")
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .eval.predict import predict
+
+    df = predict(args.checkpoint, args.images, args.classes, args.dataset, args.language, args.out,
+                 mode=args.prompts, image_size=args.image_size, batch_size=args.batch_size,
+                 flair_exact=args.flair_exact)
+    bad = int((df["status"] != "ok").sum())
+    print(f"wrote {args.out}: {len(df) - bad} images scored, {bad} skipped")
+    return 0
+
+
+# ---------------------------------------------------------------- book
+
+def _book_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="cpu", help="profile name in profiles/ or a YAML path (default: cpu)")
+    p.add_argument("--run-dir", help="run directory (default: runs/<profile> in the repository)")
+    p.add_argument("--skip-ablations", action="store_true", help="do not execute the ablations notebook")
+    p.add_argument("--only", action="append", default=[], metavar="NN",
+                   help="execute only this notebook (number or name; repeatable)")
+    p.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
+                   help="notebook parameter, or profile override when KEY is section.key (repeatable)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip notebooks whose executed copy is newer than the notebook and the profile")
+    p.add_argument("--no-book", action="store_true", help="execute the notebooks only")
+    p.add_argument("--book-only", action="store_true", help="build the book from what is already executed")
+
+
+def _cmd_book(args: argparse.Namespace) -> int:
+    from .report import pipeline
+
+    params = dict(parse_override(x) for x in args.parameter)
+    if args.book_only:
+        pipeline.build_only(args.profile, args.run_dir, params, args.skip_ablations)
+    else:
+        pipeline.run(args.profile, args.run_dir, params, args.only, args.skip_ablations, args.resume,
+                     book=not args.no_book)
+    return 0
+
+
+COMMANDS = {
+    "synth": ("render the synthetic corpus and the stand-in benchmark sets", _synth_args, _cmd_synth),
+    "train": ("pre-train VisionCLIP (or the supervised ceiling) on the corpus", _train_args, _cmd_train),
+    "evaluate": ("zero-shot evaluation of a saved model on one dataset", _evaluate_args, _cmd_evaluate),
+    "predict": ("per-class probabilities for any photographs, as CSV", _predict_args, _cmd_predict),
+    "book": ("execute the notebooks with papermill and build the book", _book_args, _cmd_book),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visionclip", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("synth", help="render the synthetic corpus and the stand-in benchmark sets")
-    _profile_args(p)
-    p.add_argument("--out", help="output data directory (default: runs/<profile>/data)")
-    p.add_argument("--variants", nargs="*", default=["test", "dev", "seen"], choices=["test", "dev", "seen"],
-                   help="benchmark renderings to write (default: all three)")
-    p.add_argument("--benchmarks-only", action="store_true", help="skip the corpus")
-    p.set_defaults(func=_cmd_synth)
-
-    from . import train  # light: torch is imported inside its functions
-
-    p = sub.add_parser("train", help="pre-train VisionCLIP (or the supervised ceiling) on the corpus")
-    train.add_arguments(p)
-    p.set_defaults(func=_cmd_train)
-
-    from . import predict  # light: heavy imports happen inside its functions
-
-    p = sub.add_parser("evaluate", help="zero-shot evaluation of a saved model on one dataset")
-    predict.add_evaluate_arguments(p)
-    p.set_defaults(func=predict.evaluate_main)
-
-    p = sub.add_parser("predict", help="per-class probabilities for any photographs, as CSV")
-    predict.add_predict_arguments(p)
-    p.set_defaults(func=predict.predict_main)
-
-    p = sub.add_parser("book", help="execute the notebooks with papermill and build the book")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of python -m visionclip.pipeline")
-    p.set_defaults(func=lambda a: __import__("visionclip.pipeline", fromlist=["main"]).main(a.rest))
+    for name, (help_text, add_args, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        add_args(p)
+        p.set_defaults(func=run)
     return parser
 
 

@@ -168,3 +168,26 @@ class ImageDataset(Dataset):
 
 __all__ = ["ImageDataset", "ImageTextDataset", "LABEL_VECTOR", "label_set_key", "label_set_name", "load_image",
            "to_tensor"]
+
+
+def to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0,255] -> float [0,1]; float input is passed through (the model normalises inside)."""
+    if images.dtype == torch.uint8:
+        return images.float().div_(255.0)
+    return images.float()
+
+
+def to_model_input(images: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+    """An image batch as the towers take it, in training and in evaluation alike: float in [0, 1]
+    (`to_unit_float`; the model normalises), channels-last, on `device` (moved while still uint8)."""
+    if device is not None:
+        images = images.to(device, non_blocking=True)
+    return to_unit_float(images).contiguous(memory_format=torch.channels_last)
+
+
+def val_pool(profile, splits: Mapping) -> ImageTextDataset:
+    """The validation pool: the first val_size images of the corpus val split, unaugmented, with
+    captions in the training language. The trainer validates on it; evaluation's per-label-set
+    retrieval table reads the same pool."""
+    cfg = profile.train
+    return ImageTextDataset(splits["val"][:cfg.val_size], cfg.image_size, cfg.caption_language, False, profile.seed)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..schema import COLUMNS
+from .fields import parse_int
 from .manifests import class_names, load_manifest, verify_root
 from .records import CorpusRecord, Record
 from .table import LABEL_COLUMNS, CorpusTable, StringColumn, StringIndex
@@ -124,23 +125,6 @@ def _require_columns(path: Path, header: Iterable[str], required: Iterable[str])
     missing = [c for c in required if c not in header]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; found {list(header)}")
-
-
-def _parse_int(value: object, where: str, field: str, allowed: Iterable[int]) -> int:
-    """An integer field (also '2.0' or 2.0, as spreadsheets and pandas write them) within `allowed`."""
-    allowed = tuple(allowed)
-    text = str(value).strip() if value is not None else ""
-    try:
-        number = float(text)
-        if not number.is_integer():
-            raise ValueError
-        out = int(number)
-    except ValueError:
-        raise DataError(f"{where}, field '{field}': expected an integer in {list(allowed)}, "
-                        f"got {text!r}") from None
-    if out not in allowed:
-        raise DataError(f"{where}, field '{field}': expected one of {list(allowed)}, got {out}")
-    return out
 
 
 class _ImageIndex:
@@ -335,7 +319,7 @@ def _read_annotations(csv_path: Path, image_dir: Path) -> tuple[StringColumn, np
                         raise DataError(f"{where}, field 'file_name': empty")
                     names.append(name)
                     lines.append(line)
-                    labels.extend([_parse_int(row[c], where, c, _LABEL_VALUES.get(c, (0, 1)))
+                    labels.extend([parse_int(row[c], where, c, _LABEL_VALUES.get(c, (0, 1)))
                                    for c in LABEL_COLUMNS])
                     found = images.find(name)
                     if found is None:
@@ -391,7 +375,7 @@ def _read_captions(path: Path, names: StringColumn) -> tuple[StringColumn, Strin
 
 def _generated_captions(names: StringColumn, labels: np.ndarray,
                         caption_seed: int) -> tuple[StringColumn, StringColumn]:
-    from ..synth.captions import caption  # lazy: the captioner is only needed for real releases
+    from .captions import caption  # lazy: the captioner is only needed for real releases
 
     zh, en = StringColumn(), StringColumn()
     for i in range(len(names)):
@@ -462,11 +446,11 @@ def read_messidor2(root: str | os.PathLike, verify: bool = True) -> list[Record]
         if not row["image_id"]:
             raise DataError(f"{where}, field 'image_id': empty")
         gradable = row["adjudicated_gradable"]
-        if gradable and _parse_int(gradable, where, "adjudicated_gradable", (0, 1)) == 0:
+        if gradable and parse_int(gradable, where, "adjudicated_gradable", (0, 1)) == 0:
             continue  # ungradable: FLAIR's partition keeps gradable images only
         if not row["adjudicated_dr_grade"]:
             continue  # no adjudicated grade (the release's ungradable rows)
-        grade = _parse_int(row["adjudicated_dr_grade"], where, "adjudicated_dr_grade", label_map)
+        grade = parse_int(row["adjudicated_dr_grade"], where, "adjudicated_dr_grade", label_map)
         out.append((index.find(row["image_id"], where, "image_id"), label_map[grade]))
     return _records(out, "messidor2", root)
 
@@ -527,7 +511,7 @@ def read_messidor(root: str | os.PathLike, verify: bool = True) -> list[Record]:
             where = f"{sheet}: row {row_no}"
             if not name:
                 raise DataError(f"{where}, field 'Image name': empty")
-            grade = _parse_int(grade_cell, where, "Retinopathy grade", label_map)
+            grade = parse_int(grade_cell, where, "Retinopathy grade", label_map)
             key = name.lower()
             if key in seen:
                 # The release lists a few images twice; identical rows are harmless, conflicts are not.

@@ -1,9 +1,5 @@
-"""The Med-AIGC stand-in: labels, renderer, captions, camera profiles and writers of the layouts."""
-from .captions import caption
-from .labels import sample_labels
-from .renderer import render_fundus
-from .sheet import contact_sheet
-from .writers import render_benchmarks, render_corpus, render_nonfundus
+"""The Med-AIGC stand-in: labels, renderer, camera profiles, non-fundus frames and writers of the layouts.
 
-__all__ = ["caption", "contact_sheet", "render_benchmarks", "render_corpus", "render_fundus",
-           "render_nonfundus", "sample_labels"]
+Import the submodules directly (visionclip.synth.writers, .renderer, ...); the captioner that
+turns labels into text is data.captions, since real releases need it too.
+"""

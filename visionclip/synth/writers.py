@@ -27,7 +27,7 @@ from ..schema import COLUMNS
 from ..seeding import derive_seed
 from . import clinical
 from .cameras import camera_record, check_disjoint
-from .captions import caption, caption_diversity, flair_ek_prompts_zh, ngram_overlap
+from ..data.captions import caption, caption_diversity, flair_ek_prompts_zh, ngram_overlap
 from .labels import (file_name_for, fives_labels, messidor2_labels, prevalence_table, refuge_labels,
                      sample_labels)
 from .nonfundus import CORPUS_KINDS, RESERVED_KINDS, render_nonfundus as _render_nonfundus_frame

@@ -1,6 +1,7 @@
-"""Pieces of the trainer (visionclip/train.py), one job per module.
+"""Pre-training, one job per module.
 
-schedule: warm-up + cosine learning rate; optim: AdamW parameter groups; precision: autocast
-choice; checkpoint: atomic, pickle-free resumable state; sampler: seeded, resumable, sharded
-batches; metrics: JSONL logs that are truncated on resume; distributed: torchrun/DDP helpers.
+loop: the one training loop (CPU, GPU, torchrun); tasks: what it trains (CLIP, the supervised
+ceiling); schedule: warm-up + cosine learning rate; optim: AdamW parameter groups; checkpoint:
+atomic, pickle-free resumable state; sampler: seeded, resumable, sharded batches; logs: JSONL
+metrics truncated on resume; guard: the non-finite step guard; distributed: torchrun/DDP helpers.
 """

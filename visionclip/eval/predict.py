@@ -5,22 +5,19 @@ long side and pads to square). Beside the class probabilities the CSV carries a 
 in the SynFundus-1M semantics (is_fundus, is_macular_readable, is_optic_disc_readable,
 is_retinal_region_readable), each a zero-shot choice between a positive and a negative prompt.
 A file that cannot be decoded is reported on stderr, marked in the `status` column, and skipped.
-
-Also the two CLI shells: `visionclip predict` and `visionclip evaluate`.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 DEFAULT_TEMPLATES = {"en": "A fundus photograph of [CLS]", "zh": "一张眼底照片，显示[CLS]"}
 # (positive prompts, negative prompts) per SynFundus readability flag. The negative sides use the
-# phrases the corpus captioner (synth/captions.py: NON_FUNDUS, READABILITY) writes for flag = 0, so
+# phrases the corpus captioner (data/captions.py: NON_FUNDUS, READABILITY) writes for flag = 0, so
 # a model trained on the corpus has seen them; the positive sides describe an ordinary photograph.
 READABILITY_PROMPTS = {
     "en": {
@@ -68,13 +65,13 @@ def list_images(images_or_folder: str | Path | Sequence[str | Path]) -> list[Pat
 def resolve_prompts(classes: Sequence[str] | None, dataset: str | None, language: str,
                     mode: str = "ek") -> tuple[list[str], list[list[str]]]:
     """(class names for the CSV columns, prompts per class) from a free class list and/or a dataset."""
-    from .data.manifests import load_manifest
+    from ..data.manifests import load_manifest
     from .zeroshot import build_prompts, fill_template
 
     if not classes and not dataset:
         raise ConfigError("predict: give --classes and/or --dataset (whose classes and prompts are used)")
     if dataset:
-        from .evaluate import check_dataset
+        from ..data.benchmarks import check_dataset
 
         manifest = load_manifest(check_dataset(dataset))
         names_en = [c["name_en"] for c in manifest["classes"]]
@@ -95,8 +92,8 @@ def _load_batch(paths: Sequence[Path], size: int, flair_exact: bool = False):
     """(uint8 tensor batch of the readable images, their positions, {position: error message})."""
     import torch
 
-    from .data.datasets import load_image, to_tensor
-    from .data.transforms import preprocess_fundus
+    from ..data.datasets import load_image, to_tensor
+    from ..data.transforms import preprocess_fundus
 
     tensors, ok, errors = [], [], {}
     for i, p in enumerate(paths):
@@ -127,10 +124,11 @@ def predict(model_dir: str | Path, images_or_folder, classes: Sequence[str] | No
     import pandas as pd
     import torch
 
-    from .embed import inference_autocast, to_model_input
-    from .evaluate import load_clip, model_setting
-    from .io import write_text
-    from .progress import progress
+    from ..data.datasets import to_model_input
+    from .embed import inference_autocast
+    from ..pretrained import load_clip, model_setting
+    from ..io import write_text
+    from ..progress import progress
     from .zeroshot import class_prototypes, logit_scale_of, zero_shot_scores
 
     if language not in READABILITY_PROMPTS:
@@ -178,78 +176,4 @@ def predict(model_dir: str | Path, images_or_folder, classes: Sequence[str] | No
     return df
 
 
-# ---------------------------------------------------------------- CLI
-
-def add_predict_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a saved model (run_dir/model)")
-    p.add_argument("--classes", nargs="+", metavar="NAME", help="class names to score (plain prompts)")
-    p.add_argument("--dataset", help="use this benchmark's classes and prompts (messidor2, messidor, fives, refuge)")
-    p.add_argument("--language", default="zh", choices=("zh", "en"), help="prompt language (default: zh)")
-    p.add_argument("--prompts", default="ek", choices=("plain", "ek"), help="with --dataset: prompt mode")
-    p.add_argument("--out", default="predictions.csv", help="output CSV (default: predictions.csv)")
-    p.add_argument("--image-size", type=int, help="input side in px (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--flair-exact", action="store_true", help="FLAIR's unrenormalised prototypes and padding")
-    p.add_argument("images", nargs="+", help="image files and/or folders")
-
-
-def predict_main(args: argparse.Namespace) -> int:
-    df = predict(args.checkpoint, args.images, args.classes, args.dataset, args.language, args.out,
-                 mode=args.prompts, image_size=args.image_size, batch_size=args.batch_size,
-                 flair_exact=args.flair_exact)
-    bad = int((df["status"] != "ok").sum())
-    print(f"wrote {args.out}: {len(df) - bad} images scored, {bad} skipped")
-    return 0
-
-
-def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a saved model (run_dir/model)")
-    p.add_argument("--dataset", required=True, help="messidor2, messidor, fives or refuge")
-    p.add_argument("--data-root", required=True, metavar="PATH", help="the dataset in its release layout")
-    p.add_argument("--language", default="zh", choices=("zh", "en"), help="prompt language (default: zh)")
-    p.add_argument("--prompts", default="ek", choices=("plain", "ek"), help="prompt mode (default: ek)")
-    p.add_argument("--flair-exact", action="store_true", help="FLAIR's unrenormalised prototypes and padding")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: 1000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--image-size", type=int, help="input side in px (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--out-dir", help="write <dataset>.json and predictions_<dataset>.csv here")
-
-
-def evaluate_main(args: argparse.Namespace) -> int:
-    from .evaluate import check_dataset, evaluate_zero_shot, write_predictions
-    from .io import write_json
-    from .metrics import format_interval
-
-    check_dataset(args.dataset)
-    res = evaluate_zero_shot(args.checkpoint, args.dataset, args.data_root, args.language, args.prompts,
-                             args.flair_exact, image_size=args.image_size, batch_size=args.batch_size,
-                             n_boot=args.bootstrap, seed=args.seed)
-    rep = res["report"]
-    print(f"{args.dataset} ({args.data_root}), {args.language} {args.prompts} prompts, n = {rep['n']}")
-    for key in ("aca", "kappa", "quadratic_kappa", "macro_f1", "auc"):
-        if key in rep:
-            print(f"  {key:16s} {format_interval(rep[key])}")
-    if args.out_dir:
-        out = Path(args.out_dir)
-        public = {k: v for k, v in res.items() if k not in ("y_true", "y_prob", "paths")}
-        write_json(out / f"{args.dataset}.json", public)
-        write_predictions(out / f"predictions_{args.dataset}.csv", res["paths"], res["y_true"], res["y_prob"],
-                          rep["classes"])
-        print(f"wrote {out / (args.dataset + '.json')}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m visionclip.predict predict|evaluate ...`: the same commands as the visionclip CLI."""
-    from .cli import main as cli_main
-
-    return cli_main(list(sys.argv[1:] if argv is None else argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
-__all__ = ["predict", "list_images", "resolve_prompts", "add_predict_arguments", "add_evaluate_arguments",
-           "predict_main", "evaluate_main", "main", "READABILITY_PROMPTS"]
+__all__ = ["predict", "list_images", "resolve_prompts", "READABILITY_PROMPTS", "DEFAULT_TEMPLATES"]

@@ -1,6 +1,6 @@
-"""Tables and figures of the book that compose library pieces (data summaries, gaps, examples).
+"""Tables of the book composed from library pieces (data summaries, prompt settings, gaps, retrieval).
 
-The notebooks stay glue: each figure or table they show is one call here or in `viz.py`.
+The notebooks stay glue: each table they show is one call here, each figure one call in figures.py.
 """
 from __future__ import annotations
 
@@ -12,19 +12,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
-from .paths import STANDIN_BENCHMARKS, VARIANTS, benchmark_dir
-from .schema import DISEASE_FLAGS, DR_GRADE_NAMES, FLAG_COLUMNS, GLOSSES
-from .seeding import rng
-
-
-def _plt():
-    import matplotlib.pyplot as plt
-
-    from .viz import setup_fonts
-
-    setup_fonts()
-    return plt
+from ..errors import DataError
+from ..paths import STANDIN_BENCHMARKS, VARIANTS, benchmark_dir
+from ..schema import DISEASE_FLAGS, DR_GRADE_NAMES, FLAG_COLUMNS, GLOSSES
+from ..seeding import rng
 
 
 # ---------------------------------------------------------------- corpus
@@ -59,36 +50,6 @@ def prevalence_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def prevalence_figure(frame: pd.DataFrame, title: str = "Label prevalence in the corpus"):
-    plt = _plt()
-    table = prevalence_table(frame)
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    ax.barh(table.annotation, table.share, color="#4c72b0")
-    ax.invert_yaxis()
-    ax.set_xlabel("share of images")
-    ax.set_title(title)
-    fig.tight_layout()
-    return fig
-
-
-def cooccurrence_figure(frame: pd.DataFrame, title: str = "Disease co-occurrence (images with both)"):
-    """Counts of images carrying both findings (DR as dr_grade > 0)."""
-    import seaborn as sns
-
-    plt = _plt()
-    cols = {"DR": frame.dr_grade > 0}
-    cols.update({f.removeprefix("is_").upper(): frame[f] > 0 for f in DISEASE_FLAGS})
-    flags = pd.DataFrame(cols).astype(int)
-    co = flags.T @ flags
-    fig, ax = plt.subplots(figsize=(7.5, 6.5))
-    sns.heatmap(co, annot=True, fmt="d", cmap="Blues", ax=ax, cbar_kws={"label": "images"})
-    ax.set_title(title)
-    ax.set_xlabel("finding")
-    ax.set_ylabel("finding")
-    fig.tight_layout()
-    return fig
-
-
 def caption_examples(records, n: int = 6, seed: int = 0) -> pd.DataFrame:
     """A seeded sample of image-caption pairs, one per distinct primary finding where possible."""
     order = rng(seed, "caption-examples").permutation(len(records))
@@ -114,24 +75,10 @@ def token_lengths(tokenizer, records) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def token_length_figure(lengths: pd.DataFrame, context_length: int):
-    import seaborn as sns
-
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    sns.histplot(data=lengths, x="tokens", hue="language", discrete=True, element="step", ax=ax)
-    ax.axvline(context_length, color="red", ls="--", label=f"context length {context_length}")
-    ax.set_xlabel("tokens per caption ([CLS] and [SEP] included)")
-    ax.set_ylabel("captions")
-    ax.set_title("Caption length in tokens, Chinese vs English")
-    fig.tight_layout()
-    return fig
-
-
 # ---------------------------------------------------------------- benchmark sets
 
 def benchmark_records(profile, run_dir, variants: Sequence[str] = VARIANTS) -> dict[tuple[str, str], list]:
-    from .data.readers import read_benchmark
+    from ..data.readers import read_benchmark
 
     out = {}
     for variant in variants:
@@ -155,39 +102,6 @@ def benchmark_summary(sets: dict[tuple[str, str], list]) -> pd.DataFrame:
     return frame
 
 
-def benchmark_examples_figure(sets: dict[tuple[str, str], list], variant: str = "test", per_class: int = 3,
-                              seed: int = 0, tile: float = 1.5):
-    """Rows = (dataset, class), columns = examples, each titled with its camera."""
-    from PIL import Image
-
-    plt = _plt()
-    rows = []
-    for (ds, v), records in sets.items():
-        if v != variant:
-            continue
-        for label, name in enumerate(records[0].class_names):
-            members = [r for r in records if r.label == label]
-            pick = rng(seed, ds, variant, label).permutation(len(members))[:per_class]
-            rows.append((f"{ds}\n{name}", [members[i] for i in pick]))
-    fig, axes = plt.subplots(len(rows), per_class, figsize=(tile * per_class + 1.5, tile * len(rows)), squeeze=False)
-    for i, (title, members) in enumerate(rows):
-        for j in range(per_class):
-            ax = axes[i][j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j < len(members):
-                with Image.open(members[j].path) as im:
-                    ax.imshow(np.asarray(im.convert("RGB")))
-                ax.set_title(members[j].domain, fontsize=7)
-            else:
-                ax.axis("off")
-            if j == 0:
-                ax.set_ylabel(title, fontsize=7)
-    fig.suptitle(f"Stand-in benchmark sets ({variant} rendering): examples per class", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
 # ---------------------------------------------------------------- evaluation summaries
 
 def headline_key(profile) -> str:
@@ -209,7 +123,7 @@ def load_eval(run_dir, variant: str = "test") -> dict[str, dict]:
 
 def setting_table(evals: dict[str, dict], metric: str = "aca") -> pd.DataFrame:
     """Rows = prompt settings (and chance / ceiling), columns = datasets, cells 'point [lo, hi]'."""
-    from .metrics import format_interval
+    from ..eval.metrics import format_interval
 
     rows: dict[str, dict] = {}
     for ds, data in evals.items():
@@ -281,25 +195,6 @@ def domain_gap_table(run_dir, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame
                      "ACA held-out cameras": round(a_h, 4), "gap (seen - held-out)": round(a_s - a_h, 4),
                      "gap 95% CI": f"[{lo:.3f}, {hi:.3f}]"})
     return pd.DataFrame(rows)
-
-
-def dataset_panels(data: dict, key: str):
-    """Confusion matrix and per-class sensitivity/specificity of one setting, numbers printed too."""
-    from IPython.display import display
-
-    from .metrics import format_interval
-    from .viz import confusion_matrix_figure, sensitivity_specificity_figure
-
-    rep = data["results"][key]["report"]
-    names = data["class_names"]
-    title = f"{data['dataset']} ({key}): ACA {format_interval(rep['aca'])}"
-    print(title)
-    display(pd.DataFrame([{"class": c["class"], "support": c["support"], "predicted": c["predicted"],
-                           "sensitivity": format_interval(c["sensitivity"]),
-                           "specificity": format_interval(c["specificity"])} for c in rep["per_class"]]))
-    cm = confusion_matrix_figure(rep["confusion_matrix"], names, title=f"Confusion matrix: {title}")
-    ss = sensitivity_specificity_figure(rep, title=f"Sensitivity and specificity: {data['dataset']} ({key})")
-    return cm, ss
 
 
 # ---------------------------------------------------------------- embeddings, retrieval, few-shot

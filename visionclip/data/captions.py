@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import DataError
 from ..schema import DISEASE_FLAGS, FLAG_COLUMNS
 from ..seeding import derive_seed
+from .fields import parse_int
 
 # Each finding: alternative phrasings (zh list, en list).
 F: dict[str, tuple[list[str], list[str]]] = {
@@ -140,17 +141,15 @@ FLAIR_EK_PROMPTS_EN: tuple[str, ...] = (
 def _clean_row(row: dict[str, Any]) -> dict[str, Any]:
     """The row with its label fields as integers; raw CSV strings ('2', '2.0') are accepted and a bad
     or missing field raises DataError naming the row and the field."""
-    from ..data.readers import _parse_int    # deferred: the readers import this module's users
-
     where = f"caption: row {row.get('file_name', '?')!r}"
     out = dict(row)
     for k in ("dr_grade", "is_fundus") + DISEASE_FLAGS:
         if k not in row:
             raise DataError(f"{where} lacks column {k!r}")
-    out["dr_grade"] = _parse_int(row["dr_grade"], where, "dr_grade", range(5))
+    out["dr_grade"] = parse_int(row["dr_grade"], where, "dr_grade", range(5))
     for k in ("is_fundus", "is_dm", "eye_side") + FLAG_COLUMNS:
         if k in row:
-            out[k] = _parse_int(row[k], where, k, (0, 1))
+            out[k] = parse_int(row[k], where, k, (0, 1))
     return out
 
 
@@ -282,7 +281,7 @@ def _contains(text: str, phrase: str) -> bool:
 
 def flair_ek_prompts_zh() -> tuple[str, ...]:
     """This project's Chinese translations of FLAIR's class names and descriptions (the manifests)."""
-    from ..data.manifests import load_manifest
+    from .manifests import load_manifest
 
     out: list[str] = []
     for name in ("messidor2", "fives", "refuge"):

@@ -11,14 +11,18 @@ Each k draws `draws` seeded samples of k images per class; the result is mean ±
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
-from .errors import DataError
-from .seeding import derive_seed, rng
+from ..data.benchmarks import labels_of, load_records
+from ..errors import DataError
+from ..io import write_json
+from ..pretrained import load_clip
+from ..seeding import derive_seed, rng
 
 
 def draw_shots(labels: np.ndarray, k: int, seed: int, n_classes: int | None = None) -> np.ndarray:
@@ -74,3 +78,47 @@ def fewshot_probe(train_emb, train_labels, test_emb, test_labels, ks: Sequence[i
 
 
 __all__ = ["draw_shots", "split_pool", "fewshot_probe"]
+
+
+def run_fewshot(profile, run_dir: str | Path, datasets: Sequence[str] | None = None) -> dict:
+    """Linear probes on the stand-in sets: shots from the dev rendering, scored on the test rendering.
+
+    Needs the test embeddings written by run_evaluation; embeds the dev rendering (saved too).
+    Writes run_dir/eval/fewshot.json with the zero-shot ACA of the headline setting beside each curve.
+    """
+    from .embed import embed_images, load_embeddings, save_embeddings
+    from ..paths import STANDIN_BENCHMARKS, benchmark_dir
+
+    run_dir = Path(run_dir)
+    ev = profile.eval
+    model = None
+    out = {}
+    for ds in datasets or STANDIN_BENCHMARKS:
+        test = load_embeddings(run_dir, f"{ds}_test")
+        try:
+            dev = load_embeddings(run_dir, f"{ds}_dev")
+        except DataError:
+            if model is None:
+                model, _ = load_clip(run_dir / "model")
+            records = load_records(ds, benchmark_dir(profile, run_dir, ds, "dev"))
+            y, _names = labels_of(records)
+            emb = embed_images(model, records, profile.train.image_size, ev.batch_size,
+                               flair_exact=ev.flair_exact, desc=f"embed {ds} (dev)")
+            save_embeddings(run_dir, f"{ds}_dev", image=emb, label=y,
+                            path=np.array([str(r.path) for r in records]),
+                            domain=np.array([str(getattr(r, "domain", "")) for r in records]))
+            dev = {"image": emb, "label": y}
+        n_classes = len(test["class_names"]) if "class_names" in test else None
+        curve = fewshot_probe(dev["image"], dev["label"], test["image"], test["label"], ev.fewshot_k,
+                              ev.fewshot_draws, profile.seed, n_classes)
+        zs = None
+        path = run_dir / "eval" / f"{ds}.json"
+        if path.is_file():
+            import json
+
+            data = json.loads(path.read_text(encoding="utf-8"))
+            zs = data["results"].get(f"{ev.language}_{ev.prompt_mode}", {}).get("report", {}).get("aca")
+        out[ds] = {"shots_from": "dev rendering (benchmark_dev_seed)", "scored_on": "test rendering",
+                   "curve": curve, "zero_shot_aca": zs}
+    write_json(run_dir / "eval" / "fewshot.json", out)
+    return out

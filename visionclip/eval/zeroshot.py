@@ -14,8 +14,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .embed import _device_of, inference_autocast
-from .errors import ConfigError
+from .embed import device_of, inference_autocast
+from ..errors import ConfigError
 
 LANGUAGES = ("zh", "en")
 MODES = ("plain", "ek")
@@ -74,7 +74,7 @@ def encode_prompts(model, tokenizer, texts: Sequence[str], context_length: int) 
         model.eval()
     try:
         batch = tokenizer(list(texts), context_length)
-        device = _device_of(model)
+        device = device_of(model)
         ids = torch.as_tensor(batch["input_ids"]).to(device)
         mask = torch.as_tensor(batch["attention_mask"]).to(device)
         with inference_autocast(model):

@@ -11,13 +11,14 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .errors import DataError
-from .io import atomic_path
-from .progress import progress
-from .training.precision import choose_precision
+from ..data.datasets import to_model_input
+from ..errors import DataError
+from ..io import atomic_path
+from ..progress import progress
+from ..precision import choose_precision
 
 
-def _device_of(model) -> torch.device:
+def device_of(model) -> torch.device:
     try:
         return next(model.parameters()).device
     except (AttributeError, StopIteration, TypeError):
@@ -34,8 +35,8 @@ class RecordImages(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict:
-        from .data.datasets import load_image, to_tensor
-        from .data.transforms import preprocess_fundus
+        from ..data.datasets import load_image, to_tensor
+        from ..data.transforms import preprocess_fundus
 
         img = load_image(self.records[i].path, self.image_size)
         return {"image": to_tensor(preprocess_fundus(img, self.image_size, self.flair_exact)), "index": i}
@@ -47,7 +48,7 @@ def _as_dataset(dataset_or_records, image_size: int, flair_exact: bool):
         return dataset_or_records
     records = list(dataset_or_records)
     if records and hasattr(records[0], "label"):
-        from .data.datasets import ImageDataset
+        from ..data.datasets import ImageDataset
 
         return ImageDataset(records, image_size, flair_exact=flair_exact)
     return RecordImages(records, image_size, flair_exact)
@@ -66,26 +67,11 @@ def inference_autocast(model, precision: str = "auto"):
     """Autocast for embedding: by default what training uses (bf16 where the hardware computes it
     natively, fp32 otherwise), about twice as fast as fp32 on a CPU with native bf16; pass "fp32" to
     embed in full precision."""
-    return choose_precision(precision, _device_of(model)).autocast()
+    return choose_precision(precision, device_of(model)).autocast()
 
 
-def _collate(items):
+def collate_images(items):
     return torch.stack([torch.as_tensor(_image_of(it)) for it in items])
-
-
-def to_unit_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0,255] -> float [0,1]; float input is passed through (the model normalises inside)."""
-    if images.dtype == torch.uint8:
-        return images.float().div_(255.0)
-    return images.float()
-
-
-def to_model_input(images: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
-    """An image batch as the towers take it, in training and in evaluation alike: float in [0, 1]
-    (`to_unit_float`; the model normalises), channels-last, on `device` (moved while still uint8)."""
-    if device is not None:
-        images = images.to(device, non_blocking=True)
-    return to_unit_float(images).contiguous(memory_format=torch.channels_last)
 
 
 @torch.no_grad()
@@ -98,10 +84,10 @@ def embed_images(model, dataset_or_records, image_size: int, batch_size: int = 6
     if len(dataset) == 0:
         raise DataError("embed_images: the dataset is empty (no images to embed)")
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
-                                         collate_fn=_collate)
+                                         collate_fn=collate_images)
     was_training = model.training
     model.eval()
-    device = _device_of(model)
+    device = device_of(model)
     out = []
     try:
         for images in progress(loader, desc=desc, total=len(loader), unit="batch"):
@@ -123,7 +109,7 @@ def embed_texts(model, tokenizer, texts: Sequence[str], context_length: int, bat
         raise DataError("embed_texts: no texts to embed")
     was_training = model.training
     model.eval()
-    device = _device_of(model)
+    device = device_of(model)
     out = []
     try:
         starts = range(0, len(texts), batch_size)
@@ -162,4 +148,4 @@ def load_embeddings(run_dir: str | Path, name: str) -> dict[str, np.ndarray]:
 
 
 __all__ = ["embed_images", "embed_texts", "save_embeddings", "load_embeddings", "embeddings_path",
-           "to_unit_float", "to_model_input"]
+           "inference_autocast"]

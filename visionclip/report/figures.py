@@ -1,4 +1,4 @@
-"""Figures of the book: each function returns a matplotlib Figure with title, axis labels and legend.
+"""Every figure of the book: each function returns a matplotlib Figure with title, axis labels and legend.
 
 Chinese class names and prompts need a CJK font: `setup_fonts()` adds the first installed one
 (Noto Sans CJK, WenQuanYi, Droid Sans Fallback...) as a fallback after the default font, and does
@@ -18,7 +18,12 @@ import pandas as pd
 import seaborn as sns
 from matplotlib import font_manager
 
-from .errors import DataError
+from ..errors import DataError
+from ..schema import DISEASE_FLAGS
+from ..seeding import rng
+from ..eval.maps import umap_projection
+from .ablations.tables import CHANCE_ACA
+from .tables import prevalence_table
 
 CJK_FONT_HINTS = ("Noto Sans CJK", "Noto Serif CJK", "Noto Sans SC", "Source Han Sans", "WenQuanYi",
                   "Droid Sans Fallback", "AR PL UMing", "AR PL UKai", "SimHei", "Microsoft YaHei", "PingFang")
@@ -181,18 +186,6 @@ def paper_table_figure(table: Mapping | str | Path, title: str = "Zero-shot ACA:
 
 # ---------------------------------------------------------------- embedding maps
 
-def umap_projection(image_emb, prototypes=None, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1):
-    """2-D UMAP of images and (optionally) text prototypes fitted together (cosine, seeded)."""
-    import umap
-
-    img = np.asarray(image_emb, dtype=np.float32)
-    pts = img if prototypes is None else np.vstack([img, np.asarray(prototypes, dtype=np.float32)])
-    n_neighbors = max(2, min(n_neighbors, len(pts) - 1))
-    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, metric="cosine",
-                        random_state=seed, n_jobs=1, init="spectral" if len(pts) > n_neighbors + 2 else "random")
-    xy = reducer.fit_transform(pts)
-    return xy[:len(img)], (xy[len(img):] if prototypes is not None else None)
-
 
 def umap_figure(image_emb, colour_by: Sequence, colour_name: str, prototypes=None,
                 prototype_names: Sequence[str] | None = None, seed: int = 0, title: str | None = None,
@@ -225,7 +218,7 @@ def corpus_maps(run_dir: str | Path, prototypes_of: Sequence[str] = ("fives",), 
     Reads run_dir/embeddings/corpus_test.npz and prototypes.npz (evaluate.run_embeddings); the
     prototypes of `prototypes_of` are fitted together with the images and drawn as stars.
     """
-    from .embed import load_embeddings
+    from ..eval.embed import load_embeddings
 
     data = load_embeddings(run_dir, "corpus_test")
     protos = load_embeddings(run_dir, "prototypes")
@@ -242,7 +235,7 @@ def corpus_maps(run_dir: str | Path, prototypes_of: Sequence[str] = ("fives",), 
 
 def benchmark_maps(run_dir: str | Path, dataset: str, variant: str = "test", seed: int = 0) -> dict:
     """UMAP maps of one benchmark set coloured by class and by camera, with its class prototypes."""
-    from .embed import load_embeddings
+    from ..eval.embed import load_embeddings
 
     data = load_embeddings(run_dir, f"{dataset}_{variant}")
     protos = load_embeddings(run_dir, "prototypes")
@@ -380,3 +373,137 @@ __all__ = ["setup_fonts", "paper_table_figure", "confusion_matrix_figure", "sens
            "grouped_bars_figure", "prompt_comparison_figure", "umap_projection", "umap_figure", "corpus_maps",
            "benchmark_maps", "training_curves_figure",
            "fewshot_figure", "retrieval_examples_figure", "read_jsonl"]
+
+
+def interval_figure(df: pd.DataFrame, title: str, ylabel: str = "ACA", by: str = "setting"):
+    """Grouped bars with 95% intervals: datasets on the x axis, one bar per `by` value."""
+    from .figures import grouped_bars_figure
+
+    values: dict = {}
+    for _, r in df.iterrows():
+        values.setdefault(r.dataset, {})[r[by]] = {"value": r.value, "lo": r.lo, "hi": r.hi}
+    chance = {ds: CHANCE_ACA[ds] for ds in values if ds in CHANCE_ACA} if ylabel == "ACA" else None
+    return grouped_bars_figure(values, title, ylabel=ylabel, xlabel="stand-in set", chance=chance)
+
+
+def curve_figure(df: pd.DataFrame, x: str, title: str, xlabel: str, panels: str | None = None,
+                 log_x: bool = False):
+    """Lines with 95% interval bands per dataset, against x; one panel per `panels` value."""
+    import matplotlib.pyplot as plt
+
+    from .figures import setup_fonts
+
+    setup_fonts()
+    keys = list(dict.fromkeys(df[panels])) if panels else [None]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 3.8), squeeze=False, constrained_layout=True)
+    for ax, key in zip(axes[0], keys):
+        part = df if key is None else df[df[panels] == key]
+        for ds, g in part.groupby("dataset", sort=False):
+            g = g.sort_values(x)
+            ax.plot(g[x], g.value, marker="o", label=ds)
+            ax.fill_between(g[x], g.lo, g.hi, alpha=0.2)
+            if ds in CHANCE_ACA:
+                ax.axhline(CHANCE_ACA[ds], color=ax.lines[-1].get_color(), linestyle=":", linewidth=1)
+        if log_x:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(part[x].unique()), [str(v) for v in sorted(part[x].unique())])
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel(xlabel if key is None else f"{key}: {xlabel}")
+        ax.set_ylabel("ACA (95% bootstrap interval)")
+        ax.legend(fontsize="small")
+    fig.suptitle(title)
+    return fig
+
+def prevalence_figure(frame: pd.DataFrame, title: str = "Label prevalence in the corpus"):
+    setup_fonts()
+    table = prevalence_table(frame)
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    ax.barh(table.annotation, table.share, color="#4c72b0")
+    ax.invert_yaxis()
+    ax.set_xlabel("share of images")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def cooccurrence_figure(frame: pd.DataFrame, title: str = "Disease co-occurrence (images with both)"):
+    """Counts of images carrying both findings (DR as dr_grade > 0)."""
+    import seaborn as sns
+
+    setup_fonts()
+    cols = {"DR": frame.dr_grade > 0}
+    cols.update({f.removeprefix("is_").upper(): frame[f] > 0 for f in DISEASE_FLAGS})
+    flags = pd.DataFrame(cols).astype(int)
+    co = flags.T @ flags
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    sns.heatmap(co, annot=True, fmt="d", cmap="Blues", ax=ax, cbar_kws={"label": "images"})
+    ax.set_title(title)
+    ax.set_xlabel("finding")
+    ax.set_ylabel("finding")
+    fig.tight_layout()
+    return fig
+
+
+def token_length_figure(lengths: pd.DataFrame, context_length: int):
+    import seaborn as sns
+
+    setup_fonts()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.histplot(data=lengths, x="tokens", hue="language", discrete=True, element="step", ax=ax)
+    ax.axvline(context_length, color="red", ls="--", label=f"context length {context_length}")
+    ax.set_xlabel("tokens per caption ([CLS] and [SEP] included)")
+    ax.set_ylabel("captions")
+    ax.set_title("Caption length in tokens, Chinese vs English")
+    fig.tight_layout()
+    return fig
+
+
+def benchmark_examples_figure(sets: dict[tuple[str, str], list], variant: str = "test", per_class: int = 3,
+                              seed: int = 0, tile: float = 1.5):
+    """Rows = (dataset, class), columns = examples, each titled with its camera."""
+    from PIL import Image
+
+    setup_fonts()
+    rows = []
+    for (ds, v), records in sets.items():
+        if v != variant:
+            continue
+        for label, name in enumerate(records[0].class_names):
+            members = [r for r in records if r.label == label]
+            pick = rng(seed, ds, variant, label).permutation(len(members))[:per_class]
+            rows.append((f"{ds}\n{name}", [members[i] for i in pick]))
+    fig, axes = plt.subplots(len(rows), per_class, figsize=(tile * per_class + 1.5, tile * len(rows)), squeeze=False)
+    for i, (title, members) in enumerate(rows):
+        for j in range(per_class):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(members):
+                with Image.open(members[j].path) as im:
+                    ax.imshow(np.asarray(im.convert("RGB")))
+                ax.set_title(members[j].domain, fontsize=7)
+            else:
+                ax.axis("off")
+            if j == 0:
+                ax.set_ylabel(title, fontsize=7)
+    fig.suptitle(f"Stand-in benchmark sets ({variant} rendering): examples per class", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def dataset_panels(data: dict, key: str):
+    """Confusion matrix and per-class sensitivity/specificity of one setting, numbers printed too."""
+    from IPython.display import display
+
+    from ..eval.metrics import format_interval
+
+    rep = data["results"][key]["report"]
+    names = data["class_names"]
+    title = f"{data['dataset']} ({key}): ACA {format_interval(rep['aca'])}"
+    print(title)
+    display(pd.DataFrame([{"class": c["class"], "support": c["support"], "predicted": c["predicted"],
+                           "sensitivity": format_interval(c["sensitivity"]),
+                           "specificity": format_interval(c["specificity"])} for c in rep["per_class"]]))
+    cm = confusion_matrix_figure(rep["confusion_matrix"], names, title=f"Confusion matrix: {title}")
+    ss = sensitivity_specificity_figure(rep, title=f"Sensitivity and specificity: {data['dataset']} ({key})")
+    return cm, ss

@@ -12,7 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
+from ..io import write_json
+from ..pretrained import load_clip, model_setting
 
 
 def recall_at_k(image_emb, text_emb, image_keys=None, text_keys=None, ks: Sequence[int] = (1, 5, 10)) -> dict:
@@ -52,7 +54,7 @@ def hits_by_label_set(image_emb, text_emb, keys, top: int | None = None):
     """
     import pandas as pd
 
-    from .data.datasets import label_set_name
+    from ..data.datasets import label_set_name
 
     keys = np.asarray(keys)
     retrieved = keys[top_matches(image_emb, text_emb, k=1)[:, 0]]
@@ -73,12 +75,11 @@ def val_pool_hits_by_label_set(profile, run_dir: str | Path, top: int | None = N
     """hits_by_label_set for run_dir/model on the trainer's validation pool (the first val_size
     images of the corpus val split, captions in the training language), embedded under the same
     inference autocast as the trainer's validation (batch shapes differ: bf16 results may too)."""
-    from .data.readers import read_synfundus_table
-    from .data.splits import split_corpus
+    from ..data.readers import read_synfundus_table
+    from ..data.splits import split_corpus
     from .embed import embed_images, embed_texts
-    from .evaluate import load_clip, model_setting
-    from .paths import corpus_dir
-    from .train import val_pool
+    from ..paths import corpus_dir
+    from ..data.datasets import val_pool
 
     cfg = profile.train
     model, tokenizer = load_clip(Path(run_dir) / "model")
@@ -105,7 +106,7 @@ def evaluate_retrieval(model, tokenizer, records, language: str, image_size: int
     does (bottom-right) when they are embedded here. With `run_dir`, the image and
     text embeddings, captions, label keys, paths and cameras go to run_dir/embeddings/<name>.npz.
     """
-    from .data.datasets import label_set_key
+    from ..data.datasets import label_set_key
     from .embed import embed_images, embed_texts, save_embeddings
 
     records = list(records)
@@ -135,7 +136,7 @@ def retrieval_examples(run_dir: str | Path, language: str = "zh", n_queries: int
     ready for viz.retrieval_examples_figure.
     """
     from .embed import load_embeddings
-    from .seeding import rng
+    from ..seeding import rng
 
     data = load_embeddings(run_dir, f"corpus_test_{language}")
     n = len(data["image"])
@@ -150,3 +151,30 @@ def retrieval_examples(run_dir: str | Path, language: str = "zh", n_queries: int
 
 __all__ = ["recall_at_k", "top_matches", "hits_by_label_set", "val_pool_hits_by_label_set", "evaluate_retrieval",
            "retrieval_examples"]
+
+
+def run_retrieval(profile, run_dir: str | Path, languages: Sequence[str] = ("zh", "en"),
+                  max_items: int | None = None) -> dict:
+    """Recall@1/5/10 both ways on the corpus test split (exact pair and by label set)."""
+    from ..data.readers import read_synfundus
+    from ..data.splits import split_corpus
+    from ..paths import corpus_dir
+    from .retrieval import evaluate_retrieval
+
+    run_dir = Path(run_dir)
+    model, tokenizer = load_clip(run_dir / "model")
+    records = split_corpus(read_synfundus(corpus_dir(profile, run_dir)), profile.seed)["test"]
+    if max_items:
+        records = records[:max_items]
+    from .embed import embed_images
+
+    image_emb = embed_images(model, records, profile.train.image_size, profile.eval.batch_size,
+                             flair_exact=profile.eval.flair_exact, desc="embed corpus test images")
+    out = {}
+    for lang in languages:
+        out[lang] = evaluate_retrieval(model, tokenizer, records, lang, profile.train.image_size,
+                                       model_setting(model, "context_length", profile.model.context_length),
+                                       profile.eval.batch_size, run_dir=run_dir, name=f"corpus_test_{lang}",
+                                       image_emb=image_emb, flair_exact=profile.eval.flair_exact)
+    write_json(run_dir / "eval" / "retrieval.json", out)
+    return out

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 
 @lru_cache(maxsize=None)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import Profile
-from .io import write_json
-from .paths import STANDIN_BENCHMARKS, VARIANTS, benchmark_dir, corpus_dir, is_standin
+from ..config import Profile
+from ..io import write_json
+from ..paths import STANDIN_BENCHMARKS, VARIANTS, benchmark_dir, corpus_dir, is_standin
 
 
 def prepare_run_dir(profile: Profile, run_dir: str | Path) -> Path:
@@ -27,7 +27,7 @@ def prepare_data(profile: Profile, run_dir: str | Path, variants=VARIANTS) -> di
     Real datasets configured in `profile.data` are used as they are and never rendered.
     Returns {name: root} of every dataset the run will read.
     """
-    from .synth import render_benchmarks, render_corpus
+    from ..synth.writers import render_benchmarks, render_corpus
 
     run_dir = prepare_run_dir(profile, run_dir)
     roots = {"corpus": corpus_dir(profile, run_dir)}

@@ -16,8 +16,8 @@ from scipy.stats import rankdata
 from sklearn.metrics import (balanced_accuracy_score, cohen_kappa_score, confusion_matrix, f1_score,
                              roc_auc_score)
 
-from .errors import DataError
-from .seeding import rng
+from ..errors import DataError
+from ..seeding import rng
 
 METRICS = ("aca", "kappa", "quadratic_kappa", "macro_f1", "auc")
 

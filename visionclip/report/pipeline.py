@@ -1,6 +1,6 @@
 """Run the book: execute notebooks/NN_*.ipynb with papermill, then build the Jupyter Book.
 
-    python -m visionclip.pipeline --profile cpu [--skip-ablations] [--only 03] [-p key=value] [--resume]
+    python -m visionclip book --profile cpu [--skip-ablations] [--only 03] [-p key=value] [--resume]
 
 Each notebook gets the parameters {"profile", "run_dir"} plus the user's `-p` values. A dotted
 `-p section.key=value` is a profile override: it goes to the notebooks as `overrides` and is
@@ -11,7 +11,6 @@ renders with execution off.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -26,9 +25,9 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from .config import PROFILE_DIR, load_profile, parse_override, resolve_profile_path
-from .errors import ConfigError, VisionCLIPError
-from .io import atomic_path
+from ..config import PROFILE_DIR, load_profile, resolve_profile_path
+from ..errors import ConfigError, VisionCLIPError
+from ..io import atomic_path
 
 ROOT = PROFILE_DIR.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -226,7 +225,7 @@ def placeholder_notebook(stem: str, reason: str) -> str:
     nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
     nb.cells.append(nbformat.v4.new_markdown_cell(
         f"# {stem}\n\n```{{note}}\nThis notebook was not executed in this build: {reason}\n"
-        f"Run `python -m visionclip.pipeline --profile <name> --only {stem[:2]}` to execute it.\n```\n"))
+        f"Run `python -m visionclip book --profile <name> --only {stem[:2]}` to execute it.\n```\n"))
     return nbformat.writes(nb)
 
 
@@ -325,6 +324,17 @@ def build_book(book_dir: Path = BOOK_DIR) -> Path:
     return html
 
 
+def build_only(profile: str = "cpu", run_dir: str | Path | None = None, params: Mapping[str, Any] | None = None,
+               skip_ablations: bool = False) -> Path:
+    """Build the book from notebooks already executed in run_dir; returns the HTML index."""
+    resolved = load_profile(profile, split_parameters(params or {})[1])
+    run_dir = Path(run_dir or ROOT / "runs" / resolved.name).resolve()
+    stage_book_notebooks(run_dir, skipped=[ABLATIONS] if skip_ablations else [])
+    index = build_book() / "index.html"
+    say(f"the book: {index}")
+    return index
+
+
 def run(profile: str = "cpu", run_dir: str | Path | None = None, params: Mapping[str, Any] | None = None,
         only: Sequence[str] = (), skip_ablations: bool = False, resume: bool = False,
         book: bool = True, notebook_dir: Path = NOTEBOOK_DIR, book_dir: Path = BOOK_DIR) -> Path | None:
@@ -341,42 +351,3 @@ def run(profile: str = "cpu", run_dir: str | Path | None = None, params: Mapping
     index = html / "index.html"
     say(f"total {time.perf_counter() - start:.1f} s; the book: {index}")
     return index
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m visionclip.pipeline", description=__doc__.splitlines()[0])
-    p.add_argument("--profile", default="cpu", help="profile name in profiles/ or a YAML path (default: cpu)")
-    p.add_argument("--run-dir", help="run directory (default: runs/<profile>)")
-    p.add_argument("--skip-ablations", action="store_true", help=f"do not execute {ABLATIONS}")
-    p.add_argument("--only", action="append", default=[], metavar="NN",
-                   help="execute only this notebook (number or name; repeatable)")
-    p.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
-                   help="notebook parameter, or profile override when KEY is section.key (repeatable)")
-    p.add_argument("--resume", action="store_true",
-                   help="skip notebooks whose executed copy is newer than the notebook and the profile")
-    p.add_argument("--no-book", action="store_true", help="execute the notebooks only")
-    p.add_argument("--book-only", action="store_true", help="build the book from what is already executed")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        params = dict(parse_override(x) for x in args.parameter)
-        if args.book_only:
-            resolved = load_profile(args.profile, split_parameters(params)[1])
-            run_dir = Path(args.run_dir or ROOT / "runs" / resolved.name).resolve()
-            stage_book_notebooks(run_dir, skipped=[ABLATIONS] if args.skip_ablations else [])
-            index = build_book() / "index.html"
-            say(f"the book: {index}")
-            return 0
-        run(args.profile, args.run_dir, params, args.only, args.skip_ablations, args.resume,
-            book=not args.no_book)
-    except VisionCLIPError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

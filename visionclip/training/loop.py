@@ -14,46 +14,42 @@ dataset; DataLoader workers are seeded from their own generator, never the globa
 global RNG states (dropout) are saved and restored. Metric logs are cut back to the checkpoint's
 step so a replayed step is logged once.
 
-Run it: `visionclip train --profile cpu`, `python -m visionclip.train --profile cpu`, or
-`torchrun --nproc_per_node N -m visionclip.train --profile paper` (multi-node: add torchrun's
-`--nnodes/--node_rank/--rdzv_endpoint`).
+Run it: `visionclip train --profile cpu`, `python -m visionclip train --profile cpu`, or
+`torchrun --nproc_per_node N -m visionclip train --profile paper` (multi-node: add torchrun's
+`--nnodes/--node_rank/--rdzv_endpoint`). The tasks (what is trained) are in training/tasks.py.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .config import Profile, load_profile, parse_override
-from .data.table import LABEL_COLUMNS, CorpusTable
-from .embed import to_model_input
-from .errors import CheckpointError
-from .paths import corpus_dir
-from .progress import progress as progress_bar
-from .schema import DR_GRADES, FLAG_COLUMNS
-from .seeding import derive_seed, seed_everything
-from .training import checkpoint as ckpt
-from .training import distributed as dist_utils
-from .training.guard import NonFiniteGuard
-from .training.metrics import JsonlLog
-from .training.optim import build_optimizer
-from .training.precision import Precision, choose_precision
-from .training.sampler import ResumableBatchSampler
-from .training.schedule import build_scheduler
+from ..config import Profile
+from ..data.datasets import val_pool
+from ..errors import CheckpointError
+from ..paths import corpus_dir
+from ..precision import choose_precision
+from ..progress import progress as progress_bar
+from ..seeding import derive_seed, seed_everything
+from . import checkpoint as ckpt
+from . import distributed as dist_utils
+from .guard import NonFiniteGuard
+from .logs import JsonlLog
+from .optim import build_optimizer
+from .sampler import ResumableBatchSampler
+from .schedule import build_scheduler
+from .tasks import ClipTask, SupervisedTask
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenisation runs inside forked workers
 
@@ -63,24 +59,6 @@ RESUME_KEYS = ("seed", "model", "train.batch_size", "train.image_size", "train.l
 
 
 # ------------------------------------------------------------------ batches
-
-class CaptionCollate:
-    """Stacks images and tokenises the captions of a batch in one call (runs in the workers)."""
-
-    def __init__(self, tokenizer, context_length: int):
-        self.tokenizer = tokenizer
-        self.context_length = context_length
-
-    def __call__(self, items: Sequence[dict]) -> dict:
-        tokens = self.tokenizer([it["caption"] for it in items], self.context_length)
-        return {
-            "image": torch.stack([it["image"] for it in items]),
-            "input_ids": tokens["input_ids"],
-            "attention_mask": tokens["attention_mask"],
-            "label_key": torch.tensor([int(it["label_key"]) for it in items], dtype=torch.long),
-            "labels": torch.stack([torch.as_tensor(it["labels"], dtype=torch.long) for it in items]),
-            "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long),
-        }
 
 
 def physical_memory() -> int:
@@ -110,164 +88,6 @@ def make_loader(dataset, *, batch_sampler=None, batch_size: int | None = None, c
                       pin_memory=device.type == "cuda",
                       generator=torch.Generator().manual_seed(seed),  # never the global RNG
                       **kwargs)
-
-
-# ------------------------------------------------------------------ tasks
-
-def in_batch_accuracy(img: torch.Tensor, txt: torch.Tensor) -> tuple[float, float]:
-    sim = img.float() @ txt.float().T
-    target = torch.arange(sim.shape[0], device=sim.device)
-    return ((sim.argmax(1) == target).float().mean().item(),
-            (sim.argmax(0) == target).float().mean().item())
-
-
-def local_clip_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE on one process's pairs (validation runs on rank 0 alone: no gather)."""
-    logits = logit_scale * img.float() @ txt.float().T
-    target = torch.arange(logits.shape[0], device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
-
-
-def retrieval_by_label_set(img: torch.Tensor, txt: torch.Tensor, keys: torch.Tensor) -> dict:
-    """Image->text top-1 over the whole val pool: exact pair, and 'any caption with my label set'."""
-    top1 = (img.float() @ txt.float().T).argmax(1)
-    n = img.shape[0]
-    counts = torch.bincount(torch.unique(keys, return_inverse=True)[1])
-    return {
-        "i2t_top1_label_set": (keys[top1] == keys).float().mean().item(),
-        "i2t_top1_exact": (top1 == torch.arange(n, device=top1.device)).float().mean().item(),
-        "chance": counts.max().item() / n,
-        "val_images": n,
-    }
-
-
-class ClipTask:
-    name = "clip"
-    final_dir = "model"
-    checkpoint_dir = "checkpoints"
-    train_log = "metrics/train.jsonl"
-    val_log = "metrics/val.jsonl"
-
-    def __init__(self, profile: Profile, train_records: Sequence, resumed: ckpt.TrainState | None):
-        from .loss import build_loss
-        from .model import build_model
-        from .text import CaptionTokenizer, build_tokenizer
-
-        if resumed is not None and (resumed.path / "tokenizer").is_dir():
-            self.tokenizer = CaptionTokenizer.load(resumed.path / "tokenizer")
-        else:  # both languages: the vocab must cover zh and en prompts alike
-            captions = (c for pair in _caption_pairs(train_records) for c in pair if c)
-            self.tokenizer = build_tokenizer(profile.model, captions)
-        self.profile = profile
-        seed_everything(derive_seed(profile.seed, "init", self.name))
-        self.model = build_model(profile.model, self.tokenizer.vocab_size, profile.train.image_size)
-        self.loss_fn = build_loss(profile.train.loss)
-        self.collate = CaptionCollate(self.tokenizer, profile.model.context_length)
-
-    def step_loss(self, model, batch: dict, device: torch.device) -> tuple[torch.Tensor, dict]:
-        images = to_model_input(batch["image"], device)
-        ids = batch["input_ids"].to(device, non_blocking=True)
-        mask = batch["attention_mask"].to(device, non_blocking=True)
-        keys = batch["label_key"].to(device, non_blocking=True)
-        img, txt, logit_scale = model(images, ids, mask)
-        img, txt = img.float(), txt.float()
-        loss = self.loss_fn(img, txt, logit_scale.float(),
-                            label_keys=keys if self.loss_fn.label_aware else None)
-        i2t, t2i = in_batch_accuracy(img.detach(), txt.detach())
-        return loss, {"logit_scale": float(logit_scale.detach().float()), "i2t_acc": i2t, "t2i_acc": t2i}
-
-    @torch.no_grad()
-    def validate(self, model, loader, device: torch.device, precision: Precision) -> dict:
-        imgs, txts, keys, scale = [], [], [], None
-        for batch in loader:
-            with precision.autocast():
-                img, txt, scale = model(to_model_input(batch["image"], device), batch["input_ids"].to(device),
-                                        batch["attention_mask"].to(device))
-            imgs.append(img.float()); txts.append(txt.float()); keys.append(batch["label_key"].to(device))
-        img, txt, key = torch.cat(imgs), torch.cat(txts), torch.cat(keys)
-        chunk = self.profile.train.batch_size  # the loss at the training batch size, comparable to train
-        losses = [local_clip_loss(img[i:i + chunk], txt[i:i + chunk], scale.float()).item()
-                  for i in range(0, len(img) - chunk + 1, chunk)] or [local_clip_loss(img, txt, scale.float()).item()]
-        return {"val_loss": float(np.mean(losses)), **retrieval_by_label_set(img, txt, key)}
-
-    def save_final(self, model, out_dir: Path) -> None:
-        model.save_pretrained(out_dir, self.tokenizer)
-
-    def save_side_files(self, tmp: Path) -> None:
-        self.tokenizer.save(tmp / "tokenizer")
-
-
-def _caption_pairs(records: Sequence) -> Iterable[tuple[str, str]]:
-    """(caption_zh, caption_en) per record; a CorpusTable gives them without building records."""
-    if isinstance(records, CorpusTable):
-        return records.caption_pairs()
-    return ((r.caption_zh, r.caption_en) for r in records)
-
-
-def label_priors(records: Sequence) -> dict[str, list[float]]:
-    """Share of each DR grade and of each flag in `records`, add-one smoothed so none is 0 or 1."""
-    n, n_grades = len(records), len(DR_GRADES)
-    labels = (records.label_matrix() if isinstance(records, CorpusTable) else  # a table has them as columns
-              np.array([[int(r.labels[c]) for c in LABEL_COLUMNS] for r in records],
-                       dtype=np.int64).reshape(-1, len(LABEL_COLUMNS)))
-    grades = np.bincount(labels[:, LABEL_COLUMNS.index("dr_grade")], minlength=n_grades)
-    flags = [int(labels[:, LABEL_COLUMNS.index(c)].sum(dtype=np.int64)) for c in FLAG_COLUMNS]
-    return {"dr_grade": [float((g + 1) / (n + n_grades)) for g in grades],
-            "flags": [float((f + 1) / (n + 2)) for f in flags]}
-
-
-class SupervisedTask:
-    """The ceiling: the same image tower trained on the labels (dr_grade CE + BCE over the flags)."""
-    name = "supervised"
-    final_dir = "supervised"
-    checkpoint_dir = "checkpoints_supervised"
-    train_log = "metrics/supervised_train.jsonl"
-    val_log = "metrics/supervised_val.jsonl"
-
-    def __init__(self, profile: Profile, train_records: Sequence, resumed: ckpt.TrainState | None):
-        from .model import build_image_classifier
-        self.profile = profile
-        seed_everything(derive_seed(profile.seed, "init", self.name))
-        self.model = build_image_classifier(profile.model, profile.train.image_size)
-        self.model.label_priors = label_priors(train_records)
-        self.collate = _image_label_collate
-
-    @staticmethod
-    def _loss(out: dict, labels: torch.Tensor) -> torch.Tensor:
-        return (F.cross_entropy(out["dr_grade"].float(), labels[:, 0])
-                + F.binary_cross_entropy_with_logits(out["flags"].float(), labels[:, 1:].float()))
-
-    def step_loss(self, model, batch: dict, device: torch.device) -> tuple[torch.Tensor, dict]:
-        labels = batch["labels"].to(device, non_blocking=True)
-        out = model(to_model_input(batch["image"], device))
-        acc = (out["dr_grade"].detach().argmax(1) == labels[:, 0]).float().mean().item()
-        return self._loss(out, labels), {"dr_grade_acc": acc}
-
-    @torch.no_grad()
-    def validate(self, model, loader, device: torch.device, precision: Precision) -> dict:
-        losses, hits, flag_hits, n = [], 0.0, 0.0, 0
-        for batch in loader:
-            labels = batch["labels"].to(device)
-            with precision.autocast():
-                out = model(to_model_input(batch["image"], device))
-            losses.append(self._loss(out, labels).item() * len(labels))
-            hits += (out["dr_grade"].argmax(1) == labels[:, 0]).sum().item()
-            flag_hits += ((out["flags"].float() > 0).long() == labels[:, 1:]).float().mean(1).sum().item()
-            n += len(labels)
-        return {"val_loss": sum(losses) / n, "dr_grade_acc": hits / n, "flag_acc": flag_hits / n,
-                "val_images": n}
-
-    def save_final(self, model, out_dir: Path) -> None:
-        model.save_pretrained(out_dir)
-
-    def save_side_files(self, tmp: Path) -> None:
-        pass
-
-
-def _image_label_collate(items: Sequence[dict]) -> dict:
-    return {"image": torch.stack([it["image"] for it in items]),
-            "labels": torch.stack([torch.as_tensor(it["labels"], dtype=torch.long) for it in items]),
-            "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long)}
 
 
 # ------------------------------------------------------------------ the loop
@@ -301,24 +121,15 @@ def _check_resumable(state: ckpt.TrainState, profile: Profile) -> None:
                               f"profile, or start over with --restart")
 
 
-def val_pool(profile: Profile, splits: Mapping) -> Any:
-    """The validation pool: the first val_size images of the corpus val split, unaugmented, with
-    captions in the training language (an ImageTextDataset)."""
-    from .data.datasets import ImageTextDataset
-
-    cfg = profile.train
-    return ImageTextDataset(splits["val"][:cfg.val_size], cfg.image_size, cfg.caption_language, False, profile.seed)
-
-
 def _total_steps(profile: Profile, steps_per_epoch: int) -> int:
     return max(1, int(round(profile.train.epochs * steps_per_epoch)))
 
 
 def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool, progress: bool,
          device: str | None = None) -> dict:
-    from .data.datasets import ImageTextDataset
-    from .data.readers import read_synfundus_table
-    from .data.splits import split_corpus
+    from ..data.datasets import ImageTextDataset
+    from ..data.readers import read_synfundus_table
+    from ..data.splits import split_corpus
 
     ctx = dist_utils.setup(device)
     finished = False
@@ -496,37 +307,3 @@ def train_supervised(profile: Profile, run_dir: str | os.PathLike, resume: bool 
                      *, device: str | None = None) -> dict:
     """Train the supervised ceiling with the CLIP run's budget; the model goes to run_dir/supervised."""
     return _run(SupervisedTask, profile, run_dir, resume=resume, progress=progress, device=device)
-
-
-# ------------------------------------------------------------------ command line
-
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--profile", default="cpu", help="profile name in profiles/ or a YAML path (default: cpu)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override one profile value, e.g. --set train.lr=3e-4 (repeatable)")
-    parser.add_argument("--run-dir", help="run directory (default: runs/<profile>)")
-    parser.add_argument("--resume", action="store_true", default=True,
-                        help="resume from the newest valid checkpoint when one exists (the default)")
-    parser.add_argument("--restart", action="store_true", help="ignore and delete existing checkpoints")
-    parser.add_argument("--supervised", action="store_true", help="train the label-supervised ceiling instead")
-    parser.add_argument("--device", help="torch device (default: this rank's GPU, else cpu)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
-
-
-def run_from_args(args: argparse.Namespace) -> dict:
-    profile = load_profile(args.profile, dict(parse_override(o) for o in args.overrides))
-    run_dir = Path(args.run_dir or Path("runs") / profile.name)
-    fn: Callable = train_supervised if args.supervised else train_clip
-    return fn(profile, run_dir, resume=not args.restart, progress=not args.no_progress, device=args.device)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m visionclip.train ...` (also under torchrun): the `visionclip train` command."""
-    from .cli import main as cli_main
-
-    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Zero-shot evaluation of a run on the benchmark sets with the FLAIR protocol.
+
+Per dataset: image embeddings, the four prompt settings (zh/en x plain/EK), and two reference rows
+computed on the same images: chance (an untrained model with the same configuration and seed) and
+the supervised ceiling (eval.ceiling). The results go to run_dir/eval and into the paper's Table 1
+layout (eval.table), where every row says which data it was computed on.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..data.benchmarks import check_classes, check_dataset, labels_of, load_dataset_manifest, load_records
+from ..io import write_json, write_text
+from ..pretrained import chance_model, load_classifier, load_clip, model_setting
+from .ceiling import balance_heads, ceiling_probs, classifier_heads
+from .metrics import classification_report
+from .table import CEILING_ROW, CHANCE_ROW, row_name, source_label, row_source, write_table
+from .zeroshot import build_prompts, class_prototypes, logit_scale_of, zero_shot_scores
+
+ORDINAL = {"messidor2", "messidor"}  # DR grades: the quadratic-weighted kappa is meaningful
+PROMPT_SETTINGS = (("zh", "plain"), ("zh", "ek"), ("en", "plain"), ("en", "ek"))
+
+
+# ---------------------------------------------------------------- zero-shot
+
+def zero_shot_probs(model, tokenizer, image_emb: np.ndarray, manifest: Mapping, language: str, mode: str,
+                    context_length: int, flair_exact: bool = False) -> np.ndarray:
+    prompts = build_prompts(manifest, language, mode)
+    protos = class_prototypes(model, tokenizer, prompts, context_length, flair_exact=flair_exact)
+    return zero_shot_scores(image_emb, protos, logit_scale_of(model))
+
+
+def evaluate_zero_shot(model_dir: str | Path | None, dataset: str, data_root: str | Path, language: str = "zh",
+                       mode: str = "ek", flair_exact: bool = False, image_size: int | None = None,
+                       batch_size: int = 64, n_boot: int = 1000, seed: int = 0, model=None, tokenizer=None,
+                       records: Sequence | None = None, image_emb: np.ndarray | None = None) -> dict:
+    """Zero-shot metrics of one model on one dataset in one prompt setting.
+
+    Pass `model`/`tokenizer` (instead of model_dir), `records` and `image_emb` to reuse work across
+    prompt settings. Returns {"dataset", "data_root", "language", "mode", "flair_exact", "report",
+    "y_true", "y_prob", "paths"} (the last three as arrays, for prediction files).
+    """
+    from .embed import embed_images
+
+    check_dataset(dataset)
+    if model is None:
+        model, tokenizer = load_clip(model_dir)
+    if records is None:
+        records = load_records(dataset, data_root)
+    manifest = load_dataset_manifest(dataset)
+    y_true, class_names = labels_of(records)
+    check_classes(manifest, class_names, f"{data_root}")
+    if image_emb is None:
+        size = image_size or model_setting(model, "image_size")
+        image_emb = embed_images(model, records, size, batch_size, flair_exact=flair_exact,
+                                 desc=f"embed {dataset}")
+    probs = zero_shot_probs(model, tokenizer, image_emb, manifest, language, mode,
+                            model_setting(model, "context_length"), flair_exact)
+    report = classification_report(y_true, probs, class_names, n_boot=n_boot, seed=seed,
+                                   ordinal=dataset in ORDINAL)
+    return {"dataset": dataset, "data_root": str(data_root), "language": language, "mode": mode,
+            "flair_exact": bool(flair_exact), "report": report, "y_true": y_true, "y_prob": probs,
+            "paths": np.array([str(r.path) for r in records])}
+
+
+
+
+
+def write_predictions(path: str | Path, paths: Sequence[str], y_true: np.ndarray, y_prob: np.ndarray,
+                      class_names: Sequence[str]) -> None:
+    df = pd.DataFrame({"path": list(paths), "label": [class_names[i] for i in y_true],
+                       "predicted": [class_names[i] for i in y_prob.argmax(1)]})
+    for k, c in enumerate(class_names):
+        df[f"p_{c}"] = y_prob[:, k]
+    write_text(path, df.to_csv(index=False, float_format="%.6f"))
+
+
+def _public(res: Mapping) -> dict:
+    return {k: v for k, v in res.items() if k not in ("y_true", "y_prob", "paths")}
+
+
+def run_evaluation(profile, run_dir: str | Path, variant: str = "test", datasets: Sequence[str] | None = None,
+                   settings: Sequence[tuple[str, str]] = PROMPT_SETTINGS, references: bool = True) -> dict:
+    """The whole zero-shot evaluation of run_dir/model on the benchmark sets of `variant`.
+
+    Per dataset: image embeddings (saved to run_dir/embeddings/<dataset>_<variant>.npz), the four
+    prompt settings (zh/en x plain/EK), chance (untrained model, headline prompts) and the supervised
+    ceiling (when run_dir/supervised exists). Writes run_dir/eval/<variant>/<dataset>.json (every
+    report, confusion matrices, per-class sensitivity/specificity with intervals), predictions of the
+    headline setting, and the table (run_dir/eval/table.* for the test variant). Returns a summary.
+    `references=False` skips the chance and ceiling rows (two more passes over the images), e.g. for
+    the dev rendering where only the prompt settings are compared.
+    """
+    from .embed import embed_images, save_embeddings
+    from ..paths import STANDIN_BENCHMARKS, benchmark_dir
+
+    run_dir = Path(run_dir)
+    ev = profile.eval
+    image_size, n_boot, seed = profile.train.image_size, ev.bootstrap, profile.seed
+    model, tokenizer = load_clip(run_dir / "model")
+    chance = chance_model(profile, tokenizer, model_setting(model, "image_size", image_size)) if references else None
+    sup_dir = run_dir / "supervised"
+    classifier = load_classifier(sup_dir) if references and sup_dir.is_dir() else None
+    if datasets is None:  # the original MESSIDOR has no stand-in: evaluated when its real root is set
+        datasets = list(STANDIN_BENCHMARKS) + (["messidor"] if getattr(profile.data, "messidor_root", "") else [])
+    out_dir = run_dir / "eval" if variant == "test" else run_dir / "eval" / variant
+
+    rows: dict[str, dict] = {}
+    sources: dict[str, str] = {}
+    per_dataset: dict[str, dict] = {}
+    for ds in datasets:
+        root = benchmark_dir(profile, run_dir, ds, variant)
+        if root is None:
+            continue
+        records = load_records(ds, root)
+        y_true, class_names = labels_of(records)
+        manifest = load_dataset_manifest(ds)
+        check_classes(manifest, class_names, str(root))
+        sources[ds] = source_label(profile, run_dir, ds, variant)
+        emb = embed_images(model, records, image_size, ev.batch_size, flair_exact=ev.flair_exact,
+                           desc=f"embed {ds} ({variant})")
+        save_embeddings(run_dir, f"{ds}_{variant}", image=emb, label=y_true,
+                        path=np.array([str(r.path) for r in records]),
+                        domain=np.array([str(getattr(r, "domain", "")) for r in records]),
+                        class_names=np.array(class_names))
+        common = dict(records=records, n_boot=n_boot, seed=seed, flair_exact=ev.flair_exact)
+        results = {}
+        for lang, mode in settings:
+            res = evaluate_zero_shot(None, ds, root, lang, mode, model=model, tokenizer=tokenizer, image_emb=emb,
+                                     **common)
+            results[f"{lang}_{mode}"] = res
+            rows.setdefault(row_name(lang, mode, ev.flair_exact), {})[ds] = res["report"]["aca"]
+        headline = results.get(f"{ev.language}_{ev.prompt_mode}") or next(iter(results.values()))
+        write_predictions(out_dir / f"predictions_{ds}.csv", headline["paths"], y_true, headline["y_prob"],
+                          class_names)
+        if chance is not None:
+            chance_emb = embed_images(chance, records, image_size, ev.batch_size, flair_exact=ev.flair_exact,
+                                      desc=f"embed {ds} (chance)")
+            ch = evaluate_zero_shot(None, ds, root, ev.language, ev.prompt_mode, model=chance, tokenizer=tokenizer,
+                                    image_emb=chance_emb, **common)
+            results["chance"] = ch
+            rows.setdefault(CHANCE_ROW, {})[ds] = ch["report"]["aca"]
+        if classifier is not None:
+            heads = classifier_heads(classifier, records, image_size, ev.batch_size, flair_exact=ev.flair_exact)
+            if classifier.label_priors is not None:
+                heads = balance_heads(heads, classifier.label_priors)
+            probs = ceiling_probs(heads, ds, class_names)
+            rep = classification_report(y_true, probs, class_names, n_boot=n_boot, seed=seed, ordinal=ds in ORDINAL)
+            results["supervised"] = {"dataset": ds, "data_root": str(root), "report": rep}
+            rows.setdefault(CEILING_ROW, {})[ds] = rep["aca"]
+        per_dataset[ds] = {name: _public(r) for name, r in results.items()}
+        write_json(out_dir / f"{ds}.json", {"dataset": ds, "variant": variant, "source": sources[ds],
+                                            "class_names": class_names, "results": per_dataset[ds]})
+
+    source = row_source(sources)
+    table_rows = [{"model": name, "source": source, "scores": scores} for name, scores in rows.items()]
+    df = write_table(table_rows, out_dir)
+    return {"variant": variant, "table": df, "rows": table_rows, "per_dataset": per_dataset, "eval_dir": str(out_dir)}
+
+
+
+__all__ = ["PROMPT_SETTINGS", "evaluate_zero_shot", "zero_shot_probs", "write_predictions", "run_evaluation"]

@@ -1,0 +1,81 @@
+"""Inputs of the embedding maps: the corpus test split embedded with its labels, the class
+prototypes, and the seeded 2-D UMAP projection the figures draw."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..data.benchmarks import load_dataset_manifest
+from ..errors import DataError
+from ..pretrained import load_clip, model_setting
+from .zeroshot import build_prompts, class_prototypes
+
+
+def disease_name(labels: Mapping) -> str:
+    """One colour per image for the maps: its disease, 'several diseases', 'healthy' or 'not fundus'.
+
+    Diabetes (is_dm) alone is not visible in the fundus and does not count; DR counts as a disease.
+    """
+    from ..schema import DISEASE_FLAGS, GLOSSES
+
+    if int(labels.get("is_fundus", 1)) == 0:
+        return "not fundus"
+    found = [GLOSSES[f][0] for f in DISEASE_FLAGS if f != "is_dm" and int(labels.get(f, 0))]
+    if int(labels.get("dr_grade", 0)) > 0:
+        found.insert(0, "diabetic retinopathy")
+    if not found:
+        return "healthy"
+    return found[0] if len(found) == 1 else "several diseases"
+
+
+def run_embeddings(profile, run_dir: str | Path, datasets: Sequence[str] = ("messidor2", "fives", "refuge"),
+                   language: str | None = None, mode: str | None = None) -> dict:
+    """Inputs of the embedding maps: corpus test images with their labels, and class prototypes.
+
+    Writes run_dir/embeddings/corpus_test.npz (image, dr_grade, disease, domain, path) and
+    run_dir/embeddings/prototypes.npz (<dataset> [C, D] and <dataset>_names, headline prompts).
+    """
+    from ..data.readers import read_synfundus
+    from ..data.splits import split_corpus
+    from .embed import embed_images, save_embeddings
+    from ..paths import corpus_dir
+
+    run_dir = Path(run_dir)
+    language = language or profile.eval.language
+    mode = mode or profile.eval.prompt_mode
+    model, tokenizer = load_clip(run_dir / "model")
+    ctx = model_setting(model, "context_length", profile.model.context_length)
+    records = split_corpus(read_synfundus(corpus_dir(profile, run_dir)), profile.seed)["test"]
+    if not records:
+        raise DataError(f"{corpus_dir(profile, run_dir)}: the corpus test split is empty")
+    emb = embed_images(model, records, profile.train.image_size, profile.eval.batch_size,
+                       flair_exact=profile.eval.flair_exact, desc="embed corpus test images")
+    save_embeddings(run_dir, "corpus_test", image=emb,
+                    dr_grade=np.array([int(r.labels["dr_grade"]) for r in records]),
+                    disease=np.array([disease_name(r.labels) for r in records]),
+                    domain=np.array([str(r.domain) for r in records]),
+                    path=np.array([str(r.path) for r in records]))
+    protos = {}
+    for ds in datasets:
+        manifest = load_dataset_manifest(ds)
+        p = class_prototypes(model, tokenizer, build_prompts(manifest, language, mode), ctx,
+                             flair_exact=profile.eval.flair_exact)
+        protos[ds] = p.numpy()
+        protos[f"{ds}_names"] = np.array([c[f"name_{language}"] for c in manifest["classes"]])
+    save_embeddings(run_dir, "prototypes", **protos)
+    return {"n_images": len(records), "prototypes": list(datasets), "language": language, "mode": mode}
+
+
+def umap_projection(image_emb, prototypes=None, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1):
+    """2-D UMAP of images and (optionally) text prototypes fitted together (cosine, seeded)."""
+    import umap
+
+    img = np.asarray(image_emb, dtype=np.float32)
+    pts = img if prototypes is None else np.vstack([img, np.asarray(prototypes, dtype=np.float32)])
+    n_neighbors = max(2, min(n_neighbors, len(pts) - 1))
+    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, metric="cosine",
+                        random_state=seed, n_jobs=1, init="spectral" if len(pts) > n_neighbors + 2 else "random")
+    xy = reducer.fit_transform(pts)
+    return xy[:len(img)], (xy[len(img):] if prototypes is not None else None)

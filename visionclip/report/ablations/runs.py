@@ -1,0 +1,162 @@
+"""Training and evaluating the ablation variants of notebook 05, each result cached.
+
+Every variant is a small model trained on the ablation profile with one or two profile overrides
+(caption language, loss, corpus size, image size, training seed) and evaluated zero-shot on the
+held-out-camera test renderings. The rendered data are shared by all variants:
+
+    run_dir/ablations/data/corpus/            the full ablation corpus (rendered once)
+    run_dir/ablations/data/corpus_<n>/        its first n images (hard links) for the size curve
+    run_dir/ablations/data/benchmarks/<test|seen>/<dataset>/
+    run_dir/ablations/data/nonfundus/         frames of the kinds the corpus never contained
+    run_dir/ablations/<variant>/              a run directory: model/, checkpoints/, metrics/,
+                                              result.json (the cached evaluation, written last)
+
+Re-running skips finished variants (result.json matches the variant's profile) and resumes
+unfinished training from its newest checkpoint. Every comparison comes back as a tidy table
+(one row per setting and dataset, value with its 95% bootstrap interval) plus one computed
+sentence saying what it shows; nothing here hard-codes a number.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ...config import Profile, load_profile
+from ...eval.perturb import SEVERITIES, PerturbedImages
+from ...io import write_json
+from ...paths import STANDIN_BENCHMARKS
+from ...training.loop import train_clip
+from .data import ablation_dir, benchmark_path, nonfundus_set, prepare_ablation_data
+from .grid import Variant, profile_digest, select_variants, variant_grid, variant_profile
+
+FUNDUS_PROMPTS = {"en": ("not a fundus photograph", "a fundus photograph"),
+                  "zh": ("不是眼底照片", "一张眼底照片")}   # class 0 = not fundus, class 1 = fundus
+RESULT_FILE = "result.json"
+
+
+def _entry(report: Mapping) -> dict:
+    return {k: report[k] for k in ("aca", "auc", "macro_f1", "n")}
+
+
+def evaluate_variant(profile: Profile, run_dir: str | Path, model_dir: str | Path, *, seen: bool = False,
+                     severities: Sequence[int] = (), nonfundus: bool = False,
+                     prompt_languages: Sequence[str] = ()) -> dict:
+    """Zero-shot metrics of one trained variant on the shared ablation data.
+
+    Always: every prompt setting (zh/en x plain/EK) on the held-out test renderings. Optionally:
+    the headline setting on the seen-camera renderings (with per-case predictions for the paired
+    gap), the robustness curves under blur and exposure, and the non-fundus test with the prompts
+    of `prompt_languages`.
+    """
+    from ...eval.embed import embed_images
+    from ...data.benchmarks import load_records
+    from ...eval.benchmark import PROMPT_SETTINGS, evaluate_zero_shot
+    from ...pretrained import load_clip
+    from ...eval.metrics import classification_report
+    from ...eval.zeroshot import class_prototypes, logit_scale_of, zero_shot_scores
+
+    ev, size = profile.eval, profile.train.image_size
+    model, tokenizer = load_clip(model_dir)
+    ctx = profile.model.context_length
+    common = dict(model=model, tokenizer=tokenizer, n_boot=ev.bootstrap, seed=profile.seed)
+    headline = (ev.language, ev.prompt_mode)
+    out: dict = {"headline": f"{ev.language}_{ev.prompt_mode}", "test": {}, "seen": {}, "robustness": {},
+                 "nonfundus": {}}
+    for ds in STANDIN_BENCHMARKS:
+        root = benchmark_path(run_dir, ds, "test")
+        records = load_records(ds, root)
+        emb = embed_images(model, records, size, ev.batch_size, desc=f"embed {ds}")
+        res = {f"{lang}_{mode}": evaluate_zero_shot(None, ds, root, lang, mode, records=records, image_emb=emb,
+                                                    **common) for lang, mode in PROMPT_SETTINGS}
+        out["test"][ds] = {k: _entry(r["report"]) for k, r in res.items()}
+        head = res[out["headline"]]
+        if seen:
+            sroot = benchmark_path(run_dir, ds, "seen")
+            srecords = load_records(ds, sroot)
+            semb = embed_images(model, srecords, size, ev.batch_size, desc=f"embed {ds} (seen)")
+            sres = evaluate_zero_shot(None, ds, sroot, *headline, records=srecords, image_emb=semb, **common)
+            out["seen"][ds] = {"report": _entry(sres["report"]), "y_true": head["y_true"].tolist(),
+                               "pred_heldout": head["y_prob"].argmax(1).tolist(),
+                               "pred_seen": sres["y_prob"].argmax(1).tolist()}
+        for kind in ("blur", "exposure") if severities else ():
+            for level in severities:
+                if level == 0:
+                    rep = head["report"]
+                else:
+                    pemb = embed_images(model, PerturbedImages(records, size, kind, level), size, ev.batch_size,
+                                        desc=f"embed {ds} ({kind} {level})")
+                    rep = evaluate_zero_shot(None, ds, root, *headline, records=records, image_emb=pemb,
+                                             **common)["report"]
+                out["robustness"].setdefault(ds, {}).setdefault(kind, {})[str(level)] = _entry(rep)
+    if nonfundus:
+        items = nonfundus_set(run_dir, profile.seed)
+        y = np.array([it.label for it in items])
+        emb = embed_images(model, PerturbedImages(items, size, "blur", 0), size, ev.batch_size,
+                           desc="embed non-fundus test")
+        for lang in prompt_languages:
+            protos = class_prototypes(model, tokenizer, [[p] for p in FUNDUS_PROMPTS[lang]], ctx)
+            probs = zero_shot_scores(emb, protos, logit_scale_of(model))
+            rep = classification_report(y, probs, ["not fundus", "fundus"], n_boot=ev.bootstrap, seed=profile.seed)
+            out["nonfundus"][lang] = {"aca": rep["aca"], "auc": rep["auc"], "n": rep["n"],
+                                      "n_nonfundus": int((y == 0).sum()), "confusion_matrix": rep["confusion_matrix"]}
+    return out
+
+
+def run_variant(profile: Profile, run_dir: str | Path, variant: Variant, *, seen: bool = False,
+                severities: Sequence[int] = (), nonfundus: bool = False, progress: bool = True) -> dict:
+    """Train (resuming) and evaluate one variant, or read its cached result.json when it matches.
+
+    The cache key is the variant's resolved profile and the evaluation options: a changed profile
+    or option evaluates again (and training refuses to resume a checkpoint of another recipe).
+    """
+    from ..stages import prepare_run_dir
+
+    vdir = ablation_dir(run_dir) / variant.name
+    options = {"seen": bool(seen), "severities": [int(x) for x in severities], "nonfundus": bool(nonfundus)}
+    key = {"profile": profile_digest(profile), "options": options}
+    cached = vdir / RESULT_FILE
+    if cached.is_file():
+        data = json.loads(cached.read_text(encoding="utf-8"))
+        if data.get("key") == key:
+            return data
+    prepare_run_dir(profile, vdir)
+    summary = train_clip(profile, vdir, progress=progress)
+    languages = ("zh", "en") if profile.train.caption_language == "both" else (profile.eval.language,)
+    result = evaluate_variant(profile, run_dir, vdir / "model", seen=seen, severities=severities,
+                              nonfundus=nonfundus, prompt_languages=languages)
+    result.update({"key": key, "variant": dataclasses.asdict(variant) | {"overrides": dict(variant.overrides)},
+                   "train_steps": summary["steps"], "train_images": summary["samples"],
+                   "train_seconds": round(summary["seconds"], 1), "final_val": summary.get("final_val", {})})
+    write_json(cached, result)
+    # what a later run reads back (sorted keys, plain JSON types): fresh and cached runs show the same
+    return json.loads(cached.read_text(encoding="utf-8"))
+
+
+def run_ablations(profile_name: str, run_dir: str | Path, overrides: Mapping | None = None,
+                  names: Sequence[str] = (), n_nonfundus: int | None = None, progress: bool = True) -> dict:
+    """Render the shared data, then train and evaluate each selected variant; {name: result}."""
+    overrides = dict(overrides or {})
+    base = load_profile(profile_name, overrides)
+    grid = select_variants(variant_grid(base), names)
+    n_non = n_nonfundus if n_nonfundus is not None else max(20, base.synth.refuge_size // 2)
+    prepare_ablation_data(base, run_dir, grid, n_non)
+    results = {}
+    for name, v in grid.items():
+        vp = variant_profile(profile_name, overrides, v, run_dir)
+        is_base = name == "baseline"
+        results[name] = run_variant(vp, run_dir, v, seen=is_base, severities=SEVERITIES if is_base else (),
+                                    nonfundus=name in ("baseline", "captions_en", "captions_both"),
+                                    progress=progress)
+    return {"profile": base, "grid": grid, "results": results}
+
+
+__all__ = ["Variant", "variant_grid", "select_variants", "prepare_ablation_data", "subset_corpus",
+           "variant_profile", "perturb", "PerturbedImages", "FrameRecord", "nonfundus_set", "evaluate_variant",
+           "run_variant", "run_ablations", "caption_table", "prompt_table", "group_table", "domain_table",
+           "robustness_table", "nonfundus_table", "seed_table", "show", "overlaps", "compare_sentence",
+           "curve_sentence", "domain_sentence", "seed_sentence", "nonfundus_sentence", "interval_figure",
+           "curve_figure", "timing_table", "CORPUS_FRACTIONS", "SEVERITIES", "FUNDUS_PROMPTS"]
