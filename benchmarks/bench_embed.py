@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench_train import corpus_records, load_profile_args, profile_parser  # noqa: E402
+from visionclip.data.transforms import Preprocess  # noqa: E402
 from visionclip.eval.embed import embed_images  # noqa: E402
 from visionclip.precision import choose_precision  # noqa: E402
 
@@ -42,7 +43,8 @@ def load_model(profile, run_dir: Path):
 def timed_embed(model, records, image_size: int, batch_size: int, precision: str) -> tuple[float, np.ndarray]:
     """images/s of one embed_images pass, and its embeddings."""
     start = time.perf_counter()
-    emb = embed_images(model, records, image_size, batch_size, precision=precision, desc=f"embed ({precision})")
+    emb = embed_images(model, records, Preprocess(image_size), batch_size, precision=precision,
+                       desc=f"embed ({precision})")
     return len(records) / (time.perf_counter() - start), emb
 
 

@@ -12,6 +12,13 @@ in ARCHITECTURE.md's `## Layers` block, and exits 1 when there is any.
 and source (`ctx.modules`), the resolved import edges (`ctx.edges`) and the
 layers, so further rules (e.g. "this call only in that file") can be appended
 to `RULES` or passed to `check(..., rules=...)`.
+
+Besides the layering rules, three "only there" rules, each with its allowed module(s) in a constant
+(units relative to the package, like the layers' units):
+
+- images are opened (Image.open, *.imread) only in IMAGE_OPENERS (data.datasets: load_image);
+- `.encode_text(...)` is called only in TEXT_ENCODERS (eval.embed: encode_texts; and model, which defines it);
+- run-directory names (RUN_NAMES) are spelled as path components only in RUN_NAME_SPELLERS (paths: RunLayout).
 """
 
 from __future__ import annotations
@@ -158,7 +165,7 @@ def module_edges(modules: dict[str, Module]) -> list[Edge]:
     All nodes are walked: imports inside functions (lazy imports) are dependencies too."""
     edges: set[Edge] = set()
     for module in modules.values():
-        for node in ast.walk(module.tree):
+        for node in _nodes(module.tree):
             for dst in _import_targets(module, node, modules):
                 if dst != module.name:
                     edges.add(Edge(module.name, dst, module.rel, node.lineno))
@@ -353,7 +360,202 @@ def rule_no_cycles(ctx: Context) -> list[str]:
     return out
 
 
-RULES: list[Rule] = [rule_every_module_in_a_layer, rule_imports_follow_layers, rule_no_cycles]
+# ---- "this call only in that module" rules. Each constant lists units relative to the package (as in
+# ARCHITECTURE.md's layers: "data.datasets" is <pkg>.data.datasets, and covers its submodules, if any);
+# the first one is the home the message names.
+
+IMAGE_OPENERS: tuple[str, ...] = ("data.datasets",)     # modules that may decode an image file
+IMAGE_OPENER_FUNCTION = "load_image"                    # what everyone else calls instead
+IMAGE_READ_FUNCTIONS = frozenset({"imread"})            # imageio/cv2/plt/matplotlib.pyplot/skimage.io.imread
+
+TEXT_ENCODERS: tuple[str, ...] = ("eval.embed", "model")  # modules that may call .encode_text(...)
+TEXT_ENCODER_FUNCTION = "encode_texts"                   # what everyone else calls instead
+TEXT_ENCODER_METHOD = "encode_text"
+
+RUN_NAME_SPELLERS: tuple[str, ...] = ("paths",)          # modules that may spell run-directory names
+RUN_LAYOUT = "RunLayout"                                 # what everyone else uses instead
+RUN_NAMES = frozenset({                                  # first path components of a run directory's artifacts
+    "runs", "model", "supervised", "checkpoints", "checkpoints_supervised", "metrics", "eval", "embeddings",
+    "notebooks", "ablations", "profile.json", "result.json", "train.jsonl", "val.jsonl",
+    "supervised_train.jsonl", "supervised_val.jsonl", "fewshot.json", "retrieval.json",
+    "table.csv", "table.md", "table.json",
+})
+PATH_CONSTRUCTORS = frozenset({"Path", "PurePath", "PosixPath"})   # Path("runs"), pathlib.Path("runs")
+PATH_JOIN_METHODS = frozenset({"joinpath"})                          # p.joinpath("model")
+
+
+def _units_modules(ctx: Context, units: Iterable[str]) -> list[str]:
+    return [f"{ctx.package}.{u}" for u in units]
+
+
+def _is_in(module: str, allowed: Iterable[str]) -> bool:
+    return any(module == a or module.startswith(a + ".") for a in allowed)
+
+
+_NODES: dict[int, tuple[ast.AST, list[ast.AST]]] = {}
+
+
+def _nodes(tree: ast.AST) -> list[ast.AST]:
+    """ast.walk(tree) as a list, computed once per (shared, read-only) tree."""
+    hit = _NODES.get(id(tree))
+    if hit is None or hit[0] is not tree:
+        hit = _NODES[id(tree)] = (tree, list(ast.walk(tree)))
+    return hit[1]
+
+
+def _calls(tree: ast.AST) -> list[ast.Call]:
+    """The calls in tree, in source order."""
+    return sorted((n for n in _nodes(tree) if isinstance(n, ast.Call)), key=lambda c: (c.lineno, c.col_offset))
+
+
+def _pil_image_names(tree: ast.AST) -> tuple[set[str], set[str]]:
+    """(names bound to the PIL.Image module, names bound to PIL.Image.open) in one module; `Image` always counts."""
+    modules, openers = {"Image"}, set()
+    for node in _nodes(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "PIL" and not node.level:
+            modules.update(a.asname or a.name for a in node.names if a.name == "Image")
+        elif isinstance(node, ast.ImportFrom) and node.module == "PIL.Image" and not node.level:
+            openers.update(a.asname or a.name for a in node.names if a.name == "open")
+        elif isinstance(node, ast.Import):
+            modules.update(a.asname for a in node.names if a.name == "PIL.Image" and a.asname)
+    return modules, openers
+
+
+def _opens_image(call: ast.Call, image_modules: set[str], openers: set[str]) -> bool:
+    f = call.func
+    if isinstance(f, ast.Attribute):
+        if f.attr in IMAGE_READ_FUNCTIONS:
+            return True                                       # cv2.imread, imageio.v3.imread, plt.imread, ...
+        if f.attr == "open":
+            v = f.value                                       # Image.open, PIL.Image.open, <alias>.open
+            return (isinstance(v, ast.Name) and v.id in image_modules) or (
+                isinstance(v, ast.Attribute) and v.attr == "Image")
+        return False
+    if isinstance(f, ast.Name):
+        return f.id in IMAGE_READ_FUNCTIONS or f.id in openers   # from imageio import imread; from PIL.Image import open
+    return False
+
+
+def rule_images_opened_only_in_datasets(ctx: Context) -> list[str]:
+    allowed = _units_modules(ctx, IMAGE_OPENERS)
+    out = []
+    for name, m in ctx.modules.items():
+        if _is_in(name, allowed):
+            continue
+        image_modules, openers = _pil_image_names(m.tree)
+        for call in _calls(m.tree):
+            if _opens_image(call, image_modules, openers):
+                out.append(f"{m.rel}:{call.lineno}: {name} opens an image ({ast.unparse(call.func)}); images are "
+                           f"decoded only in {' or '.join(allowed)} ({IMAGE_OPENER_FUNCTION})")
+    return out
+
+
+def rule_texts_encoded_by_one_function(ctx: Context) -> list[str]:
+    allowed = _units_modules(ctx, TEXT_ENCODERS)
+    out = []
+    for name, m in ctx.modules.items():
+        if _is_in(name, allowed):
+            continue
+        for call in _calls(m.tree):
+            f = call.func
+            if (isinstance(f, ast.Attribute) and f.attr == TEXT_ENCODER_METHOD) or (
+                    isinstance(f, ast.Name) and f.id == TEXT_ENCODER_METHOD):
+                out.append(f"{m.rel}:{call.lineno}: {name} encodes text ({TEXT_ENCODER_METHOD}) outside "
+                           f"{allowed[0]} ({TEXT_ENCODER_FUNCTION})")
+    return out
+
+
+def _first_component(text: str) -> str:
+    while text.startswith("./"):
+        text = text[2:]
+    return text.split("/", 1)[0]
+
+
+def _names_run_path(node: ast.AST) -> bool:
+    """A str constant whose first path component is a run-directory name: 'model', 'eval/dev', 'metrics/'."""
+    return isinstance(node, ast.Constant) and isinstance(node.value, str) and _first_component(node.value) in RUN_NAMES
+
+
+def _is_path_call(call: ast.Call) -> bool:
+    f = call.func
+    if isinstance(f, ast.Name):
+        return f.id in PATH_CONSTRUCTORS
+    if isinstance(f, ast.Attribute):
+        if f.attr in PATH_CONSTRUCTORS or f.attr in PATH_JOIN_METHODS:
+            return True                                       # pathlib.Path(...), p.joinpath(...)
+        if f.attr == "join":                                  # os.path.join, posixpath.join, path.join
+            v = f.value
+            return (isinstance(v, ast.Attribute) and v.attr == "path") or (
+                isinstance(v, ast.Name) and v.id in ("path", "posixpath", "ntpath"))
+    return False
+
+
+def _fstring_text(node: ast.JoinedStr) -> str:
+    parts = []
+    for v in node.values:
+        if isinstance(v, ast.Constant):
+            parts.append(str(v.value))
+        elif isinstance(v, ast.FormattedValue):
+            conversion = f"!{chr(v.conversion)}" if v.conversion != -1 else ""
+            spec = f":{_fstring_text(v.format_spec)}" if v.format_spec else ""
+            parts.append("{" + ast.unparse(v.value) + conversion + spec + "}")
+    return "".join(parts)
+
+
+def run_name_spellings(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, text) of every run-directory name used as a path component in tree, in source order."""
+    nodes = _nodes(tree)
+    skip: set[int] = set()                                    # docstrings and literal parts of f-strings
+    for node in nodes:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            skip.add(id(node.value))
+        elif isinstance(node, ast.JoinedStr):
+            skip.update(id(v) for v in node.values)
+    found: dict[int, tuple[int, int, str]] = {}
+
+    def flag(n: ast.AST, text: str) -> None:
+        found.setdefault(id(n), (n.lineno, n.col_offset, text))
+
+    for node in nodes:
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):        # run_dir / "model"
+            for operand in (node.left, node.right):
+                if _names_run_path(operand):
+                    flag(operand, operand.value)
+        elif isinstance(node, ast.Call) and _is_path_call(node):               # Path("runs"), join(d, "model")
+            for arg in node.args:
+                if _names_run_path(arg):
+                    flag(arg, arg.value)
+        elif isinstance(node, ast.JoinedStr):                                   # f"eval/{variant}"
+            first = node.values[0] if node.values else None
+            if (isinstance(first, ast.Constant) and isinstance(first.value, str) and "/" in first.value
+                    and _first_component(first.value) in RUN_NAMES):
+                flag(node, _fstring_text(node))
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip
+              and "/" in node.value):                                           # "metrics/train.jsonl" anywhere
+            text = node.value
+            while text.startswith("./"):
+                text = text[2:]
+            parts = text.split("/")
+            if parts[0] in RUN_NAMES and all(parts[1:]):
+                flag(node, node.value)
+    return [(line, text) for line, _, text in sorted(found.values())]
+
+
+def rule_run_names_only_in_paths(ctx: Context) -> list[str]:
+    allowed = _units_modules(ctx, RUN_NAME_SPELLERS)
+    out = []
+    for name, m in ctx.modules.items():
+        if _is_in(name, allowed):
+            continue
+        for line, text in run_name_spellings(m.tree):
+            out.append(f"{m.rel}:{line}: {name} spells the run-directory name {text!r}; "
+                       f"name it in {allowed[0]} ({RUN_LAYOUT})")
+    return out
+
+
+RULES: list[Rule] = [rule_every_module_in_a_layer, rule_imports_follow_layers, rule_no_cycles,
+                     rule_images_opened_only_in_datasets, rule_texts_encoded_by_one_function,
+                     rule_run_names_only_in_paths]
 
 
 def context(package_dir: Path, layers: list[Layer]) -> Context:

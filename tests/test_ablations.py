@@ -9,12 +9,22 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
+import torch
+
+from test_eval_fixtures import save_tiny_model
+from visionclip.data.benchmarks import load_records
+from visionclip.data.datasets import ImageDataset
+from visionclip.data.transforms import Preprocess
 from visionclip.eval import perturb
+from visionclip.eval.benchmark import evaluate_zero_shot
+from visionclip.eval.embed import embed_images
+from visionclip.pretrained import load_clip
 from visionclip.report.ablations import data as ablation_data
 from visionclip.report.ablations import grid as ablation_grid
 from visionclip.report.ablations import runs, tables
 from visionclip.config import LOSSES, load_profile
 from visionclip.errors import ConfigError
+from visionclip.paths import RunLayout
 from visionclip.synth.nonfundus import RESERVED_KINDS
 
 TINY = """extends: ablation_ci
@@ -67,7 +77,7 @@ def test_grid_varies_one_thing_each():
         changed |= {s for s in base if not isinstance(base[s], dict) and base[s] != prof[s]}
         expected = set(v.overrides) | ({"data.corpus_root"} if v.corpus_size else set())
         assert changed == expected, v.name
-        assert prof["data"]["corpus_root"] == str(ablation_data.corpus_path(root, v.corpus_size))
+        assert prof["data"]["corpus_root"] == str(RunLayout(root).ablation_corpus(v.corpus_size))
 
 
 def test_select_variants_keeps_the_baseline_and_names_unknown_ones():
@@ -102,6 +112,32 @@ def test_perturbations_grow_with_the_level():
         perturb.perturb(img, "blur", -1)
 
 
+def test_perturbed_rows_are_read_like_the_clean_ones_under_flair_exact(tiny, tmp_path, monkeypatch):
+    """Every robustness row goes through the clean rows' preprocessing, FLAIR's padding included:
+    with the perturbation replaced by the identity, each level scores exactly as the clean images."""
+    path, run_dir = tiny
+    profile = load_profile(path, {"eval.flair_exact": True})
+    preprocess = Preprocess.for_evaluation(profile)
+    assert preprocess.flair_exact
+    records = load_records("fives", RunLayout(run_dir).ablation_benchmarks("test") / "fives")
+    flair, centred = ImageDataset(records, preprocess), ImageDataset(records, Preprocess(preprocess.size))
+    # what makes the test mean something: FLAIR's padding changes some of these renderings
+    assert any(not torch.equal(flair[i]["image"], centred[i]["image"]) for i in range(len(records)))
+    monkeypatch.setattr(runs, "perturb", lambda img, kind, level: img)
+    save_tiny_model(tmp_path / "model")
+    out = runs.evaluate_variant(profile, run_dir, tmp_path / "model", severities=(0, 1))
+    assert set(out["robustness"]) == {"messidor2", "fives", "refuge"}
+    for ds, kinds in out["robustness"].items():
+        for kind, levels in kinds.items():
+            assert levels["1"] == levels["0"] == out["test"][ds][out["headline"]], (ds, kind)
+    # and the clean rows themselves are FLAIR's: padded bottom-right, unrenormalised prototypes
+    model, tokenizer = load_clip(tmp_path / "model")
+    ref = evaluate_zero_shot(None, "fives", "fives", profile.eval.language, profile.eval.prompt_mode, flair_exact=True,
+                             model=model, tokenizer=tokenizer, records=records, n_boot=profile.eval.bootstrap,
+                             seed=profile.seed, image_emb=embed_images(model, records, preprocess, profile.eval.batch_size))
+    assert out["test"]["fives"][out["headline"]] == {k: ref["report"][k] for k in ("aca", "auc", "macro_f1", "n")}
+
+
 def test_nonfundus_set_mixes_reserved_kinds_with_heldout_fundus(tiny):
     _, run_dir = tiny
     items = ablation_data.nonfundus_set(run_dir, seed=7)
@@ -109,7 +145,7 @@ def test_nonfundus_set_mixes_reserved_kinds_with_heldout_fundus(tiny):
     fundus = [it for it in items if it.label == 1]
     assert len(non) == 12 and len(fundus) == 12
     assert {it.kind for it in non} <= set(RESERVED_KINDS) and len({it.kind for it in non}) == 2
-    test_root = ablation_data.data_dir(run_dir) / "benchmarks" / "test"
+    test_root = RunLayout(run_dir).ablation_benchmarks("test")
     assert all(test_root in it.path.parents for it in fundus)          # held-out cameras, test rendering
     assert all(it.path.is_file() for it in items)
     again = ablation_data.nonfundus_set(run_dir, seed=7)
@@ -121,11 +157,11 @@ def test_corpus_subset_is_a_prefix_of_the_corpus(tiny):
     path, run_dir = tiny
     profile = load_profile(path)
     sizes = [v.corpus_size for v in ablation_grid.variant_grid(profile).values() if v.corpus_size]
-    full = pd.read_csv(ablation_data.corpus_path(run_dir) / "annotations.csv")
+    full = pd.read_csv(RunLayout(run_dir).ablation_corpus() / "annotations.csv")
     for n in sizes:
-        sub = pd.read_csv(ablation_data.corpus_path(run_dir, n) / "annotations.csv")
+        sub = pd.read_csv(RunLayout(run_dir).ablation_corpus(n) / "annotations.csv")
         pd.testing.assert_frame_equal(sub, full.head(n))
-        manifest = json.loads((ablation_data.corpus_path(run_dir, n) / "manifest.json").read_text(encoding="utf-8"))
+        manifest = json.loads((RunLayout(run_dir).ablation_corpus(n) / "manifest.json").read_text(encoding="utf-8"))
         assert manifest["corpus_size"] == n
 
 
@@ -135,8 +171,8 @@ def test_variant_is_cached_and_resumes(tiny, monkeypatch):
     v = grid["baseline"]
     prof = ablation_grid.variant_profile(path, {}, v, run_dir)
     first = runs.run_variant(prof, run_dir, v, progress=False)
-    vdir = ablation_data.ablation_dir(run_dir) / "baseline"
-    assert (vdir / "model").is_dir() and (vdir / runs.RESULT_FILE).is_file()
+    variant_run = RunLayout(run_dir).ablation_variant("baseline")
+    assert variant_run.model.is_dir() and variant_run.result_json.is_file()
     assert set(first["test"]) == {"messidor2", "fives", "refuge"}
     assert {"zh_ek", "zh_plain", "en_ek", "en_plain"} <= set(first["test"]["fives"])
     assert 0.0 <= first["final_val"]["i2t_top1_label_set"] <= 1.0 and first["final_val"]["val_images"] > 0
@@ -150,10 +186,10 @@ def test_variant_is_cached_and_resumes(tiny, monkeypatch):
     monkeypatch.undo()
 
     # evaluation lost (e.g. killed after training): training resumes at its final checkpoint, no new step
-    steps_logged = len((vdir / "metrics" / "train.jsonl").read_text().splitlines())
-    (vdir / runs.RESULT_FILE).unlink()
+    steps_logged = len(variant_run.metrics("train").read_text().splitlines())
+    variant_run.result_json.unlink()
     again = runs.run_variant(prof, run_dir, v, progress=False)
-    assert len((vdir / "metrics" / "train.jsonl").read_text().splitlines()) == steps_logged
+    assert len(variant_run.metrics("train").read_text().splitlines()) == steps_logged
     assert again["test"] == first["test"] and again["train_steps"] == first["train_steps"]
 
     # other evaluation options are another cache key: evaluated again, with the new parts

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from visionclip.data.datasets import (LABEL_VECTOR, ImageDataset, ImageTextDataset, label_set_key, label_set_name,
                                       load_image)
 from visionclip.data.records import CorpusRecord, Record
+from visionclip.data.transforms import Preprocess
 from visionclip.errors import DataError
 from visionclip.schema import COLUMNS, DISEASE_FLAGS, FLAG_COLUMNS
 
@@ -110,10 +111,10 @@ def test_image_dataset(tmp_path):
     # circles cut at top and bottom: wider than tall, so the square needs padding
     recs = [Record(disk_jpeg(tmp_path / f"{i}.jpg", seed=i, radius=0.6), i % 2, ("a", "b"), "refuge", "refuge")
             for i in range(3)]
-    ds = ImageDataset(recs, 40)
+    ds = ImageDataset(recs, Preprocess(40))
     item = ds[2]
     assert item["image"].shape == (3, 40, 40) and item["label"] == 0 and item["index"] == 2
-    flair = ImageDataset(recs, 40, flair_exact=True)[2]["image"]
+    flair = ImageDataset(recs, Preprocess(40, flair_exact=True))[2]["image"]
     assert not torch.equal(flair, item["image"])     # padding at bottom/right, not centred
 
 

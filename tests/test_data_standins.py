@@ -8,6 +8,7 @@ import pytest
 from visionclip.config import load_profile
 from visionclip.data.datasets import ImageDataset, ImageTextDataset
 from visionclip.data.readers import read_benchmark, read_synfundus
+from visionclip.data.transforms import Preprocess
 from visionclip.errors import DataError
 
 writers = pytest.importorskip("visionclip.synth.writers")
@@ -43,7 +44,7 @@ def test_benchmarks_read_on_heldout_cameras(rendered, name, n, classes):
         assert collections.Counter(r.label for r in recs) == {0: 2, 1: 2, 2: 2, 3: 2}
     if name == "refuge":
         assert collections.Counter(r.label for r in recs) == {0: 9, 1: 1}
-    assert ImageDataset(recs, 32)[0]["image"].shape == (3, 32, 32)
+    assert ImageDataset(recs, Preprocess(32))[0]["image"].shape == (3, 32, 32)
 
 
 def test_tampered_stand_in_is_refused(rendered):

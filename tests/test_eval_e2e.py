@@ -1,21 +1,31 @@
 """Zero-shot evaluation end to end on benchmark folders in the real layouts, with a tiny saved model."""
 import json
 import shutil
-import sys
 
 import pytest
 
-from test_eval_fixtures import TINY_OVERRIDES, make_benchmarks, make_corpus, save_tiny_classifier, save_tiny_model
+import numpy as np
+import torch
+
+from test_eval_fixtures import (TINY_OVERRIDES, fundus_image, make_benchmarks, make_corpus, save_tiny_classifier,
+                                save_tiny_model)
 from visionclip.config import load_profile
+from visionclip.data.benchmarks import labels_of, load_records
+from visionclip.data.readers import read_synfundus
+from visionclip.data.splits import split_corpus
+from visionclip.data.transforms import Preprocess
 from visionclip.errors import CheckpointError, ConfigError, DataError
-from visionclip.eval import embed
+from visionclip.eval.ceiling import balance_heads, ceiling_probs, classifier_heads
+from visionclip.eval.embed import embed_images, load_embeddings
+from visionclip.eval.metrics import classification_report
+from visionclip.paths import RunLayout
+from visionclip.pretrained import load_classifier, load_clip
 from visionclip.report import figures
-from visionclip.data import datasets as datasets_module
 from visionclip.eval.benchmark import evaluate_zero_shot, run_evaluation
 from visionclip.eval.fewshot import run_fewshot
 from visionclip.eval.maps import run_embeddings
 from visionclip.eval.retrieval import run_retrieval
-from visionclip.eval.table import CEILING_ROW, PAPER_ROWS
+from visionclip.eval.table import PAPER_ROWS
 from visionclip.eval.retrieval import retrieval_examples
 from visionclip.cli import main as cli_main
 
@@ -117,30 +127,50 @@ def test_retrieval_embeddings_and_maps(run, monkeypatch):
     assert set(figures.benchmark_maps(run_dir, "fives")) == {"class", "domain"}
 
 
-def test_flair_exact_reaches_ceiling_and_retrieval(tmp_path, monkeypatch):
-    """With eval.flair_exact on, the supervised ceiling and the corpus retrieval preprocess as the
-    zero-shot rows do (FLAIR's padding): every image dataset they build gets flair_exact=True."""
+def _cut_disks(folder):
+    """Every image under `folder` redrawn as a disk cut at top and bottom (wider than tall): FLAIR's
+    bottom-right padding and the centred one then give different pixels."""
+    for i, path in enumerate(sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".png"))):
+        fundus_image(path, seed=900 + i, shape="cut")
+
+
+def test_flair_exact_reaches_every_row_and_the_corpus_retrieval(tmp_path):
+    """Under eval.flair_exact every image the evaluation reads is padded as FLAIR pads: the saved
+    zero-shot embeddings, the supervised ceiling's report and the corpus retrieval's embeddings are
+    exactly what FLAIR-padded images give, and not what centred ones give."""
     save_tiny_model(tmp_path / "model")
     save_tiny_classifier(tmp_path / "supervised")
-    make_benchmarks(tmp_path / "data" / "benchmarks" / "test")
-    make_corpus(tmp_path / "data" / "corpus")
+    layout = RunLayout(tmp_path)
+    make_benchmarks(layout.benchmarks("test"))
+    make_corpus(layout.corpus)
+    _cut_disks(layout.benchmarks("test") / "refuge")
+    _cut_disks(layout.corpus / "Fundus")
     profile = load_profile("ci", {**TINY_OVERRIDES, "train.image_size": 32, "eval.bootstrap": 100,
                                   "eval.batch_size": 16, "eval.flair_exact": True})
-    seen: list[tuple[str, str, bool]] = []
+    flair, centred = Preprocess(32, flair_exact=True), Preprocess(32)
+    model, _ = load_clip(layout.model)
 
-    def recorder(base):
-        class Recording(base):
-            def __init__(self, records, image_size, flair_exact=False):
-                seen.append((base.__name__, sys._getframe(1).f_code.co_name, bool(flair_exact)))
-                super().__init__(records, image_size, flair_exact=flair_exact)
-        return Recording
+    run_evaluation(profile, tmp_path, datasets=["refuge"], settings=[("en", "ek")])
+    records = load_records("refuge", layout.benchmarks("test") / "refuge")
+    saved = load_embeddings(tmp_path, "refuge_test")["image"]
+    assert np.array_equal(saved, embed_images(model, records, flair, 16))
+    assert not np.array_equal(saved, embed_images(model, records, centred, 16))
 
-    monkeypatch.setattr(datasets_module, "ImageDataset", recorder(datasets_module.ImageDataset))
-    monkeypatch.setattr(embed, "RecordImages", recorder(embed.RecordImages))
-    out = run_evaluation(profile, tmp_path, datasets=["refuge"], settings=[("en", "ek")])
-    assert CEILING_ROW in set(out["table"]["model"])
-    # zero-shot and chance embeddings (through embed_images), then the supervised ceiling
-    assert seen == [("ImageDataset", "_as_dataset", True)] * 2 + [("ImageDataset", "classifier_heads", True)]
-    seen.clear()
-    run_retrieval(profile, tmp_path, languages=("en",), max_items=2)
-    assert seen == [("RecordImages", "_as_dataset", True)]  # corpus test images, embedded once for both ways
+    classifier = load_classifier(layout.supervised)
+    y, names = labels_of(records)
+
+    def ceiling_report(preprocess):
+        heads = classifier_heads(classifier, records, preprocess, 16)
+        if classifier.label_priors is not None:  # as run_evaluation does
+            heads = balance_heads(heads, classifier.label_priors)
+        return classification_report(y, ceiling_probs(heads, "refuge", names), names, n_boot=100, seed=profile.seed)
+    written = json.loads(layout.eval_json("refuge").read_text())["results"]["supervised"]["report"]
+    assert written == json.loads(json.dumps(ceiling_report(flair)))
+    assert not torch.equal(classifier_heads(classifier, records, flair, 16)["flags"],
+                           classifier_heads(classifier, records, centred, 16)["flags"])
+
+    run_retrieval(profile, tmp_path, languages=("en",), max_items=4)
+    corpus = split_corpus(read_synfundus(layout.corpus), profile.seed)["test"][:4]
+    saved = load_embeddings(tmp_path, "corpus_test_en")["image"]
+    assert np.array_equal(saved, embed_images(model, corpus, flair, 16))
+    assert not np.array_equal(saved, embed_images(model, corpus, centred, 16))

@@ -84,7 +84,7 @@ class _MeanModel(torch.nn.Module):
 
 def test_embed_images_and_npz_roundtrip(tmp_path):
     model = _MeanModel().train()
-    emb = embed_images(model, _Images(), image_size=4, batch_size=2)
+    emb = embed_images(model, _Images(), batch_size=2)
     assert emb.shape == (5, 2) and np.allclose(np.linalg.norm(emb, axis=1), 1)
     assert model.training  # mode restored
     save_embeddings(tmp_path, "toy", image=emb, label=np.arange(5), path=np.array(["a", "b", "c", "d", "e"]))
@@ -106,9 +106,9 @@ class _AutocastProbe(_MeanModel):
 
 def test_embed_images_runs_under_the_requested_autocast_channels_last():
     model = _AutocastProbe()
-    full = embed_images(model, _Images(), image_size=4, batch_size=5, precision="fp32")
+    full = embed_images(model, _Images(), batch_size=5, precision="fp32")
     assert model.seen[0] is False and model.seen[2] is True
-    half = embed_images(model, _Images(), image_size=4, batch_size=5, precision="bf16")
+    half = embed_images(model, _Images(), batch_size=5, precision="bf16")
     assert model.seen == (True, torch.bfloat16, True)
     assert half.dtype == np.float32 and np.allclose(half, full, atol=1e-2)
 
@@ -123,8 +123,8 @@ def test_bf16_embeddings_of_a_resnet_stay_close_to_fp32():
     torch.manual_seed(0)
     model = build_model(cfg, 100).eval()
     images = torch.utils.data.TensorDataset(torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8))
-    full = embed_images(model, images, image_size=32, batch_size=3, precision="fp32")
-    half = embed_images(model, images, image_size=32, batch_size=3, precision="bf16")
+    full = embed_images(model, images, batch_size=3, precision="fp32")
+    half = embed_images(model, images, batch_size=3, precision="bf16")
     cos = (full * half).sum(axis=1)
     assert cos.min() > 0.99 and not np.array_equal(full, half)  # bf16 did run, and moved little
 
@@ -138,8 +138,8 @@ def test_paper_table_layout(tmp_path):
     assert df.iloc[4, 0] == "VisionCLIP (paper)" and df.iloc[4, 4] == "0.925"
     assert df.iloc[len(PAPER_ROWS)].tolist()[2:] == ["0.500 [0.400, 0.600]", "—", "0.900 [0.850, 0.950]"]
     write_table(ours, tmp_path)
-    assert (tmp_path / "table.md").read_text().count("reported in the paper") == 5
-    data = json.loads((tmp_path / "table.json").read_text())
+    assert (tmp_path / "eval" / "table.md").read_text().count("reported in the paper") == 5
+    data = json.loads((tmp_path / "eval" / "table.json").read_text())
     assert data["rows"][-1]["aca"]["messidor2"]["value"] == 0.5
 
 

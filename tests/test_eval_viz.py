@@ -7,15 +7,30 @@ import pytest
 from PIL import Image
 
 matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 from visionclip.eval.maps import umap_projection  # noqa: E402
+from visionclip.paths import RunLayout  # noqa: E402
 from visionclip.report import figures  # noqa: E402
 from visionclip.eval.metrics import classification_report  # noqa: E402
 
 
-def _labelled(fig):
+def _labelled(fig) -> bool:
+    """A title (on the axes or the figure) and both axis labels, none of them empty."""
     ax = fig.axes[0]
-    return (ax.get_title() or fig._suptitle is not None) and ax.get_xlabel() is not None
+    title = ax.get_title() or (fig._suptitle.get_text() if fig._suptitle is not None else "")
+    return bool(title.strip()) and bool(ax.get_xlabel().strip()) and bool(ax.get_ylabel().strip())
+
+
+def test_labelled_rejects_a_figure_without_axis_labels():
+    fig, ax = plt.subplots()
+    ax.set_title("a title")
+    assert not _labelled(fig)
+    ax.set_xlabel("x")
+    assert not _labelled(fig)
+    ax.set_ylabel("y")
+    assert _labelled(fig)
+    plt.close(fig)
 
 
 def _report(c=3, n=30, seed=0):
@@ -24,9 +39,25 @@ def _report(c=3, n=30, seed=0):
                                  n_boot=50, seed=0)
 
 
-def test_setup_fonts_is_safe():
-    name = figures.setup_fonts()
-    assert name is None or isinstance(name, str)
+def test_setup_fonts_puts_an_installed_cjk_font_first(monkeypatch):
+    class Font:
+        def __init__(self, name):
+            self.name = name
+    monkeypatch.setattr(figures.font_manager.fontManager, "ttflist", [Font("DejaVu Sans"), Font("Noto Sans CJK JP")])
+    monkeypatch.setitem(figures.matplotlib.rcParams, "font.sans-serif", ["DejaVu Sans", "Arial"])
+    assert figures.setup_fonts() == "Noto Sans CJK JP"
+    assert figures.matplotlib.rcParams["font.sans-serif"][:2] == ["Noto Sans CJK JP", "DejaVu Sans"]
+    assert figures.matplotlib.rcParams["axes.unicode_minus"] is False
+
+
+def test_setup_fonts_without_a_cjk_font_changes_nothing(monkeypatch):
+    class Font:
+        def __init__(self, name):
+            self.name = name
+    monkeypatch.setattr(figures.font_manager.fontManager, "ttflist", [Font("DejaVu Sans")])
+    monkeypatch.setitem(figures.matplotlib.rcParams, "font.sans-serif", ["DejaVu Sans", "Arial"])
+    assert figures.setup_fonts() is None
+    assert figures.matplotlib.rcParams["font.sans-serif"] == ["DejaVu Sans", "Arial"]
 
 
 def test_metric_figures(tmp_path):
@@ -39,7 +70,9 @@ def test_metric_figures(tmp_path):
         res = {f"{lang}_{mode}": {"language": lang, "mode": mode, "report": _report(seed=i)}
                for i, (lang, mode) in enumerate([("zh", "plain"), ("zh", "ek"), ("en", "plain"), ("en", "ek")])}
         res["chance"] = {"report": _report(seed=9)}
-        (tmp_path / f"{ds}.json").write_text(json.dumps({"dataset": ds, "results": res}))
+        path = RunLayout(tmp_path).eval_json(ds)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"dataset": ds, "results": res}))
     for compare in ("mode", "language"):
         fig = figures.prompt_comparison_figure(tmp_path, compare)
         assert len(fig.axes[0].patches) == 8 and "prompts" in fig.axes[0].get_title()
@@ -83,5 +116,5 @@ def test_paper_table_figure(tmp_path):
     ours = [{"model": "VisionCLIP (this run)", "source": "synthetic stand-in",
              "scores": {"messidor2": {"value": 0.5, "lo": 0.4, "hi": 0.6}}}]
     write_table(ours, tmp_path)
-    fig = figures.paper_table_figure(tmp_path / "table.json")
+    fig = figures.paper_table_figure(tmp_path / "eval" / "table.json")
     assert len(fig.axes[0].patches) == 6 * 3 and fig.axes[0].get_ylabel().startswith("ACA")

@@ -38,8 +38,8 @@ def _run(cmd: list[str], env: dict | None = None) -> subprocess.CompletedProcess
     return proc
 
 
-def _synth(out: Path) -> list[str]:
-    return [*VC, "synth", "--profile", PROFILE, "--out", str(out), "--variants", "test"]
+def _synth(run: Path) -> list[str]:
+    return [*VC, "synth", "--profile", PROFILE, "--run-dir", str(run), "--variants", "test"]
 
 
 def _train(run: Path) -> list[str]:
@@ -96,7 +96,7 @@ def _kill_when(proc: subprocess.Popen, ready, what: str, timeout: float = TIMEOU
 def reference(tmp_path_factory) -> Path:
     """Uninterrupted: render, train, evaluate."""
     ref = tmp_path_factory.mktemp("reference")
-    _run(_synth(ref / "data"))
+    _run(_synth(ref))
     _run(_train(ref))
     _run(_evaluate(ref / "model", ref / "data" / "benchmarks" / "test" / "fives", ref / "eval"))
     return ref
@@ -105,7 +105,7 @@ def reference(tmp_path_factory) -> Path:
 def test_rendering_killed_after_its_first_file_resumes_to_identical_bytes(tmp_path, reference):
     out = tmp_path / "data"
     fundus = out / "corpus" / "Fundus"
-    proc = subprocess.Popen(_synth(out), env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_synth(tmp_path), env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _kill_when(proc, lambda: fundus.is_dir() and any(p.suffix == ".jpg" and not p.name.startswith(".")
                                                      for p in fundus.iterdir()), "the first rendered image")
     expected = _tree(reference / "data")
@@ -115,7 +115,7 @@ def test_rendering_killed_after_its_first_file_resumes_to_identical_bytes(tmp_pa
     for rel, data in partial.items():
         if not rel.rsplit("/", 1)[-1].startswith("."):
             assert data == expected[rel], f"{rel}: a final file differs after the kill"
-    _run(_synth(out))
+    _run(_synth(tmp_path))
     assert _tree(out) == expected
 
 

@@ -28,6 +28,7 @@ import pytest
 
 from test_faults import ENV, PROFILE, ROOT, TIMEOUT, _run, _synth
 
+from visionclip.paths import RunLayout
 from visionclip.training.sampler import ResumableBatchSampler
 
 VAL_LOSS_RTOL = 0.35
@@ -39,15 +40,15 @@ def _rows(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("scaleout") / "data"
-    _run(_synth(out))
-    return out
+    rendered = tmp_path_factory.mktemp("scaleout")
+    _run(_synth(rendered))
+    return RunLayout(rendered).data
 
 
 def test_two_process_torchrun_matches_one_process_within_tolerance(tmp_path, data):
     one, two = tmp_path / "one", tmp_path / "two"
     for run in (one, two):
-        shutil.copytree(data, run / "data")
+        shutil.copytree(data, RunLayout(run).data)
     _run([sys.executable, "-m", "visionclip.cli", "train", "--profile", PROFILE, "--run-dir", str(one)])
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                 "-m", "visionclip.cli", "train", "--profile", PROFILE, "--run-dir", str(two)]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .config import load_profile, parse_override
 from .errors import VisionCLIPError
+from .paths import RunLayout, default_run_dir
 
 DATASET_HELP = "messidor2, messidor, fives or refuge"
 
@@ -31,7 +32,7 @@ def _load(args: argparse.Namespace):
 
 def _synth_args(p: argparse.ArgumentParser) -> None:
     _profile_args(p)
-    p.add_argument("--out", help="output data directory (default: runs/<profile>/data)")
+    p.add_argument("--run-dir", help="run directory whose data/ is written (default: runs/<profile>)")
     p.add_argument("--variants", nargs="*", default=["test", "dev", "seen"], choices=["test", "dev", "seen"],
                    help="benchmark renderings to write (default: all three)")
     p.add_argument("--benchmarks-only", action="store_true", help="skip the corpus")
@@ -41,12 +42,12 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from .synth.writers import render_benchmarks, render_corpus
 
     profile = _load(args)
-    out = Path(args.out or Path("runs") / profile.name / "data")
+    layout = RunLayout(args.run_dir or default_run_dir(profile.name))
     if not args.benchmarks_only:
-        render_corpus(profile, out / "corpus")
+        render_corpus(profile, layout.corpus)
     for variant in args.variants:
-        render_benchmarks(profile, out / "benchmarks" / variant, variant)
-    print(f"rendered into {out}")
+        render_benchmarks(profile, layout.benchmarks(variant), variant)
+    print(f"rendered into {layout.data}")
     return 0
 
 
@@ -67,7 +68,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .training.loop import train_clip, train_supervised
 
     profile = _load(args)
-    run_dir = Path(args.run_dir or Path("runs") / profile.name)
+    run_dir = Path(args.run_dir or default_run_dir(profile.name))
     train = train_supervised if args.supervised else train_clip
     summary = train(profile, run_dir, resume=not args.restart, progress=not args.no_progress, device=args.device)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
@@ -146,7 +147,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _book_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="cpu", help="profile name in profiles/ or a YAML path (default: cpu)")
-    p.add_argument("--run-dir", help="run directory (default: runs/<profile> in the repository)")
+    p.add_argument("--run-dir", help="run directory (default: runs/<profile> under the current directory)")
     p.add_argument("--skip-ablations", action="store_true", help="do not execute the ablations notebook")
     p.add_argument("--only", action="append", default=[], metavar="NN",
                    help="execute only this notebook (number or name; repeatable)")

@@ -158,6 +158,11 @@ class VisionCLIP(nn.Module):
         self.text_proj = Projection(model_cfg.text_hidden, model_cfg.embed_dim, model_cfg.projection_norm)
         self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
 
+    @property
+    def context_length(self) -> int:
+        """Tokens per text the model was built for (its tokenizer pads and cuts to this)."""
+        return int(self.model_cfg.context_length)
+
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] floats in [0, 1] -> [B, embed_dim], unit length."""
         return F.normalize(self.image_proj(self.visual(images)), dim=-1)

@@ -3,8 +3,6 @@ trainer's convolution kernels), their settings read back, and the untrained chan
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
-
 import torch
 
 from .errors import CheckpointError
@@ -22,20 +20,6 @@ def load_clip(model_dir: str | Path):
     model.eval()
     # channels-last weights as in training: embedding runs the trainer's convolution kernels (and ~10% faster)
     return model.to(memory_format=torch.channels_last), tokenizer
-
-
-def model_setting(model, name: str, default=None):
-    """A configuration value of a loaded model (image_size, context_length), wherever it keeps it."""
-    for holder in (model, getattr(model, "config", None), getattr(model, "model_cfg", None),
-                   getattr(model, "cfg", None)):
-        if holder is None:
-            continue
-        value = holder.get(name) if isinstance(holder, Mapping) else getattr(holder, name, None)
-        if value is not None:
-            return value
-    if default is None:
-        raise CheckpointError(f"the loaded model does not record {name!r}; pass {name}= explicitly")
-    return default
 
 
 def load_classifier(sup_dir: str | Path):

@@ -1,4 +1,6 @@
-"""torch Datasets for pre-training (image-text pairs) and evaluation (labelled images).
+"""torch Datasets for pre-training (image-text pairs) and evaluation (any images), and the one path
+from an image file to the towers' input: load_image -> (alter) -> Preprocess -> to_tensor ->
+to_model_input. Nothing else in the package opens an image (tests/layering.py checks it).
 
 Images are decoded here, so in the DataLoader's worker processes; items are uint8 tensors
 (the model normalises), which keeps worker-to-trainer transfers four times smaller than float.
@@ -8,7 +10,7 @@ same images and captions whatever the worker count.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -18,9 +20,9 @@ from torch.utils.data import Dataset
 from ..errors import DataError
 from ..schema import DISEASE_FLAGS, FLAG_COLUMNS, GLOSSES
 from ..seeding import rng
-from .records import CorpusRecord, Record
+from .records import CorpusRecord
 from .table import CorpusTable
-from .transforms import TrainAugment, preprocess_fundus
+from .transforms import Preprocess, TrainAugment
 
 LANGUAGES = ("zh", "en", "both")
 LABEL_VECTOR = ("dr_grade",) + FLAG_COLUMNS  # the 15 entries of an item's "labels"
@@ -74,6 +76,16 @@ def to_tensor(img: Image.Image | np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)))
 
 
+def read_image(path: Path | str, preprocess: Preprocess,
+               alter: Callable[[Image.Image], Image.Image] | None = None) -> Image.Image:
+    """An image file as the towers see it: decoded, optionally altered as a camera would alter the
+    photograph (the robustness perturbations, applied at the stored resolution), then preprocessed."""
+    img = load_image(Path(path), preprocess.size)
+    if alter is not None:
+        img = alter(img)
+    return preprocess(img)
+
+
 class ImageTextDataset(Dataset):
     """Corpus pairs for CLIP pre-training.
 
@@ -91,6 +103,7 @@ class ImageTextDataset(Dataset):
         # forked workers without copy-on-write); records are then built per item.
         self.records = records if isinstance(records, CorpusTable) else list(records)
         self.image_size, self.language, self.seed = int(image_size), language, int(seed)
+        self.preprocess = Preprocess(self.image_size)  # training pads centred, never FLAIR's way
         self.augment = TrainAugment(self.image_size, self.seed) if augment else None
         self.epoch = 0
         self._label_keys = (records.label_keys() if isinstance(records, CorpusTable) else
@@ -118,7 +131,7 @@ class ImageTextDataset(Dataset):
         """Image i decoded and preprocessed (from memory after preload()), before augmentation."""
         if self._decoded is not None:
             return Image.fromarray(self._decoded[i])
-        return preprocess_fundus(load_image(self.records[i].path, self.image_size), self.image_size)
+        return read_image(self.records[i].path, self.preprocess)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -149,25 +162,40 @@ class ImageTextDataset(Dataset):
 
 
 class ImageDataset(Dataset):
-    """Labelled benchmark images for evaluation: preprocessing only, no augmentation."""
+    """Images for evaluation, embedding and prediction, unaugmented: benchmark or corpus records (any
+    object with a `.path`) or bare paths, all preprocessed by one Preprocess. `alter` changes each
+    decoded photograph first (the robustness perturbations). Items are {"image", "index"}, plus
+    "label" for labelled records; with `unreadable="report"` a file that cannot be decoded gives
+    {"image": None, "index", "error"} instead of raising (predict skips it and says why)."""
 
-    def __init__(self, records: Sequence[Record], image_size: int, flair_exact: bool = False):
-        if not records:
-            raise DataError("ImageDataset: no records")
-        self.records = list(records)
-        self.image_size, self.flair_exact = int(image_size), bool(flair_exact)
+    def __init__(self, items: Sequence, preprocess: Preprocess,
+                 alter: Callable[[Image.Image], Image.Image] | None = None, unreadable: str = "raise"):
+        if not len(items):
+            raise DataError("ImageDataset: no images")
+        if unreadable not in ("raise", "report"):
+            raise ValueError(f"ImageDataset: unreadable={unreadable!r}: expected 'raise' or 'report'")
+        self.items, self.preprocess, self.alter, self.unreadable = list(items), preprocess, alter, unreadable
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.items)
+
+    def path(self, i: int) -> Path:
+        item = self.items[i]
+        return Path(getattr(item, "path", item))
 
     def __getitem__(self, i: int) -> dict:
-        rec = self.records[i]
-        img = preprocess_fundus(load_image(rec.path, self.image_size), self.image_size, self.flair_exact)
-        return {"image": to_tensor(img), "label": int(rec.label), "index": i}
-
-
-__all__ = ["ImageDataset", "ImageTextDataset", "LABEL_VECTOR", "label_set_key", "label_set_name", "load_image",
-           "to_tensor"]
+        out: dict = {"index": i}
+        label = getattr(self.items[i], "label", None)
+        if label is not None:
+            out["label"] = int(label)
+        try:
+            out["image"] = to_tensor(read_image(self.path(i), self.preprocess, self.alter))
+        except (DataError, OSError, ValueError) as e:
+            if self.unreadable == "raise":
+                raise
+            prefix = f"{self.path(i)}: "
+            out["image"], out["error"] = None, str(e)[len(prefix):] if str(e).startswith(prefix) else str(e)
+        return out
 
 
 def to_unit_float(images: torch.Tensor) -> torch.Tensor:
@@ -191,3 +219,7 @@ def val_pool(profile, splits: Mapping) -> ImageTextDataset:
     retrieval table reads the same pool."""
     cfg = profile.train
     return ImageTextDataset(splits["val"][:cfg.val_size], cfg.image_size, cfg.caption_language, False, profile.seed)
+
+
+__all__ = ["ImageDataset", "ImageTextDataset", "LABEL_VECTOR", "label_set_key", "label_set_name", "load_image",
+           "read_image", "to_tensor", "to_model_input", "val_pool"]

@@ -8,6 +8,7 @@ measured in the book is the images', not the preprocessing's.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageChops, ImageFilter
@@ -187,6 +188,28 @@ def preprocess_fundus(img: Image.Image, size: int, flair_exact: bool = False) ->
     return canvas
 
 
+@dataclass(frozen=True)
+class Preprocess:
+    """Everything that decides an image's pixels before the towers, as one value: the side, and
+    FLAIR's bottom-right padding (centred otherwise). Training, evaluation, embedding, predict and
+    the robustness perturbations all go through data.datasets.read_image with one of these, so
+    their preprocessing cannot drift apart."""
+    size: int
+    flair_exact: bool = False
+
+    def __post_init__(self):
+        if int(self.size) < 1:
+            raise ValueError(f"Preprocess: size must be positive, got {self.size}")
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return preprocess_fundus(img, self.size, self.flair_exact)
+
+    @classmethod
+    def for_evaluation(cls, profile) -> "Preprocess":
+        """What a run's evaluation uses: the training size, FLAIR's padding under eval.flair_exact."""
+        return cls(int(profile.train.image_size), bool(profile.eval.flair_exact))
+
+
 class TrainAugment:
     """Fundus-suited augmentation of a preprocessed square image, a pure function of (seed, epoch, index).
 
@@ -247,4 +270,4 @@ class TrainAugment:
         return img
 
 
-__all__ = ["TrainAugment", "crop_fundus", "foreground_box", "preprocess_fundus", "to_rgb"]
+__all__ = ["Preprocess", "TrainAugment", "crop_fundus", "foreground_box", "preprocess_fundus", "to_rgb"]

@@ -13,12 +13,15 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..data.transforms import Preprocess
 from ..data.benchmarks import check_classes, check_dataset, labels_of, load_dataset_manifest, load_records
 from ..io import write_json, write_text
-from ..pretrained import chance_model, load_classifier, load_clip, model_setting
+from ..paths import STANDIN_BENCHMARKS, RunLayout, benchmark_dir
+from ..pretrained import chance_model, load_classifier, load_clip
+from .embed import embed_images, save_embeddings
 from .ceiling import balance_heads, ceiling_probs, classifier_heads
 from .metrics import classification_report
-from .table import CEILING_ROW, CHANCE_ROW, row_name, source_label, row_source, write_table
+from .table import CEILING_ROW, CHANCE_ROW, row_name, row_source, source_label, write_table
 from .zeroshot import build_prompts, class_prototypes, logit_scale_of, zero_shot_scores
 
 ORDINAL = {"messidor2", "messidor"}  # DR grades: the quadratic-weighted kappa is meaningful
@@ -28,9 +31,9 @@ PROMPT_SETTINGS = (("zh", "plain"), ("zh", "ek"), ("en", "plain"), ("en", "ek"))
 # ---------------------------------------------------------------- zero-shot
 
 def zero_shot_probs(model, tokenizer, image_emb: np.ndarray, manifest: Mapping, language: str, mode: str,
-                    context_length: int, flair_exact: bool = False) -> np.ndarray:
+                    flair_exact: bool = False) -> np.ndarray:
     prompts = build_prompts(manifest, language, mode)
-    protos = class_prototypes(model, tokenizer, prompts, context_length, flair_exact=flair_exact)
+    protos = class_prototypes(model, tokenizer, prompts, model.context_length, flair_exact=flair_exact)
     return zero_shot_scores(image_emb, protos, logit_scale_of(model))
 
 
@@ -44,8 +47,6 @@ def evaluate_zero_shot(model_dir: str | Path | None, dataset: str, data_root: st
     prompt settings. Returns {"dataset", "data_root", "language", "mode", "flair_exact", "report",
     "y_true", "y_prob", "paths"} (the last three as arrays, for prediction files).
     """
-    from .embed import embed_images
-
     check_dataset(dataset)
     if model is None:
         model, tokenizer = load_clip(model_dir)
@@ -55,11 +56,9 @@ def evaluate_zero_shot(model_dir: str | Path | None, dataset: str, data_root: st
     y_true, class_names = labels_of(records)
     check_classes(manifest, class_names, f"{data_root}")
     if image_emb is None:
-        size = image_size or model_setting(model, "image_size")
-        image_emb = embed_images(model, records, size, batch_size, flair_exact=flair_exact,
-                                 desc=f"embed {dataset}")
-    probs = zero_shot_probs(model, tokenizer, image_emb, manifest, language, mode,
-                            model_setting(model, "context_length"), flair_exact)
+        preprocess = Preprocess(image_size or model.image_size, flair_exact)
+        image_emb = embed_images(model, records, preprocess, batch_size, desc=f"embed {dataset}")
+    probs = zero_shot_probs(model, tokenizer, image_emb, manifest, language, mode, flair_exact)
     report = classification_report(y_true, probs, class_names, n_boot=n_boot, seed=seed,
                                    ordinal=dataset in ORDINAL)
     return {"dataset": dataset, "data_root": str(data_root), "language": language, "mode": mode,
@@ -95,19 +94,15 @@ def run_evaluation(profile, run_dir: str | Path, variant: str = "test", datasets
     `references=False` skips the chance and ceiling rows (two more passes over the images), e.g. for
     the dev rendering where only the prompt settings are compared.
     """
-    from .embed import embed_images, save_embeddings
-    from ..paths import STANDIN_BENCHMARKS, benchmark_dir
-
     run_dir = Path(run_dir)
+    layout = RunLayout(run_dir)
     ev = profile.eval
-    image_size, n_boot, seed = profile.train.image_size, ev.bootstrap, profile.seed
-    model, tokenizer = load_clip(run_dir / "model")
-    chance = chance_model(profile, tokenizer, model_setting(model, "image_size", image_size)) if references else None
-    sup_dir = run_dir / "supervised"
-    classifier = load_classifier(sup_dir) if references and sup_dir.is_dir() else None
+    preprocess, n_boot, seed = Preprocess.for_evaluation(profile), ev.bootstrap, profile.seed
+    model, tokenizer = load_clip(layout.model)
+    chance = chance_model(profile, tokenizer, model.image_size) if references else None
+    classifier = load_classifier(layout.supervised) if references and layout.supervised.is_dir() else None
     if datasets is None:  # the original MESSIDOR has no stand-in: evaluated when its real root is set
         datasets = list(STANDIN_BENCHMARKS) + (["messidor"] if getattr(profile.data, "messidor_root", "") else [])
-    out_dir = run_dir / "eval" if variant == "test" else run_dir / "eval" / variant
 
     rows: dict[str, dict] = {}
     sources: dict[str, str] = {}
@@ -121,8 +116,7 @@ def run_evaluation(profile, run_dir: str | Path, variant: str = "test", datasets
         manifest = load_dataset_manifest(ds)
         check_classes(manifest, class_names, str(root))
         sources[ds] = source_label(profile, run_dir, ds, variant)
-        emb = embed_images(model, records, image_size, ev.batch_size, flair_exact=ev.flair_exact,
-                           desc=f"embed {ds} ({variant})")
+        emb = embed_images(model, records, preprocess, ev.batch_size, desc=f"embed {ds} ({variant})")
         save_embeddings(run_dir, f"{ds}_{variant}", image=emb, label=y_true,
                         path=np.array([str(r.path) for r in records]),
                         domain=np.array([str(getattr(r, "domain", "")) for r in records]),
@@ -135,17 +129,16 @@ def run_evaluation(profile, run_dir: str | Path, variant: str = "test", datasets
             results[f"{lang}_{mode}"] = res
             rows.setdefault(row_name(lang, mode, ev.flair_exact), {})[ds] = res["report"]["aca"]
         headline = results.get(f"{ev.language}_{ev.prompt_mode}") or next(iter(results.values()))
-        write_predictions(out_dir / f"predictions_{ds}.csv", headline["paths"], y_true, headline["y_prob"],
+        write_predictions(layout.predictions(ds, variant), headline["paths"], y_true, headline["y_prob"],
                           class_names)
         if chance is not None:
-            chance_emb = embed_images(chance, records, image_size, ev.batch_size, flair_exact=ev.flair_exact,
-                                      desc=f"embed {ds} (chance)")
+            chance_emb = embed_images(chance, records, preprocess, ev.batch_size, desc=f"embed {ds} (chance)")
             ch = evaluate_zero_shot(None, ds, root, ev.language, ev.prompt_mode, model=chance, tokenizer=tokenizer,
                                     image_emb=chance_emb, **common)
             results["chance"] = ch
             rows.setdefault(CHANCE_ROW, {})[ds] = ch["report"]["aca"]
         if classifier is not None:
-            heads = classifier_heads(classifier, records, image_size, ev.batch_size, flair_exact=ev.flair_exact)
+            heads = classifier_heads(classifier, records, preprocess, ev.batch_size)
             if classifier.label_priors is not None:
                 heads = balance_heads(heads, classifier.label_priors)
             probs = ceiling_probs(heads, ds, class_names)
@@ -153,13 +146,14 @@ def run_evaluation(profile, run_dir: str | Path, variant: str = "test", datasets
             results["supervised"] = {"dataset": ds, "data_root": str(root), "report": rep}
             rows.setdefault(CEILING_ROW, {})[ds] = rep["aca"]
         per_dataset[ds] = {name: _public(r) for name, r in results.items()}
-        write_json(out_dir / f"{ds}.json", {"dataset": ds, "variant": variant, "source": sources[ds],
+        write_json(layout.eval_json(ds, variant), {"dataset": ds, "variant": variant, "source": sources[ds],
                                             "class_names": class_names, "results": per_dataset[ds]})
 
     source = row_source(sources)
     table_rows = [{"model": name, "source": source, "scores": scores} for name, scores in rows.items()]
-    df = write_table(table_rows, out_dir)
-    return {"variant": variant, "table": df, "rows": table_rows, "per_dataset": per_dataset, "eval_dir": str(out_dir)}
+    df = write_table(table_rows, run_dir, variant)
+    return {"variant": variant, "table": df, "rows": table_rows, "per_dataset": per_dataset,
+            "eval_dir": str(layout.eval(variant))}
 
 
 

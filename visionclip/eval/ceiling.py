@@ -7,8 +7,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from ..data.datasets import ImageDataset, to_model_input
+from ..data.transforms import Preprocess
 from ..errors import DataError
 from ..progress import progress
+from .embed import collate_images, inference_autocast
 
 
 def _class_role(dataset: str, name: str) -> str:
@@ -67,20 +70,12 @@ def balance_heads(heads: Mapping[str, torch.Tensor], priors: Mapping[str, Sequen
 
 
 @torch.no_grad()
-def classifier_heads(classifier, records: Sequence, image_size: int, batch_size: int = 64,
-                     flair_exact: bool = False) -> dict:
-    """Concatenated head logits of the supervised classifier over records.
-
-    `flair_exact` pads at the bottom and right as FLAIR does (centred otherwise); run_evaluation passes
-    eval.flair_exact, so the ceiling row is preprocessed as the zero-shot rows it is compared with.
-    """
-    from ..data.datasets import ImageDataset
-    from ..data.datasets import to_model_input
-    from .embed import collate_images, inference_autocast
-
+def classifier_heads(classifier, records: Sequence, preprocess: Preprocess, batch_size: int = 64) -> dict:
+    """Concatenated head logits of the supervised classifier over records, preprocessed as the
+    zero-shot rows it is compared with (run_evaluation passes the same Preprocess)."""
     classifier.eval()
-    loader = torch.utils.data.DataLoader(ImageDataset(list(records), image_size, flair_exact=flair_exact),
-                                         batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate_images)
+    loader = torch.utils.data.DataLoader(ImageDataset(records, preprocess), batch_size=batch_size, shuffle=False,
+                                         num_workers=0, collate_fn=collate_images)
     out: dict[str, list] = {"dr_grade": [], "flags": []}
     for images in progress(loader, desc="supervised ceiling", total=len(loader), unit="batch"):
         with inference_autocast(classifier):

@@ -11,9 +11,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from ..data.datasets import to_model_input
+from ..data.datasets import ImageDataset, to_model_input
+from ..data.transforms import Preprocess
 from ..errors import DataError
 from ..io import atomic_path
+from ..paths import RunLayout
 from ..progress import progress
 from ..precision import choose_precision
 
@@ -23,35 +25,6 @@ def device_of(model) -> torch.device:
         return next(model.parameters()).device
     except (AttributeError, StopIteration, TypeError):
         return torch.device("cpu")
-
-
-class RecordImages(torch.utils.data.Dataset):
-    """Evaluation preprocessing of any records with a `.path` (corpus records have no single label)."""
-
-    def __init__(self, records, image_size: int, flair_exact: bool = False):
-        self.records, self.image_size, self.flair_exact = list(records), int(image_size), bool(flair_exact)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int) -> dict:
-        from ..data.datasets import load_image, to_tensor
-        from ..data.transforms import preprocess_fundus
-
-        img = load_image(self.records[i].path, self.image_size)
-        return {"image": to_tensor(preprocess_fundus(img, self.image_size, self.flair_exact)), "index": i}
-
-
-def _as_dataset(dataset_or_records, image_size: int, flair_exact: bool):
-    """Accept a torch Dataset or a list of records (benchmark records go through data.datasets.ImageDataset)."""
-    if hasattr(dataset_or_records, "__getitem__") and not isinstance(dataset_or_records, (list, tuple)):
-        return dataset_or_records
-    records = list(dataset_or_records)
-    if records and hasattr(records[0], "label"):
-        from ..data.datasets import ImageDataset
-
-        return ImageDataset(records, image_size, flair_exact=flair_exact)
-    return RecordImages(records, image_size, flair_exact)
 
 
 def _image_of(item) -> torch.Tensor:
@@ -75,45 +48,61 @@ def collate_images(items):
 
 
 @torch.no_grad()
-def embed_images(model, dataset_or_records, image_size: int, batch_size: int = 64,
-                 flair_exact: bool = False, desc: str = "embed images", precision: str = "auto") -> np.ndarray:
+def embed_images(model, images, preprocess: Preprocess | None = None, batch_size: int = 64,
+                 desc: str = "embed images", precision: str = "auto") -> np.ndarray:
     """L2-normalised image embeddings [N, D] (float32), eval mode, no grad, with a progress bar.
 
-    Channels-last input under `inference_autocast(model, precision)`, as in training."""
-    dataset = _as_dataset(dataset_or_records, image_size, flair_exact)
+    `images` is a torch Dataset whose items carry an "image", or records/paths that are read as
+    data.datasets.ImageDataset(images, preprocess). Channels-last input under
+    `inference_autocast(model, precision)`, as in training."""
+    if isinstance(images, torch.utils.data.Dataset):
+        dataset = images
+    elif preprocess is None:
+        raise ValueError("embed_images: records or paths need a Preprocess (data.transforms.Preprocess)")
+    else:
+        dataset = ImageDataset(images, preprocess)
     if len(dataset) == 0:
         raise DataError("embed_images: the dataset is empty (no images to embed)")
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
                                          collate_fn=collate_images)
     was_training = model.training
     model.eval()
-    device = device_of(model)
-    out = []
     try:
-        for images in progress(loader, desc=desc, total=len(loader), unit="batch"):
-            with inference_autocast(model, precision):
-                emb = model.encode_image(to_model_input(images, device))
-            out.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
+        out = [embed_batch(model, images, precision)
+               for images in progress(loader, desc=desc, total=len(loader), unit="batch")]
     finally:
         model.train(was_training)
     return torch.cat(out).numpy().astype(np.float32)
 
 
 @torch.no_grad()
-def embed_texts(model, tokenizer, texts: Sequence[str], context_length: int, batch_size: int = 256,
-                desc: str = "embed texts", precision: str = "auto") -> np.ndarray:
-    """L2-normalised text embeddings [N, D] (float32), eval mode, no grad, with a progress bar,
-    under `inference_autocast(model, precision)`."""
+def embed_batch(model, images: torch.Tensor, precision: str = "auto") -> torch.Tensor:
+    """One uint8 image batch [B, 3, H, W] -> L2-normalised float32 embeddings on the CPU: the
+    towers' input (channels-last, on the model's device) under `inference_autocast`."""
+    with inference_autocast(model, precision):
+        emb = model.encode_image(to_model_input(images, device_of(model)))
+    return torch.nn.functional.normalize(emb.float(), dim=-1).cpu()
+
+
+@torch.no_grad()
+def encode_texts(model, tokenizer, texts: Sequence[str], context_length: int, batch_size: int = 256,
+                 desc: str | None = None, precision: str = "auto") -> torch.Tensor:
+    """The one text path, for captions and prompts alike: L2-normalised text embeddings [N, D]
+    (float32, on the CPU), tokenised in batches, in eval mode, without grad, under
+    `inference_autocast(model, precision)`. A progress bar is drawn when `desc` is given."""
     texts = list(texts)
     if not texts:
-        raise DataError("embed_texts: no texts to embed")
-    was_training = model.training
-    model.eval()
+        raise DataError("encode_texts: no texts to encode")
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
     device = device_of(model)
     out = []
     try:
         starts = range(0, len(texts), batch_size)
-        for s in progress(starts, desc=desc, total=len(starts), unit="batch"):
+        if desc is not None:
+            starts = progress(starts, desc=desc, total=len(starts), unit="batch")
+        for s in starts:
             batch = tokenizer(texts[s:s + batch_size], context_length)
             ids = torch.as_tensor(batch["input_ids"]).to(device)
             mask = torch.as_tensor(batch["attention_mask"]).to(device)
@@ -121,17 +110,20 @@ def embed_texts(model, tokenizer, texts: Sequence[str], context_length: int, bat
                 emb = model.encode_text(ids, mask)
             out.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
     finally:
-        model.train(was_training)
-    return torch.cat(out).numpy().astype(np.float32)
+        if was_training and hasattr(model, "train"):
+            model.train()
+    return torch.cat(out)
 
 
-def embeddings_path(run_dir: str | Path, name: str) -> Path:
-    return Path(run_dir) / "embeddings" / f"{name}.npz"
+def embed_texts(model, tokenizer, texts: Sequence[str], context_length: int, batch_size: int = 256,
+                desc: str = "embed texts", precision: str = "auto") -> np.ndarray:
+    """encode_texts as a float32 numpy array, with a progress bar (captions by the thousand)."""
+    return encode_texts(model, tokenizer, texts, context_length, batch_size, desc, precision).numpy().astype(np.float32)
 
 
 def save_embeddings(run_dir: str | Path, name: str, **arrays) -> Path:
-    """Write arrays (embeddings, labels, paths, domains...) to run_dir/embeddings/<name>.npz, atomically."""
-    path = embeddings_path(run_dir, name)
+    """Write arrays (embeddings, labels, paths, domains...) as the run's embeddings `name` (.npz), atomically."""
+    path = RunLayout(run_dir).embeddings(name)
     clean = {k: np.asarray(v) for k, v in arrays.items()}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:  # a file object: np.savez must not append its own suffix
@@ -140,12 +132,12 @@ def save_embeddings(run_dir: str | Path, name: str, **arrays) -> Path:
 
 
 def load_embeddings(run_dir: str | Path, name: str) -> dict[str, np.ndarray]:
-    path = embeddings_path(run_dir, name)
+    path = RunLayout(run_dir).embeddings(name)
     if not path.is_file():
         raise DataError(f"{path}: embeddings not found; run the evaluation that writes them first")
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
 
 
-__all__ = ["embed_images", "embed_texts", "save_embeddings", "load_embeddings", "embeddings_path",
+__all__ = ["embed_images", "embed_batch", "encode_texts", "embed_texts", "save_embeddings", "load_embeddings", 
            "inference_autocast"]

@@ -11,6 +11,7 @@ Each k draws `draws` seeded samples of k images per class; the result is mean ±
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -19,8 +20,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
 from ..data.benchmarks import labels_of, load_records
+from ..data.transforms import Preprocess
 from ..errors import DataError
 from ..io import write_json
+from ..paths import STANDIN_BENCHMARKS, RunLayout, benchmark_dir
 from ..pretrained import load_clip
 from ..seeding import derive_seed, rng
 
@@ -87,9 +90,9 @@ def run_fewshot(profile, run_dir: str | Path, datasets: Sequence[str] | None = N
     Writes run_dir/eval/fewshot.json with the zero-shot ACA of the headline setting beside each curve.
     """
     from .embed import embed_images, load_embeddings, save_embeddings
-    from ..paths import STANDIN_BENCHMARKS, benchmark_dir
 
     run_dir = Path(run_dir)
+    layout = RunLayout(run_dir)
     ev = profile.eval
     model = None
     out = {}
@@ -99,11 +102,11 @@ def run_fewshot(profile, run_dir: str | Path, datasets: Sequence[str] | None = N
             dev = load_embeddings(run_dir, f"{ds}_dev")
         except DataError:
             if model is None:
-                model, _ = load_clip(run_dir / "model")
+                model, _ = load_clip(layout.model)
             records = load_records(ds, benchmark_dir(profile, run_dir, ds, "dev"))
             y, _names = labels_of(records)
-            emb = embed_images(model, records, profile.train.image_size, ev.batch_size,
-                               flair_exact=ev.flair_exact, desc=f"embed {ds} (dev)")
+            emb = embed_images(model, records, Preprocess.for_evaluation(profile), ev.batch_size,
+                               desc=f"embed {ds} (dev)")
             save_embeddings(run_dir, f"{ds}_dev", image=emb, label=y,
                             path=np.array([str(r.path) for r in records]),
                             domain=np.array([str(getattr(r, "domain", "")) for r in records]))
@@ -112,13 +115,11 @@ def run_fewshot(profile, run_dir: str | Path, datasets: Sequence[str] | None = N
         curve = fewshot_probe(dev["image"], dev["label"], test["image"], test["label"], ev.fewshot_k,
                               ev.fewshot_draws, profile.seed, n_classes)
         zs = None
-        path = run_dir / "eval" / f"{ds}.json"
+        path = layout.eval_json(ds)
         if path.is_file():
-            import json
-
             data = json.loads(path.read_text(encoding="utf-8"))
             zs = data["results"].get(f"{ev.language}_{ev.prompt_mode}", {}).get("report", {}).get("aca")
         out[ds] = {"shots_from": "dev rendering (benchmark_dev_seed)", "scored_on": "test rendering",
                    "curve": curve, "zero_shot_aca": zs}
-    write_json(run_dir / "eval" / "fewshot.json", out)
+    write_json(layout.fewshot_json, out)
     return out

@@ -8,8 +8,10 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..data.benchmarks import load_dataset_manifest
+from ..data.transforms import Preprocess
 from ..errors import DataError
-from ..pretrained import load_clip, model_setting
+from ..paths import RunLayout, corpus_dir
+from ..pretrained import load_clip
 from .zeroshot import build_prompts, class_prototypes
 
 
@@ -40,18 +42,16 @@ def run_embeddings(profile, run_dir: str | Path, datasets: Sequence[str] = ("mes
     from ..data.readers import read_synfundus
     from ..data.splits import split_corpus
     from .embed import embed_images, save_embeddings
-    from ..paths import corpus_dir
 
     run_dir = Path(run_dir)
     language = language or profile.eval.language
     mode = mode or profile.eval.prompt_mode
-    model, tokenizer = load_clip(run_dir / "model")
-    ctx = model_setting(model, "context_length", profile.model.context_length)
+    model, tokenizer = load_clip(RunLayout(run_dir).model)
     records = split_corpus(read_synfundus(corpus_dir(profile, run_dir)), profile.seed)["test"]
     if not records:
         raise DataError(f"{corpus_dir(profile, run_dir)}: the corpus test split is empty")
-    emb = embed_images(model, records, profile.train.image_size, profile.eval.batch_size,
-                       flair_exact=profile.eval.flair_exact, desc="embed corpus test images")
+    emb = embed_images(model, records, Preprocess.for_evaluation(profile), profile.eval.batch_size,
+                       desc="embed corpus test images")
     save_embeddings(run_dir, "corpus_test", image=emb,
                     dr_grade=np.array([int(r.labels["dr_grade"]) for r in records]),
                     disease=np.array([disease_name(r.labels) for r in records]),
@@ -60,7 +60,7 @@ def run_embeddings(profile, run_dir: str | Path, datasets: Sequence[str] = ("mes
     protos = {}
     for ds in datasets:
         manifest = load_dataset_manifest(ds)
-        p = class_prototypes(model, tokenizer, build_prompts(manifest, language, mode), ctx,
+        p = class_prototypes(model, tokenizer, build_prompts(manifest, language, mode), model.context_length,
                              flair_exact=profile.eval.flair_exact)
         protos[ds] = p.numpy()
         protos[f"{ds}_names"] = np.array([c[f"name_{language}"] for c in manifest["classes"]])

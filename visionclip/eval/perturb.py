@@ -1,10 +1,8 @@
 """Images degraded on purpose for the robustness curves: blur and under-exposure by severity level."""
 from __future__ import annotations
 
-from typing import Sequence
 
 import numpy as np
-import torch
 from PIL import Image, ImageFilter
 
 from ..errors import ConfigError
@@ -33,20 +31,3 @@ def perturb(img: Image.Image, kind: str, level: int) -> Image.Image:
     gain = 2.0 ** (-level * EXPOSURE_STOPS_PER_LEVEL)
     arr = np.asarray(img, dtype=np.float32) * gain
     return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
-
-
-class PerturbedImages(torch.utils.data.Dataset):
-    """Benchmark records, perturbed, then preprocessed exactly as in evaluation."""
-
-    def __init__(self, records: Sequence, image_size: int, kind: str, level: int):
-        self.records, self.image_size, self.kind, self.level = list(records), int(image_size), kind, int(level)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int) -> dict:
-        from ..data.datasets import load_image, to_tensor
-        from ..data.transforms import preprocess_fundus
-
-        img = perturb(load_image(self.records[i].path, self.image_size), self.kind, self.level)
-        return {"image": to_tensor(preprocess_fundus(img, self.image_size)), "index": i}

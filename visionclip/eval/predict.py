@@ -88,25 +88,6 @@ def resolve_prompts(classes: Sequence[str] | None, dataset: str | None, language
     return list(classes), [[fill_template(template, c)] for c in classes]
 
 
-def _load_batch(paths: Sequence[Path], size: int, flair_exact: bool = False):
-    """(uint8 tensor batch of the readable images, their positions, {position: error message})."""
-    import torch
-
-    from ..data.datasets import load_image, to_tensor
-    from ..data.transforms import preprocess_fundus
-
-    tensors, ok, errors = [], [], {}
-    for i, p in enumerate(paths):
-        try:
-            img = preprocess_fundus(load_image(p, size), size, flair_exact)
-            tensors.append(to_tensor(img))
-            ok.append(i)
-        except (DataError, OSError, ValueError) as e:
-            msg = str(e)
-            errors[i] = msg[len(f"{p}: "):] if msg.startswith(f"{p}: ") else msg
-    return (torch.stack(tensors) if tensors else None), ok, errors
-
-
 def predict(model_dir: str | Path, images_or_folder, classes: Sequence[str] | None = None,
             dataset: str | None = None, language: str = "zh", out_csv: str | Path | None = None,
             mode: str = "ek", image_size: int | None = None, batch_size: int = 32, model=None, tokenizer=None,
@@ -124,11 +105,12 @@ def predict(model_dir: str | Path, images_or_folder, classes: Sequence[str] | No
     import pandas as pd
     import torch
 
-    from ..data.datasets import to_model_input
-    from .embed import inference_autocast
-    from ..pretrained import load_clip, model_setting
+    from ..data.datasets import ImageDataset
+    from ..data.transforms import Preprocess
     from ..io import write_text
+    from ..pretrained import load_clip
     from ..progress import progress
+    from .embed import embed_batch
     from .zeroshot import class_prototypes, logit_scale_of, zero_shot_scores
 
     if language not in READABILITY_PROMPTS:
@@ -137,8 +119,8 @@ def predict(model_dir: str | Path, images_or_folder, classes: Sequence[str] | No
     names, prompts = resolve_prompts(classes, dataset, language, mode)
     if model is None:
         model, tokenizer = load_clip(model_dir)
-    size = int(image_size or model_setting(model, "image_size"))
-    ctx = int(model_setting(model, "context_length"))
+    images = ImageDataset(paths, Preprocess(int(image_size or model.image_size), flair_exact), unreadable="report")
+    ctx = model.context_length
     scale = logit_scale_of(model)
     protos = class_prototypes(model, tokenizer, prompts, ctx, flair_exact=flair_exact)
     checks = READABILITY_PROMPTS[language]
@@ -149,19 +131,20 @@ def predict(model_dir: str | Path, images_or_folder, classes: Sequence[str] | No
     model.eval()
     starts = range(0, len(paths), batch_size)
     for s in progress(starts, desc="predict", total=len(starts), unit="batch"):
-        chunk = paths[s:s + batch_size]
-        images, ok, errors = _load_batch(chunk, size, flair_exact)
-        for i, msg in errors.items():
-            print(f"visionclip predict: skipped {chunk[i]}: {msg}", file=sys.stderr)
-            rows.append({"path": str(chunk[i]), "status": f"unreadable: {msg}"})
-        if images is None:
+        items = [images[i] for i in range(s, min(s + batch_size, len(images)))]
+        readable = [it for it in items if it["image"] is not None]
+        for it in items:
+            if it["image"] is None:
+                print(f"visionclip predict: skipped {paths[it['index']]}: {it['error']}", file=sys.stderr)
+                rows.append({"path": str(paths[it["index"]]), "status": f"unreadable: {it['error']}"})
+        if not readable:
             continue
-        with torch.no_grad(), inference_autocast(model):  # as evaluation embeds, prompts included
-            emb = model.encode_image(to_model_input(images)).float().numpy()
+        # embedded as evaluation embeds (eval.embed.embed_batch), prompts included
+        emb = embed_batch(model, torch.stack([it["image"] for it in readable])).numpy()
         probs = zero_shot_scores(emb, protos, scale)
         check = {flag: zero_shot_scores(emb, p, scale)[:, 0] for flag, p in check_protos.items()}
-        for j, i in enumerate(ok):
-            row = {"path": str(chunk[i]), "status": "ok", "predicted": names[int(probs[j].argmax())]}
+        for j, it in enumerate(readable):
+            row = {"path": str(paths[it["index"]]), "status": "ok", "predicted": names[int(probs[j].argmax())]}
             row.update({f"p_{n}": float(probs[j, k]) for k, n in enumerate(names)})
             row.update({f"p_{flag}": float(v[j]) for flag, v in check.items()})
             rows.append(row)

@@ -12,9 +12,11 @@ from typing import Sequence
 
 import numpy as np
 
+from ..data.transforms import Preprocess
 from ..errors import DataError
 from ..io import write_json
-from ..pretrained import load_clip, model_setting
+from ..paths import RunLayout, corpus_dir
+from ..pretrained import load_clip
 
 
 def recall_at_k(image_emb, text_emb, image_keys=None, text_keys=None, ks: Sequence[int] = (1, 5, 10)) -> dict:
@@ -75,18 +77,16 @@ def val_pool_hits_by_label_set(profile, run_dir: str | Path, top: int | None = N
     """hits_by_label_set for run_dir/model on the trainer's validation pool (the first val_size
     images of the corpus val split, captions in the training language), embedded under the same
     inference autocast as the trainer's validation (batch shapes differ: bf16 results may too)."""
+    from ..data.datasets import val_pool
     from ..data.readers import read_synfundus_table
     from ..data.splits import split_corpus
     from .embed import embed_images, embed_texts
-    from ..paths import corpus_dir
-    from ..data.datasets import val_pool
 
-    cfg = profile.train
-    model, tokenizer = load_clip(Path(run_dir) / "model")
+    model, tokenizer = load_clip(RunLayout(run_dir).model)
     pool = val_pool(profile, split_corpus(read_synfundus_table(corpus_dir(profile, run_dir)), profile.seed))
-    img = embed_images(model, pool, cfg.image_size, cfg.batch_size, desc="embed val pool")
-    txt = embed_texts(model, tokenizer, [pool.caption(i) for i in range(len(pool))],
-                      model_setting(model, "context_length", profile.model.context_length), desc="embed val captions")
+    img = embed_images(model, pool, batch_size=profile.train.batch_size, desc="embed val pool")
+    txt = embed_texts(model, tokenizer, [pool.caption(i) for i in range(len(pool))], model.context_length,
+                      desc="embed val captions")
     return hits_by_label_set(img, txt, pool.label_keys, top)
 
 
@@ -96,15 +96,14 @@ def top_matches(query_emb, item_emb, k: int = 5) -> np.ndarray:
     return np.argsort(-sim, axis=1, kind="stable")[:, :k]
 
 
-def evaluate_retrieval(model, tokenizer, records, language: str, image_size: int, context_length: int,
-                       batch_size: int = 64, ks: Sequence[int] = (1, 5, 10), run_dir: str | Path | None = None,
-                       name: str = "corpus_test", image_emb: np.ndarray | None = None,
-                       flair_exact: bool = False) -> dict:
+def evaluate_retrieval(model, tokenizer, records, language: str, preprocess: Preprocess, batch_size: int = 64,
+                       ks: Sequence[int] = (1, 5, 10), run_dir: str | Path | None = None, name: str = "corpus_test",
+                       image_emb: np.ndarray | None = None) -> dict:
     """Embed corpus records (CorpusRecord) and their captions in `language`; Recall@K both ways.
 
-    Pass `image_emb` to reuse image embeddings across languages; `flair_exact` pads images as FLAIR
-    does (bottom-right) when they are embedded here. With `run_dir`, the image and
-    text embeddings, captions, label keys, paths and cameras go to run_dir/embeddings/<name>.npz.
+    Pass `image_emb` to reuse image embeddings across languages (else the images are read with
+    `preprocess`). With `run_dir`, the image and text embeddings, captions, label keys, paths and
+    cameras are saved as the run's embeddings `name`.
     """
     from ..data.datasets import label_set_key
     from .embed import embed_images, embed_texts, save_embeddings
@@ -114,10 +113,9 @@ def evaluate_retrieval(model, tokenizer, records, language: str, image_size: int
         raise DataError("evaluate_retrieval: no corpus records (is the test split empty?)")
     captions = [getattr(r, f"caption_{language}") for r in records]
     keys = np.array([label_set_key(r.labels) for r in records], dtype=np.int64)
-    img = image_emb if image_emb is not None else embed_images(model, records, image_size, batch_size,
-                                                               flair_exact=flair_exact,
+    img = image_emb if image_emb is not None else embed_images(model, records, preprocess, batch_size,
                                                                desc="embed corpus test images")
-    txt = embed_texts(model, tokenizer, captions, context_length, desc=f"embed {language} captions")
+    txt = embed_texts(model, tokenizer, captions, model.context_length, desc=f"embed {language} captions")
     if run_dir is not None:
         save_embeddings(run_dir, name, image=img, text=txt, label_key=keys, caption=np.array(captions),
                         path=np.array([str(r.path) for r in records]),
@@ -133,10 +131,10 @@ def retrieval_examples(run_dir: str | Path, language: str = "zh", n_queries: int
 
     Returns {"query_texts", "query_paths" (the paired images), "match_paths" [Q][k],
     "match_captions" [Q][k] ("hit" when the image has the query's label set, else "miss")},
-    ready for viz.retrieval_examples_figure.
+    ready for report.figures.retrieval_examples_figure.
     """
-    from .embed import load_embeddings
     from ..seeding import rng
+    from .embed import load_embeddings
 
     data = load_embeddings(run_dir, f"corpus_test_{language}")
     n = len(data["image"])
@@ -149,32 +147,27 @@ def retrieval_examples(run_dir: str | Path, language: str = "zh", n_queries: int
             "match_captions": [["hit" if keys[j] == keys[q] else "miss" for j in row] for q, row in zip(queries, top)]}
 
 
-__all__ = ["recall_at_k", "top_matches", "hits_by_label_set", "val_pool_hits_by_label_set", "evaluate_retrieval",
-           "retrieval_examples"]
-
-
 def run_retrieval(profile, run_dir: str | Path, languages: Sequence[str] = ("zh", "en"),
                   max_items: int | None = None) -> dict:
     """Recall@1/5/10 both ways on the corpus test split (exact pair and by label set)."""
     from ..data.readers import read_synfundus
     from ..data.splits import split_corpus
-    from ..paths import corpus_dir
-    from .retrieval import evaluate_retrieval
+    from .embed import embed_images
 
-    run_dir = Path(run_dir)
-    model, tokenizer = load_clip(run_dir / "model")
+    layout = RunLayout(run_dir)
+    model, tokenizer = load_clip(layout.model)
     records = split_corpus(read_synfundus(corpus_dir(profile, run_dir)), profile.seed)["test"]
     if max_items:
         records = records[:max_items]
-    from .embed import embed_images
-
-    image_emb = embed_images(model, records, profile.train.image_size, profile.eval.batch_size,
-                             flair_exact=profile.eval.flair_exact, desc="embed corpus test images")
+    preprocess = Preprocess.for_evaluation(profile)
+    image_emb = embed_images(model, records, preprocess, profile.eval.batch_size, desc="embed corpus test images")
     out = {}
     for lang in languages:
-        out[lang] = evaluate_retrieval(model, tokenizer, records, lang, profile.train.image_size,
-                                       model_setting(model, "context_length", profile.model.context_length),
-                                       profile.eval.batch_size, run_dir=run_dir, name=f"corpus_test_{lang}",
-                                       image_emb=image_emb, flair_exact=profile.eval.flair_exact)
-    write_json(run_dir / "eval" / "retrieval.json", out)
+        out[lang] = evaluate_retrieval(model, tokenizer, records, lang, preprocess, profile.eval.batch_size,
+                                       run_dir=run_dir, name=f"corpus_test_{lang}", image_emb=image_emb)
+    write_json(layout.retrieval_json, out)
     return out
+
+
+__all__ = ["recall_at_k", "top_matches", "hits_by_label_set", "val_pool_hits_by_label_set", "evaluate_retrieval",
+           "retrieval_examples", "run_retrieval"]

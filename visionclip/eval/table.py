@@ -10,6 +10,7 @@ from typing import Iterable, Mapping, Sequence
 import pandas as pd
 
 from ..io import write_json, write_text
+from ..paths import RunLayout, benchmark_dir, is_standin
 from .metrics import format_interval
 
 
@@ -70,21 +71,19 @@ def table_json(results: Iterable[Mapping]) -> dict:
             "columns": [[ds, col] for ds, col in TABLE_COLUMNS.items()], "rows": rows}
 
 
-def write_table(results: Sequence[Mapping], eval_dir: str | Path) -> pd.DataFrame:
-    """table.csv, table.md and table.json in eval_dir (atomic)."""
-    eval_dir = Path(eval_dir)
+def write_table(results: Sequence[Mapping], run_dir: str | Path, variant: str = "test") -> pd.DataFrame:
+    """The table as CSV, Markdown and JSON in the run's evaluation folder of `variant` (atomic)."""
+    layout = RunLayout(run_dir)
     df = paper_table(results)
     buf = io.StringIO()
     df.to_csv(buf, index=False, quoting=csv.QUOTE_MINIMAL)
-    write_text(eval_dir / "table.csv", buf.getvalue())
-    write_text(eval_dir / "table.md", df.to_markdown(index=False) + "\n")
-    write_json(eval_dir / "table.json", table_json(results))
+    write_text(layout.table(variant, ".csv"), buf.getvalue())
+    write_text(layout.table(variant, ".md"), df.to_markdown(index=False) + "\n")
+    write_json(layout.table(variant, ".json"), table_json(results))
     return df
 
 
 def source_label(profile, run_dir, dataset: str, variant: str) -> str:
-    from ..paths import benchmark_dir, is_standin
-
     if not is_standin(profile, dataset) and variant == "test":
         return f"real {dataset} at {benchmark_dir(profile, run_dir, dataset, variant)}"
     cams = "training" if variant == "seen" else "held-out"

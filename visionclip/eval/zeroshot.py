@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .embed import device_of, inference_autocast
+from .embed import encode_texts
 from ..errors import ConfigError
 
 LANGUAGES = ("zh", "en")
@@ -66,25 +66,6 @@ def build_prompts(manifest: Mapping, language: str = "zh", mode: str = "plain") 
     return prompts
 
 
-@torch.no_grad()
-def encode_prompts(model, tokenizer, texts: Sequence[str], context_length: int) -> torch.Tensor:
-    """L2-normalised text embeddings [N, D] of `texts` (model in eval mode, no grad)."""
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
-    try:
-        batch = tokenizer(list(texts), context_length)
-        device = device_of(model)
-        ids = torch.as_tensor(batch["input_ids"]).to(device)
-        mask = torch.as_tensor(batch["attention_mask"]).to(device)
-        with inference_autocast(model):
-            emb = model.encode_text(ids, mask).float()
-    finally:
-        if was_training and hasattr(model, "train"):
-            model.train()
-    return torch.nn.functional.normalize(emb, dim=-1).cpu()
-
-
 def class_prototypes(model, tokenizer, prompts: Sequence[Sequence[str]], context_length: int,
                      flair_exact: bool = False) -> torch.Tensor:
     """Class prototypes [C, D]: mean of each class's normalised prompt embeddings.
@@ -94,7 +75,7 @@ def class_prototypes(model, tokenizer, prompts: Sequence[Sequence[str]], context
     flat = [p for ps in prompts for p in ps]
     if any(len(ps) == 0 for ps in prompts):
         raise ConfigError("class_prototypes: every class needs at least one prompt")
-    emb = encode_prompts(model, tokenizer, flat, context_length)
+    emb = encode_texts(model, tokenizer, flat, context_length)
     protos, start = [], 0
     for ps in prompts:
         protos.append(emb[start:start + len(ps)].mean(dim=0))
@@ -125,5 +106,5 @@ def logit_scale_of(model) -> float:
     return min(value, 100.0)
 
 
-__all__ = ["build_prompts", "fill_template", "encode_prompts", "class_prototypes", "zero_shot_scores",
+__all__ = ["build_prompts", "fill_template", "class_prototypes", "zero_shot_scores",
            "logit_scale_of", "LANGUAGES", "MODES"]

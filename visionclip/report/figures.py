@@ -18,10 +18,12 @@ import pandas as pd
 import seaborn as sns
 from matplotlib import font_manager
 
+from ..data.datasets import load_image
 from ..errors import DataError
 from ..schema import DISEASE_FLAGS
 from ..seeding import rng
 from ..eval.maps import umap_projection
+from ..paths import RunLayout
 from .ablations.tables import CHANCE_ACA
 from .tables import prevalence_table
 
@@ -130,9 +132,11 @@ def grouped_bars_figure(values: Mapping[str, Mapping[str, Mapping]], title: str,
     return fig
 
 
-def prompt_comparison_figure(eval_dir: str | Path, compare: str = "mode", metric: str = "aca"):
-    """Plain vs EK (compare="mode") or zh vs en (compare="language") from run_dir/eval/<dataset>.json."""
-    eval_dir = Path(eval_dir)
+def prompt_comparison_figure(run_dir: str | Path, compare: str = "mode", metric: str = "aca",
+                             variant: str = "test"):
+    """Plain vs EK (compare="mode") or zh vs en (compare="language") from the run's per-dataset
+    evaluation JSON of `variant`."""
+    eval_dir = RunLayout(run_dir).eval(variant)
     values: dict[str, dict] = {}
     for path in sorted(eval_dir.glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -148,7 +152,7 @@ def prompt_comparison_figure(eval_dir: str | Path, compare: str = "mode", metric
             values.setdefault(ds, {})[label] = res["report"][metric]
         values[ds] = dict(sorted(values.get(ds, {}).items()))
     if not values:
-        raise DataError(f"{eval_dir}: no per-dataset evaluation JSON found; run evaluate.run_evaluation first")
+        raise DataError(f"{eval_dir}: no per-dataset evaluation JSON found; run eval.benchmark.run_evaluation first")
     what = "plain vs expert-knowledge prompts" if compare == "mode" else "Chinese vs English prompts"
     return grouped_bars_figure(values, f"Zero-shot {metric.upper()}: {what}", ylabel=metric.upper())
 
@@ -334,8 +338,6 @@ def retrieval_examples_figure(query_paths: Sequence[str], query_texts: Sequence[
     match_paths[q] lists image paths for query q; `match_captions[q][j]` (optional) is shown under
     each image; `query_paths` (the paired image, may be empty) is shown first, framed in green.
     """
-    from PIL import Image
-
     k = max(len(m) for m in match_paths)
     show_query = bool(query_paths)
     ncols = k + int(show_query)
@@ -349,9 +351,9 @@ def retrieval_examples_figure(query_paths: Sequence[str], query_texts: Sequence[
             if j >= len(cells):
                 ax.axis("off")
                 continue
-            with Image.open(cells[j]) as im:
-                im.thumbnail((image_size, image_size))
-                ax.imshow(np.asarray(im.convert("RGB")))
+            im = load_image(Path(cells[j]), image_size).convert("RGB")
+            im.thumbnail((image_size, image_size))
+            ax.imshow(np.asarray(im))
             if show_query and j == 0:
                 wrapped = "\n".join(textwrap.wrap(text, 26, max_lines=3, placeholder=" …"))
                 ax.set_title(f"query: {wrapped}", fontsize=7, color="green", loc="left")
@@ -458,11 +460,12 @@ def token_length_figure(lengths: pd.DataFrame, context_length: int):
     return fig
 
 
+EXAMPLE_TILE_PX = 256  # large photographs are decoded reduced (JPEG draft) to at least this side
+
+
 def benchmark_examples_figure(sets: dict[tuple[str, str], list], variant: str = "test", per_class: int = 3,
                               seed: int = 0, tile: float = 1.5):
     """Rows = (dataset, class), columns = examples, each titled with its camera."""
-    from PIL import Image
-
     setup_fonts()
     rows = []
     for (ds, v), records in sets.items():
@@ -479,8 +482,7 @@ def benchmark_examples_figure(sets: dict[tuple[str, str], list], variant: str = 
             ax.set_xticks([])
             ax.set_yticks([])
             if j < len(members):
-                with Image.open(members[j].path) as im:
-                    ax.imshow(np.asarray(im.convert("RGB")))
+                ax.imshow(np.asarray(load_image(members[j].path, EXAMPLE_TILE_PX).convert("RGB")))
                 ax.set_title(members[j].domain, fontsize=7)
             else:
                 ax.axis("off")

@@ -25,13 +25,11 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from ..config import PROFILE_DIR, load_profile, resolve_profile_path
+from ..config import load_profile, resolve_profile_path
 from ..errors import ConfigError, VisionCLIPError
 from ..io import atomic_path
+from ..paths import BOOK_DIR, NOTEBOOK_DIR, REPOSITORY, RunLayout, default_run_dir, staged_notebooks
 
-ROOT = PROFILE_DIR.parent
-NOTEBOOK_DIR = ROOT / "notebooks"
-BOOK_DIR = ROOT / "book"
 ABLATIONS = "05_ablations"
 KERNEL = "python3"
 MATHJAX_NPM = "mathjax@3.2.2"  # the version sphinx's default mathjax_path names
@@ -159,7 +157,7 @@ def run_notebooks(profile: str = "cpu", run_dir: str | Path | None = None,
     params = dict(params or {})
     plain, overrides = split_parameters(params)
     resolved = load_profile(profile, overrides)  # fail before any work
-    run_dir = Path(run_dir or ROOT / "runs" / resolved.name).resolve()
+    run_dir = Path(run_dir or default_run_dir(resolved.name)).resolve()
     notebooks = discover_notebooks(notebook_dir, only, skip_ablations)
     if not notebooks:
         say(f"no notebooks NN_*.ipynb selected in {notebook_dir}: nothing executed")
@@ -171,7 +169,7 @@ def run_notebooks(profile: str = "cpu", run_dir: str | Path | None = None,
     show_bar = sys.stderr.isatty() and os.environ.get("CI", "") != "true"
     executed_paths, total = [], 0.0
     for i, source in enumerate(notebooks, 1):
-        executed = run_dir / "notebooks" / source.name
+        executed = RunLayout(run_dir).notebooks / source.name
         if resume and is_up_to_date(executed, source, parameters, inputs):
             say(f"[{i}/{len(notebooks)}] {source.stem}: up to date, skipped (--resume)")
         else:
@@ -200,12 +198,13 @@ def _first_line(e: BaseException) -> str:
 def toc_notebooks(book_dir: Path = BOOK_DIR) -> list[str]:
     """Stems of the notebooks that book/_toc.yml lists under notebooks/."""
     toc = yaml.safe_load((book_dir / "_toc.yml").read_text(encoding="utf-8"))
+    prefix = staged_notebooks(book_dir).relative_to(book_dir).as_posix() + "/"
     found: list[str] = []
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
             f = node.get("file")
-            if isinstance(f, str) and f.startswith("notebooks/"):
+            if isinstance(f, str) and f.startswith(prefix):
                 found.append(Path(f).stem)
             for v in node.values():
                 walk(v)
@@ -231,12 +230,12 @@ def placeholder_notebook(stem: str, reason: str) -> str:
 
 def stage_book_notebooks(run_dir: Path, book_dir: Path = BOOK_DIR, skipped: Sequence[str] = ()) -> list[str]:
     """Copy the executed notebooks of `run_dir` into book/notebooks/; placeholders for the rest."""
-    target = book_dir / "notebooks"
+    target = staged_notebooks(book_dir)
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     placeholders = []
     for stem in toc_notebooks(book_dir):
-        executed = Path(run_dir) / "notebooks" / f"{stem}.ipynb"
+        executed = RunLayout(run_dir).notebooks / f"{stem}.ipynb"
         if executed.exists():
             shutil.copy2(executed, target / executed.name)
             continue
@@ -265,7 +264,7 @@ def ensure_mathjax(book_dir: Path = BOOK_DIR) -> Path:
     if (dest / "tex-chtml.js").exists():
         return dest
     with tempfile.TemporaryDirectory() as tmpd:
-        source = next((c for c in (ROOT / "node_modules" / "mathjax" / "es5",)
+        source = next((c for c in (REPOSITORY / "node_modules" / "mathjax" / "es5",)
                        if (c / "tex-chtml.js").exists()), None)
         if source is None:
             npm = shutil.which("npm")
@@ -328,7 +327,7 @@ def build_only(profile: str = "cpu", run_dir: str | Path | None = None, params: 
                skip_ablations: bool = False) -> Path:
     """Build the book from notebooks already executed in run_dir; returns the HTML index."""
     resolved = load_profile(profile, split_parameters(params or {})[1])
-    run_dir = Path(run_dir or ROOT / "runs" / resolved.name).resolve()
+    run_dir = Path(run_dir or default_run_dir(resolved.name)).resolve()
     stage_book_notebooks(run_dir, skipped=[ABLATIONS] if skip_ablations else [])
     index = build_book() / "index.html"
     say(f"the book: {index}")
@@ -342,7 +341,7 @@ def run(profile: str = "cpu", run_dir: str | Path | None = None, params: Mapping
     start = time.perf_counter()
     _, overrides = split_parameters(params or {})
     resolved = load_profile(profile, overrides)
-    run_dir = Path(run_dir or ROOT / "runs" / resolved.name).resolve()
+    run_dir = Path(run_dir or default_run_dir(resolved.name)).resolve()
     run_notebooks(profile, run_dir, params, only, skip_ablations, resume, notebook_dir)
     if not book:
         return None

@@ -10,14 +10,14 @@ from pathlib import Path
 
 from ..config import Profile
 from ..io import write_json
-from ..paths import STANDIN_BENCHMARKS, VARIANTS, benchmark_dir, corpus_dir, is_standin
+from ..paths import STANDIN_BENCHMARKS, VARIANTS, RunLayout, benchmark_dir, corpus_dir, is_standin
 
 
 def prepare_run_dir(profile: Profile, run_dir: str | Path) -> Path:
     """Create the run directory and record the resolved profile in it."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "profile.json", profile.to_dict())
+    write_json(RunLayout(run_dir).profile_json, profile.to_dict())
     return run_dir
 
 
@@ -35,7 +35,7 @@ def prepare_data(profile: Profile, run_dir: str | Path, variants=VARIANTS) -> di
         render_corpus(profile, roots["corpus"])
     for variant in variants:
         if any(is_standin(profile, ds) or variant != "test" for ds in STANDIN_BENCHMARKS):
-            render_benchmarks(profile, run_dir / "data" / "benchmarks" / variant, variant)
+            render_benchmarks(profile, RunLayout(run_dir).benchmarks(variant), variant)
         for ds in STANDIN_BENCHMARKS:
             roots[f"{ds}/{variant}"] = benchmark_dir(profile, run_dir, ds, variant)
     return roots

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from ..paths import STANDIN_BENCHMARKS, VARIANTS, benchmark_dir
+from ..paths import STANDIN_BENCHMARKS, VARIANTS, RunLayout, benchmark_dir
 from ..schema import DISEASE_FLAGS, DR_GRADE_NAMES, FLAG_COLUMNS, GLOSSES
 from ..seeding import rng
 
@@ -109,15 +109,15 @@ def headline_key(profile) -> str:
 
 
 def load_eval(run_dir, variant: str = "test") -> dict[str, dict]:
-    """The per-dataset evaluation JSON written by evaluate.run_evaluation."""
-    eval_dir = Path(run_dir) / "eval" / ("" if variant == "test" else variant)
+    """The per-dataset evaluation JSON written by eval.benchmark.run_evaluation."""
+    layout = RunLayout(run_dir)
     out = {}
     for ds in STANDIN_BENCHMARKS:
-        path = eval_dir / f"{ds}.json"
+        path = layout.eval_json(ds, variant)
         if path.is_file():
             out[ds] = json.loads(path.read_text(encoding="utf-8"))
     if not out:
-        raise DataError(f"{eval_dir}: no evaluation JSON; run evaluate.run_evaluation(variant={variant!r}) first")
+        raise DataError(f"{layout.eval(variant)}: no evaluation JSON; run eval.benchmark.run_evaluation(variant={variant!r}) first")
     return out
 
 
@@ -171,11 +171,11 @@ def domain_gap_table(run_dir, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame
     """
     from sklearn.metrics import balanced_accuracy_score
 
-    run_dir = Path(run_dir)
+    layout = RunLayout(run_dir)
     rows = []
     for ds in STANDIN_BENCHMARKS:
-        held = _predictions(run_dir / "eval" / f"predictions_{ds}.csv")
-        seen = _predictions(run_dir / "eval" / "seen" / f"predictions_{ds}.csv")
+        held = _predictions(layout.predictions(ds, "test"))
+        seen = _predictions(layout.predictions(ds, "seen"))
         # the last three path parts identify a case in every layout (FIVES repeats names across train/test)
         held["key"] = held.path.map(lambda p: "/".join(Path(p).parts[-3:]))
         seen["key"] = seen.path.map(lambda p: "/".join(Path(p).parts[-3:]))

@@ -26,7 +26,6 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from torch.utils.data import DataLoader
 from ..config import Profile
 from ..data.datasets import val_pool
 from ..errors import CheckpointError
-from ..paths import corpus_dir
+from ..paths import RunLayout, corpus_dir
 from ..precision import choose_precision
 from ..progress import progress as progress_bar
 from ..seeding import derive_seed, seed_everything
@@ -92,20 +91,6 @@ def make_loader(dataset, *, batch_sampler=None, batch_size: int | None = None, c
 
 # ------------------------------------------------------------------ the loop
 
-@dataclass
-class _Layout:
-    run_dir: Path
-    task: Any
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.run_dir / self.task.checkpoint_dir
-
-    @property
-    def final(self) -> Path:
-        return self.run_dir / self.task.final_dir
-
-
 def resume_signature(profile: Profile) -> dict:
     value = {k: profile.get(k) for k in RESUME_KEYS}
     return json.loads(json.dumps({k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
@@ -138,7 +123,7 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
         cfg = profile.train
         records = read_synfundus_table(corpus_dir(profile, run_dir))  # columns, not a record per row
         splits = split_corpus(records, profile.seed)
-        layout = _Layout(run_dir, task_cls)
+        layout = RunLayout(run_dir).training(task_cls.name)  # final model, checkpoints, logs
         state = ckpt.load_latest(layout.checkpoints) if resume else None
         if state is not None:
             _check_resumable(state, profile)
@@ -178,8 +163,8 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
         else:  # dropout streams differ per rank, like independent workers
             seed_everything(derive_seed(profile.seed, "train", task.name, ctx.rank))
 
-        train_log = JsonlLog(run_dir / task.train_log, enabled=ctx.is_main)
-        val_log = JsonlLog(run_dir / task.val_log, enabled=ctx.is_main)
+        train_log = JsonlLog(layout.train_log, enabled=ctx.is_main)
+        val_log = JsonlLog(layout.val_log, enabled=ctx.is_main)
         train_log.truncate_after(step if state is not None else -1)
         val_log.truncate_after(step if state is not None else -1)
 
@@ -299,11 +284,11 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
 
 def train_clip(profile: Profile, run_dir: str | os.PathLike, resume: bool = True, progress: bool = True,
                *, device: str | None = None) -> dict:
-    """Pre-train VisionCLIP on run_dir's corpus; the final model goes to run_dir/model."""
+    """Pre-train VisionCLIP on run_dir's corpus; the final model goes to RunLayout(run_dir).model."""
     return _run(ClipTask, profile, run_dir, resume=resume, progress=progress, device=device)
 
 
 def train_supervised(profile: Profile, run_dir: str | os.PathLike, resume: bool = True, progress: bool = True,
                      *, device: str | None = None) -> dict:
-    """Train the supervised ceiling with the CLIP run's budget; the model goes to run_dir/supervised."""
+    """Train the supervised ceiling with the CLIP run's budget; the model goes to RunLayout(run_dir).supervised."""
     return _run(SupervisedTask, profile, run_dir, resume=resume, progress=progress, device=device)

@@ -67,10 +67,6 @@ def retrieval_by_label_set(img: torch.Tensor, txt: torch.Tensor, keys: torch.Ten
 
 class ClipTask:
     name = "clip"
-    final_dir = "model"
-    checkpoint_dir = "checkpoints"
-    train_log = "metrics/train.jsonl"
-    val_log = "metrics/val.jsonl"
 
     def __init__(self, profile: Profile, train_records: Sequence, resumed: ckpt.TrainState | None):
         from ..loss import build_loss
@@ -143,10 +139,6 @@ def label_priors(records: Sequence) -> dict[str, list[float]]:
 class SupervisedTask:
     """The ceiling: the same image tower trained on the labels (dr_grade CE + BCE over the flags)."""
     name = "supervised"
-    final_dir = "supervised"
-    checkpoint_dir = "checkpoints_supervised"
-    train_log = "metrics/supervised_train.jsonl"
-    val_log = "metrics/supervised_val.jsonl"
 
     def __init__(self, profile: Profile, train_records: Sequence, resumed: ckpt.TrainState | None):
         from ..model import build_image_classifier

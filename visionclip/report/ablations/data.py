@@ -12,24 +12,8 @@ import pandas as pd
 
 from ...config import Profile
 from ...errors import ConfigError, DataError
-from ...paths import STANDIN_BENCHMARKS
+from ...paths import STANDIN_BENCHMARKS, RunLayout
 from ...seeding import rng
-
-
-def ablation_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "ablations"
-
-
-def data_dir(run_dir: str | Path) -> Path:
-    return ablation_dir(run_dir) / "data"
-
-
-def corpus_path(run_dir: str | Path, size: int | None = None) -> Path:
-    return data_dir(run_dir) / ("corpus" if size is None else f"corpus_{size}")
-
-
-def benchmark_path(run_dir: str | Path, dataset: str, variant: str = "test") -> Path:
-    return data_dir(run_dir) / "benchmarks" / variant / dataset
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -75,16 +59,17 @@ def prepare_ablation_data(profile: Profile, run_dir: str | Path, grid: Mapping,
     from ...synth.nonfundus import RESERVED_KINDS
     from ...synth.writers import render_nonfundus
 
-    roots = {"corpus": render_corpus(profile, corpus_path(run_dir))}
+    layout = RunLayout(run_dir)
+    roots = {"corpus": render_corpus(profile, layout.ablation_corpus())}
     for v in grid.values():
         if v.corpus_size is not None:
             roots[f"corpus_{v.corpus_size}"] = subset_corpus(profile, roots["corpus"],
-                                                             corpus_path(run_dir, v.corpus_size), v.corpus_size)
+                                                             layout.ablation_corpus(v.corpus_size), v.corpus_size)
     for variant in ("test", "seen"):
-        for ds, root in render_benchmarks(profile, data_dir(run_dir) / "benchmarks" / variant, variant).items():
+        for ds, root in render_benchmarks(profile, layout.ablation_benchmarks(variant), variant).items():
             roots[f"{ds}/{variant}"] = root
     if n_nonfundus:
-        roots["nonfundus"] = render_nonfundus(data_dir(run_dir) / "nonfundus", n_nonfundus,
+        roots["nonfundus"] = render_nonfundus(layout.ablation_nonfundus, n_nonfundus,
                                               profile.synth.benchmark_test_seed, RESERVED_KINDS,
                                               profile.synth.render_size)
     return roots
@@ -106,13 +91,14 @@ def nonfundus_set(run_dir: str | Path, seed: int, n_fundus: int | None = None) -
     """
     from ...data.benchmarks import load_records
 
-    root = data_dir(run_dir) / "nonfundus"
+    layout = RunLayout(run_dir)
+    root = layout.ablation_nonfundus
     labels = root / "labels.csv"
     if not labels.is_file():
         raise DataError(f"{labels}: missing; render the non-fundus frames first (prepare_ablation_data)")
     frames = pd.read_csv(labels)
     non = [FrameRecord(root / "images" / f, 0, k) for f, k in zip(frames.file_name, frames.kind)]
-    pool = [r for ds in STANDIN_BENCHMARKS for r in load_records(ds, benchmark_path(run_dir, ds, "test"))]
+    pool = [r for ds in STANDIN_BENCHMARKS for r in load_records(ds, layout.ablation_benchmarks("test") / ds)]
     n_fundus = len(non) if n_fundus is None else n_fundus
     if n_fundus > len(pool):
         raise DataError(f"non-fundus test: {n_fundus} fundus images asked, the test renderings hold {len(pool)}")

@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 
 from ...config import LOSSES, Profile, load_profile
 from ...errors import ConfigError
-from .data import corpus_path
+from ...paths import RunLayout
 
 
 CORPUS_FRACTIONS = (0.25, 0.5)          # of synth.corpus_size, beside the full corpus of the baseline
@@ -68,7 +68,7 @@ def select_variants(grid: Mapping[str, Variant], names: Sequence[str] = ()) -> d
 def variant_profile(profile_name: str, overrides: Mapping, variant: Variant, run_dir: str | Path) -> Profile:
     """The ablation profile with the user's overrides, then the variant's, reading the shared corpus."""
     over = {**dict(overrides), **dict(variant.overrides),
-            "data.corpus_root": str(corpus_path(run_dir, variant.corpus_size))}
+            "data.corpus_root": str(RunLayout(run_dir).ablation_corpus(variant.corpus_size))}
     return load_profile(profile_name, over)
 
 

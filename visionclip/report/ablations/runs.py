@@ -20,22 +20,30 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from functools import partial
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from ...config import Profile, load_profile
-from ...eval.perturb import SEVERITIES, PerturbedImages
+from ...data.benchmarks import load_records
+from ...data.datasets import ImageDataset
+from ...data.transforms import Preprocess
+from ...eval.benchmark import PROMPT_SETTINGS, evaluate_zero_shot
+from ...eval.embed import embed_images
+from ...eval.metrics import classification_report
+from ...eval.perturb import SEVERITIES, perturb
+from ...eval.zeroshot import class_prototypes, logit_scale_of, zero_shot_scores
+from ...pretrained import load_clip
 from ...io import write_json
-from ...paths import STANDIN_BENCHMARKS
+from ...paths import STANDIN_BENCHMARKS, RunLayout
 from ...training.loop import train_clip
-from .data import ablation_dir, benchmark_path, nonfundus_set, prepare_ablation_data
+from .data import nonfundus_set, prepare_ablation_data
 from .grid import Variant, profile_digest, select_variants, variant_grid, variant_profile
 
 FUNDUS_PROMPTS = {"en": ("not a fundus photograph", "a fundus photograph"),
                   "zh": ("不是眼底照片", "一张眼底照片")}   # class 0 = not fundus, class 1 = fundus
-RESULT_FILE = "result.json"
 
 
 def _entry(report: Mapping) -> dict:
@@ -52,32 +60,25 @@ def evaluate_variant(profile: Profile, run_dir: str | Path, model_dir: str | Pat
     gap), the robustness curves under blur and exposure, and the non-fundus test with the prompts
     of `prompt_languages`.
     """
-    from ...eval.embed import embed_images
-    from ...data.benchmarks import load_records
-    from ...eval.benchmark import PROMPT_SETTINGS, evaluate_zero_shot
-    from ...pretrained import load_clip
-    from ...eval.metrics import classification_report
-    from ...eval.zeroshot import class_prototypes, logit_scale_of, zero_shot_scores
-
-    ev, size = profile.eval, profile.train.image_size
+    ev, preprocess = profile.eval, Preprocess.for_evaluation(profile)
     model, tokenizer = load_clip(model_dir)
-    ctx = profile.model.context_length
-    common = dict(model=model, tokenizer=tokenizer, n_boot=ev.bootstrap, seed=profile.seed)
+    # every row, clean, seen, perturbed or non-fundus, is read and scored the same way
+    common = dict(model=model, tokenizer=tokenizer, n_boot=ev.bootstrap, seed=profile.seed, flair_exact=ev.flair_exact)
     headline = (ev.language, ev.prompt_mode)
     out: dict = {"headline": f"{ev.language}_{ev.prompt_mode}", "test": {}, "seen": {}, "robustness": {},
                  "nonfundus": {}}
     for ds in STANDIN_BENCHMARKS:
-        root = benchmark_path(run_dir, ds, "test")
+        root = RunLayout(run_dir).ablation_benchmarks("test") / ds
         records = load_records(ds, root)
-        emb = embed_images(model, records, size, ev.batch_size, desc=f"embed {ds}")
+        emb = embed_images(model, records, preprocess, ev.batch_size, desc=f"embed {ds}")
         res = {f"{lang}_{mode}": evaluate_zero_shot(None, ds, root, lang, mode, records=records, image_emb=emb,
                                                     **common) for lang, mode in PROMPT_SETTINGS}
         out["test"][ds] = {k: _entry(r["report"]) for k, r in res.items()}
         head = res[out["headline"]]
         if seen:
-            sroot = benchmark_path(run_dir, ds, "seen")
+            sroot = RunLayout(run_dir).ablation_benchmarks("seen") / ds
             srecords = load_records(ds, sroot)
-            semb = embed_images(model, srecords, size, ev.batch_size, desc=f"embed {ds} (seen)")
+            semb = embed_images(model, srecords, preprocess, ev.batch_size, desc=f"embed {ds} (seen)")
             sres = evaluate_zero_shot(None, ds, sroot, *headline, records=srecords, image_emb=semb, **common)
             out["seen"][ds] = {"report": _entry(sres["report"]), "y_true": head["y_true"].tolist(),
                                "pred_heldout": head["y_prob"].argmax(1).tolist(),
@@ -87,18 +88,18 @@ def evaluate_variant(profile: Profile, run_dir: str | Path, model_dir: str | Pat
                 if level == 0:
                     rep = head["report"]
                 else:
-                    pemb = embed_images(model, PerturbedImages(records, size, kind, level), size, ev.batch_size,
-                                        desc=f"embed {ds} ({kind} {level})")
+                    perturbed = ImageDataset(records, preprocess, alter=partial(perturb, kind=kind, level=level))
+                    pemb = embed_images(model, perturbed, batch_size=ev.batch_size, desc=f"embed {ds} ({kind} {level})")
                     rep = evaluate_zero_shot(None, ds, root, *headline, records=records, image_emb=pemb,
                                              **common)["report"]
                 out["robustness"].setdefault(ds, {}).setdefault(kind, {})[str(level)] = _entry(rep)
     if nonfundus:
         items = nonfundus_set(run_dir, profile.seed)
         y = np.array([it.label for it in items])
-        emb = embed_images(model, PerturbedImages(items, size, "blur", 0), size, ev.batch_size,
-                           desc="embed non-fundus test")
+        emb = embed_images(model, items, preprocess, ev.batch_size, desc="embed non-fundus test")
         for lang in prompt_languages:
-            protos = class_prototypes(model, tokenizer, [[p] for p in FUNDUS_PROMPTS[lang]], ctx)
+            protos = class_prototypes(model, tokenizer, [[p] for p in FUNDUS_PROMPTS[lang]], model.context_length,
+                                      flair_exact=ev.flair_exact)
             probs = zero_shot_scores(emb, protos, logit_scale_of(model))
             rep = classification_report(y, probs, ["not fundus", "fundus"], n_boot=ev.bootstrap, seed=profile.seed)
             out["nonfundus"][lang] = {"aca": rep["aca"], "auc": rep["auc"], "n": rep["n"],
@@ -115,18 +116,18 @@ def run_variant(profile: Profile, run_dir: str | Path, variant: Variant, *, seen
     """
     from ..stages import prepare_run_dir
 
-    vdir = ablation_dir(run_dir) / variant.name
+    variant_run = RunLayout(run_dir).ablation_variant(variant.name)  # a run directory of its own
     options = {"seen": bool(seen), "severities": [int(x) for x in severities], "nonfundus": bool(nonfundus)}
     key = {"profile": profile_digest(profile), "options": options}
-    cached = vdir / RESULT_FILE
+    cached = variant_run.result_json
     if cached.is_file():
         data = json.loads(cached.read_text(encoding="utf-8"))
         if data.get("key") == key:
             return data
-    prepare_run_dir(profile, vdir)
-    summary = train_clip(profile, vdir, progress=progress)
+    prepare_run_dir(profile, variant_run.root)
+    summary = train_clip(profile, variant_run.root, progress=progress)
     languages = ("zh", "en") if profile.train.caption_language == "both" else (profile.eval.language,)
-    result = evaluate_variant(profile, run_dir, vdir / "model", seen=seen, severities=severities,
+    result = evaluate_variant(profile, run_dir, variant_run.model, seen=seen, severities=severities,
                               nonfundus=nonfundus, prompt_languages=languages)
     result.update({"key": key, "variant": dataclasses.asdict(variant) | {"overrides": dict(variant.overrides)},
                    "train_steps": summary["steps"], "train_images": summary["samples"],
@@ -154,9 +155,4 @@ def run_ablations(profile_name: str, run_dir: str | Path, overrides: Mapping | N
     return {"profile": base, "grid": grid, "results": results}
 
 
-__all__ = ["Variant", "variant_grid", "select_variants", "prepare_ablation_data", "subset_corpus",
-           "variant_profile", "perturb", "PerturbedImages", "FrameRecord", "nonfundus_set", "evaluate_variant",
-           "run_variant", "run_ablations", "caption_table", "prompt_table", "group_table", "domain_table",
-           "robustness_table", "nonfundus_table", "seed_table", "show", "overlaps", "compare_sentence",
-           "curve_sentence", "domain_sentence", "seed_sentence", "nonfundus_sentence", "interval_figure",
-           "curve_figure", "timing_table", "CORPUS_FRACTIONS", "SEVERITIES", "FUNDUS_PROMPTS"]
+__all__ = ["FUNDUS_PROMPTS", "evaluate_variant", "run_variant", "run_ablations"]
