@@ -12,7 +12,7 @@ preloaded:       the trainer's path with train.preload (what the cpu profile use
                  separately, it does not count for the streaming goal (the time to preload is printed).
 Both time forward + backward + clipping + AdamW step, after warm-up steps, in alternating rounds. The goal is
 streaming / ceiling >= 0.9. The corpus is run_dir/data/corpus; without one, a small corpus is
-rendered into a temporary directory (visionclip.synth.render_corpus).
+rendered into a temporary directory (visionclip.synth.writers.render_corpus).
 Timings are wall-clock on whatever else the machine is doing: report them with the load.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ from visionclip.data.readers import read_synfundus_table  # noqa: E402
 from visionclip.data.splits import split_corpus  # noqa: E402
 from visionclip.paths import corpus_dir  # noqa: E402
 from visionclip.training.loop import make_loader  # noqa: E402
-from visionclip.training.tasks import ClipTask
+from visionclip.training.tasks import ClipTask  # noqa: E402
 from visionclip.training.optim import build_optimizer  # noqa: E402
 from visionclip.precision import Precision, choose_precision  # noqa: E402
 from visionclip.training.sampler import ResumableBatchSampler  # noqa: E402

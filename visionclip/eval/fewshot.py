@@ -80,9 +80,6 @@ def fewshot_probe(train_emb, train_labels, test_emb, test_labels, ks: Sequence[i
     return results
 
 
-__all__ = ["draw_shots", "split_pool", "fewshot_probe"]
-
-
 def run_fewshot(profile, run_dir: str | Path, datasets: Sequence[str] | None = None) -> dict:
     """Linear probes on the stand-in sets: shots from the dev rendering, scored on the test rendering.
 
@@ -123,3 +120,6 @@ def run_fewshot(profile, run_dir: str | Path, datasets: Sequence[str] | None = N
                    "curve": curve, "zero_shot_aca": zs}
     write_json(layout.fewshot_json, out)
     return out
+
+
+__all__ = ["draw_shots", "split_pool", "fewshot_probe", "run_fewshot"]

@@ -190,7 +190,6 @@ def paper_table_figure(table: Mapping | str | Path, title: str = "Zero-shot ACA:
 
 # ---------------------------------------------------------------- embedding maps
 
-
 def umap_figure(image_emb, colour_by: Sequence, colour_name: str, prototypes=None,
                 prototype_names: Sequence[str] | None = None, seed: int = 0, title: str | None = None,
                 projection=None):
@@ -219,7 +218,7 @@ def umap_figure(image_emb, colour_by: Sequence, colour_name: str, prototypes=Non
 def corpus_maps(run_dir: str | Path, prototypes_of: Sequence[str] = ("fives",), seed: int = 0) -> dict:
     """UMAP maps of the corpus test split coloured by disease, DR grade and camera, from one fit.
 
-    Reads run_dir/embeddings/corpus_test.npz and prototypes.npz (evaluate.run_embeddings); the
+    Reads the run's embeddings corpus_test and prototypes (eval.maps.run_embeddings); the
     prototypes of `prototypes_of` are fitted together with the images and drawn as stars.
     """
     from ..eval.embed import load_embeddings
@@ -371,11 +370,7 @@ def retrieval_examples_figure(query_paths: Sequence[str], query_texts: Sequence[
     return fig
 
 
-__all__ = ["setup_fonts", "paper_table_figure", "confusion_matrix_figure", "sensitivity_specificity_figure",
-           "grouped_bars_figure", "prompt_comparison_figure", "umap_projection", "umap_figure", "corpus_maps",
-           "benchmark_maps", "training_curves_figure",
-           "fewshot_figure", "retrieval_examples_figure", "read_jsonl"]
-
+# ---------------------------------------------------------------- ablations
 
 def interval_figure(df: pd.DataFrame, title: str, ylabel: str = "ACA", by: str = "setting"):
     """Grouped bars with 95% intervals: datasets on the x axis, one bar per `by` value."""
@@ -415,6 +410,9 @@ def curve_figure(df: pd.DataFrame, x: str, title: str, xlabel: str, panels: str 
         ax.legend(fontsize="small")
     fig.suptitle(title)
     return fig
+
+
+# ---------------------------------------------------------------- corpus and benchmark sets
 
 def prevalence_figure(frame: pd.DataFrame, title: str = "Label prevalence in the corpus"):
     setup_fonts()
@@ -493,6 +491,8 @@ def benchmark_examples_figure(sets: dict[tuple[str, str], list], variant: str = 
     return fig
 
 
+# ---------------------------------------------------------------- one dataset's panels
+
 def dataset_panels(data: dict, key: str):
     """Confusion matrix and per-class sensitivity/specificity of one setting, numbers printed too."""
     from IPython.display import display
@@ -509,3 +509,10 @@ def dataset_panels(data: dict, key: str):
     cm = confusion_matrix_figure(rep["confusion_matrix"], names, title=f"Confusion matrix: {title}")
     ss = sensitivity_specificity_figure(rep, title=f"Sensitivity and specificity: {data['dataset']} ({key})")
     return cm, ss
+
+
+__all__ = ["setup_fonts", "confusion_matrix_figure", "sensitivity_specificity_figure", "grouped_bars_figure",
+           "prompt_comparison_figure", "paper_table_figure", "umap_figure", "corpus_maps", "benchmark_maps",
+           "read_jsonl", "training_curves_figure", "fewshot_figure", "retrieval_examples_figure",
+           "interval_figure", "curve_figure", "prevalence_figure", "cooccurrence_figure", "token_length_figure",
+           "benchmark_examples_figure", "dataset_panels"]

@@ -159,7 +159,7 @@ def ceiling_ratio_table(evals: dict[str, dict], key: str) -> pd.DataFrame:
 
 def _predictions(path: Path) -> pd.DataFrame:
     if not path.is_file():
-        raise DataError(f"{path}: missing; run evaluate.run_evaluation for this rendering first")
+        raise DataError(f"{path}: missing; run eval.benchmark.run_evaluation for this rendering first")
     return pd.read_csv(path)
 
 

@@ -59,7 +59,6 @@ RESUME_KEYS = ("seed", "model", "train.batch_size", "train.image_size", "train.l
 
 # ------------------------------------------------------------------ batches
 
-
 def physical_memory() -> int:
     """Bytes of RAM of this machine (POSIX)."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
