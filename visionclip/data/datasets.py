@@ -67,6 +67,19 @@ def load_image(path: Path, size: int) -> Image.Image:
     return img
 
 
+def open_image_bytes(raw: bytes, where: str) -> Image.Image:
+    """Decode an image held in memory (a file inside an archive, a notebook's figure output);
+    `where` names it in the error."""
+    import io
+
+    try:
+        img = Image.open(io.BytesIO(raw))
+        img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"{where}: cannot decode image ({type(e).__name__}: {e})") from None
+    return img
+
+
 def to_tensor(img: Image.Image | np.ndarray) -> torch.Tensor:
     """uint8 [3, H, W] from an RGB PIL image (or its H x W x 3 uint8 array).
 
@@ -222,4 +235,4 @@ def val_pool(profile, splits: Mapping) -> ImageTextDataset:
 
 
 __all__ = ["ImageDataset", "ImageTextDataset", "LABEL_VECTOR", "label_set_key", "label_set_name", "load_image",
-           "read_image", "to_tensor", "to_model_input", "val_pool"]
+           "open_image_bytes", "read_image", "to_tensor", "to_model_input", "val_pool"]

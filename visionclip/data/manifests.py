@@ -21,7 +21,7 @@ from ..progress import progress
 MANIFEST_DIR = Path(__file__).resolve().parent.parent.parent / "data_manifests"
 
 REQUIRED_KEYS = ("name", "title", "provenance", "licence", "layout", "label_map")
-OPTIONAL_KEYS = ("classes", "templates", "translation_note", "notes", "columns", "rendered")
+OPTIONAL_KEYS = ("classes", "templates", "translation_note", "notes", "columns", "rendered", "licences", "images")
 CLASS_KEYS = ("name_en", "name_zh", "descriptions_en", "descriptions_zh")
 TEMPLATE_LANGS = ("en", "zh")
 CLS_TOKEN = "[CLS]"

@@ -491,6 +491,23 @@ def benchmark_examples_figure(sets: dict[tuple[str, str], list], variant: str = 
     return fig
 
 
+def devset_figure(entries: Sequence[dict], root: str | Path, ncols: int = 5, tile: float = 2.0):
+    """The real-photograph dev set as a grid, each image titled with its digest and labels."""
+    setup_fonts()
+    nrows = (len(entries) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(tile * ncols, (tile + 0.4) * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, e in zip(axes.flat, entries):
+        ax.imshow(np.asarray(load_image(Path(root) / e["file"], EXAMPLE_TILE_PX).convert("RGB")))
+        label = f"eye {e['eye']}, lesions: {e['lesions']}" if e["is_fundus"] else f"not fundus: {e.get('kind', '')}"
+        ax.set_title(f"{e['digest'][:8]}\n{label}", fontsize=7)
+    fig.suptitle("Real photographs from fundus-image-toolbox 0.1.3 and scikit-image 0.26.0 "
+                 "(development and the book only, never training)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------- one dataset's panels
 
 def dataset_panels(data: dict, key: str):
@@ -515,4 +532,4 @@ __all__ = ["setup_fonts", "confusion_matrix_figure", "sensitivity_specificity_fi
            "prompt_comparison_figure", "paper_table_figure", "umap_figure", "corpus_maps", "benchmark_maps",
            "read_jsonl", "training_curves_figure", "fewshot_figure", "retrieval_examples_figure",
            "interval_figure", "curve_figure", "prevalence_figure", "cooccurrence_figure", "token_length_figure",
-           "benchmark_examples_figure", "dataset_panels"]
+           "benchmark_examples_figure", "devset_figure", "dataset_panels"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..config import Profile
 from ..io import write_json
-from ..paths import STANDIN_BENCHMARKS, VARIANTS, RunLayout, benchmark_dir, corpus_dir, is_standin
+from ..paths import DEVSET_WHEELS, STANDIN_BENCHMARKS, VARIANTS, RunLayout, benchmark_dir, corpus_dir, is_standin
 
 
 def prepare_run_dir(profile: Profile, run_dir: str | Path) -> Path:
@@ -39,3 +39,19 @@ def prepare_data(profile: Profile, run_dir: str | Path, variants=VARIANTS) -> di
         for ds in STANDIN_BENCHMARKS:
             roots[f"{ds}/{variant}"] = benchmark_dir(profile, run_dir, ds, variant)
     return roots
+
+
+def prepare_devset(run_dir: str | Path) -> list[dict]:
+    """The real-photograph dev set (data.devset) in the run directory, extracted from the pinned
+    wheels once; returns its entries (devset.json). For development and the book, never for training."""
+    import json
+
+    from ..data.devset import build_devset
+
+    out = RunLayout(run_dir).devset
+    index = out / "devset.json"
+    if index.is_file():
+        entries = json.loads(index.read_text(encoding="utf-8"))
+        if all((out / e["file"]).is_file() for e in entries):
+            return entries
+    return build_devset(DEVSET_WHEELS, out)

@@ -102,6 +102,14 @@ def benchmark_summary(sets: dict[tuple[str, str], list]) -> pd.DataFrame:
     return frame
 
 
+def devset_table(entries: Sequence[dict]) -> pd.DataFrame:
+    """The real-photograph dev set, one row per image: where it comes from and what it is labelled."""
+    return pd.DataFrame([{"image": e["digest"], "source": e["source"], "where": e["where"], "licence": e["licence"],
+                          "fundus": "yes" if e["is_fundus"] else f"no ({e.get('kind', '')})",
+                          "eye": e.get("eye", ""), "lesions": e.get("lesions", ""), "size": f"{e['width']} x {e['height']}"}
+                         for e in entries])
+
+
 # ---------------------------------------------------------------- evaluation summaries
 
 def headline_key(profile) -> str:
