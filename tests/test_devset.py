@@ -119,3 +119,33 @@ def test_the_real_wheels_give_the_labelled_dev_set(tmp_path):
     assert sorted(e.get("kind") for e in entries if not e["is_fundus"]) == ["blank_flash", "room_scene", "test_chart"]
     assert len({e["eye"] for e in entries if e["is_fundus"]}) == 10
     assert {e["licence"].split(" ")[0] for e in entries} == {"MIT", "CC0"}
+
+
+def test_the_model_reads_the_dev_set_and_the_figures_name_what_is_real(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    from test_eval_fixtures import save_tiny_model
+    from visionclip.report import figures, tables
+
+    wheels = _wheels(tmp_path)
+    toolbox, skimage = devset.find_wheels(wheels)
+    photos = devset.drop_repeats([p for p, r in devset.notebook_panels(toolbox) if r is None])
+    photos.append(devset.skimage_retina(skimage))
+    labels = {p.digest: {"is_fundus": 1, "eye": str(i), "lesions": "not assessed"} for i, p in enumerate(photos)}
+    blank = next(p.digest for p in photos if p.pixels.mean() > 200)
+    labels[blank] = {"is_fundus": 0, "kind": "blank_flash"}
+    entries = devset.build_devset(wheels, tmp_path / "dev", {"licences": {"fundus-image-toolbox": "MIT",
+                                                                          "scikit-image": "CC0"}, "images": labels})
+    save_tiny_model(tmp_path / "model")
+    table = tables.devset_predictions(entries, tmp_path / "dev", tmp_path / "model", "fives", "en", "plain")
+    assert list(table["image"]) == [e["digest"] for e in entries]
+    assert table["p_is_fundus"].between(0, 1).all() and table["p(predicted)"].between(0.25, 1).all()
+    assert list(table["is_fundus (label)"]) == [e["is_fundus"] for e in entries]
+    auc = tables.fundus_check_auc(table)
+    assert 0.0 <= auc <= 1.0
+    assert tables.fundus_check_auc(table[table["is_fundus (label)"] == 1]) is None
+    fig = figures.devset_prediction_figure(table, entries, tmp_path / "dev", {"normal": tmp_path / "dev" / entries[0]["file"]})
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert sum(t.startswith("REAL") for t in titles) == len(entries) and "RENDERED: normal" in titles
+    fig = figures.devset_figure(entries, tmp_path / "dev")
+    assert "never training" in fig._suptitle.get_text()

@@ -508,6 +508,32 @@ def devset_figure(entries: Sequence[dict], root: str | Path, ncols: int = 5, til
     return fig
 
 
+def devset_prediction_figure(table: pd.DataFrame, entries: Sequence[dict], root: str | Path, examples: dict,
+                              ncols: int = 5, tile: float = 2.0):
+    """Each real dev-set image titled with the model's top class and p(fundus); below them one rendered
+    benchmark image per class ({class name: path}), the classes the model chooses between."""
+    setup_fonts()
+    nreal = (len(entries) + ncols - 1) // ncols
+    nrows = nreal + (len(examples) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(tile * ncols, (tile + 0.7) * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    rows = {r["image"]: r for r in table.to_dict("records")}
+    for ax, e in zip(axes.flat, entries):
+        r = rows[e["digest"]]
+        ax.imshow(np.asarray(load_image(Path(root) / e["file"], EXAMPLE_TILE_PX).convert("RGB")))
+        predicted = textwrap.shorten(str(r["predicted"]), 30, placeholder="…")
+        ax.set_title(f"REAL {r['real image']}\n{predicted} ({r['p(predicted)']:.2f})\np(fundus) {r['p_is_fundus']:.2f}",
+                     fontsize=7)
+    for ax, (name, path) in zip(axes.flat[nreal * ncols:], examples.items()):
+        ax.imshow(np.asarray(load_image(Path(path), EXAMPLE_TILE_PX).convert("RGB")))
+        ax.set_title(f"RENDERED: {name}", fontsize=7)
+    fig.suptitle("The model on real photographs (top rows) and rendered examples of its classes (bottom row)",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------- one dataset's panels
 
 def dataset_panels(data: dict, key: str):
@@ -532,4 +558,4 @@ __all__ = ["setup_fonts", "confusion_matrix_figure", "sensitivity_specificity_fi
            "prompt_comparison_figure", "paper_table_figure", "umap_figure", "corpus_maps", "benchmark_maps",
            "read_jsonl", "training_curves_figure", "fewshot_figure", "retrieval_examples_figure",
            "interval_figure", "curve_figure", "prevalence_figure", "cooccurrence_figure", "token_length_figure",
-           "benchmark_examples_figure", "devset_figure", "dataset_panels"]
+           "benchmark_examples_figure", "devset_figure", "devset_prediction_figure", "dataset_panels"]

@@ -110,6 +110,34 @@ def devset_table(entries: Sequence[dict]) -> pd.DataFrame:
                          for e in entries])
 
 
+def devset_predictions(entries: Sequence[dict], root: str | Path, model_dir: str | Path, dataset: str = "fives",
+                       language: str = "zh", mode: str = "plain") -> pd.DataFrame:
+    """The model's zero-shot reading of every real dev-set image (eval.predict, with `dataset`'s classes
+    and prompts), beside what the image is labelled: one row per image."""
+    from ..eval.predict import predict
+
+    paths = [Path(root) / e["file"] for e in entries]
+    pred = predict(model_dir, paths, dataset=dataset, language=language, mode=mode)
+    by_path = {row["path"]: row for row in pred.to_dict("records")}
+    rows = []
+    for e, path in zip(entries, paths):
+        r = by_path[str(path)]
+        rows.append({"image": e["digest"], "real image": f"eye {e['eye']}" if e["is_fundus"] else e.get("kind", "not fundus"),
+                     "lesions (label)": e.get("lesions", ""), "predicted": r["predicted"],
+                     "p(predicted)": r[f"p_{r['predicted']}"], "p_is_fundus": r["p_is_fundus"],
+                     "p_retina_readable": r["p_is_retinal_region_readable"], "is_fundus (label)": int(e["is_fundus"])})
+    return pd.DataFrame(rows)
+
+
+def fundus_check_auc(table: pd.DataFrame) -> float | None:
+    """AUC of p_is_fundus for telling the real fundus photographs from the other frames (None when
+    one of the two groups is empty). 0.5 is chance; below 0.5 the check is inverted."""
+    from sklearn.metrics import roc_auc_score
+
+    y = table["is_fundus (label)"]
+    return float(roc_auc_score(y, table["p_is_fundus"])) if y.nunique() == 2 else None
+
+
 # ---------------------------------------------------------------- evaluation summaries
 
 def headline_key(profile) -> str:
