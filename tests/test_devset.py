@@ -149,3 +149,30 @@ def test_the_model_reads_the_dev_set_and_the_figures_name_what_is_real(tmp_path)
     assert sum(t.startswith("REAL") for t in titles) == len(entries) and "RENDERED: normal" in titles
     fig = figures.devset_figure(entries, tmp_path / "dev")
     assert "never training" in fig._suptitle.get_text()
+
+
+def test_rendered_against_real_statistics_and_figures(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    from test_eval_fixtures import make_corpus
+    from visionclip.data.readers import read_synfundus
+    from visionclip.report import figures, tables
+
+    wheels = _wheels(tmp_path)
+    toolbox, skimage = devset.find_wheels(wheels)
+    photos = devset.drop_repeats([p for p, r in devset.notebook_panels(toolbox) if r is None])
+    photos.append(devset.skimage_retina(skimage))
+    labels = {p.digest: {"is_fundus": int(p.pixels.mean() < 200), "eye": str(i)} for i, p in enumerate(photos)}
+    entries = devset.build_devset(wheels, tmp_path / "dev", {"licences": {"fundus-image-toolbox": "MIT",
+                                                                          "scikit-image": "CC0"}, "images": labels})
+    corpus = read_synfundus(make_corpus(tmp_path / "corpus", n=12))
+    stats = tables.realism_statistics(entries, tmp_path / "dev", corpus, 64, n_rendered=8, seed=0)
+    assert len(stats["real"]) == sum(e["is_fundus"] for e in entries) and len(stats["rendered"]) == 8
+    again = tables.realism_statistics(entries, tmp_path / "dev", corpus, 64, n_rendered=8, seed=0)
+    assert list(again["rendered"]["path"]) == list(stats["rendered"]["path"])  # a seeded sample
+    table = tables.realism_table(stats)
+    assert {"real median", "rendered median", "gap (reference IQRs)", "spread ratio"} <= set(table.columns)
+    fig = figures.realism_figure(stats)
+    assert all(ax.get_xlabel() and ax.get_title() for ax in fig.axes if ax.get_visible() and ax.has_data())
+    fig = figures.real_rendered_sheet(stats, 64)
+    assert {"REAL", "RENDERED"} <= {ax.get_title(loc="left") for ax in fig.axes}

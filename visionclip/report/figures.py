@@ -534,6 +534,55 @@ def devset_prediction_figure(table: pd.DataFrame, entries: Sequence[dict], root:
     return fig
 
 
+def realism_figure(stats: dict[str, pd.DataFrame], ncols: int = 5):
+    """One small panel per image statistic: each set's values (points) and their quartiles (box)."""
+    from ..data.image_stats import STATISTICS
+
+    setup_fonts()
+    names = list(STATISTICS)
+    nrows = (len(names) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.3 * nrows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    sets = list(stats)
+    for ax, stat in zip(axes.flat, names):
+        values = [stats[s][stat].dropna().to_numpy() for s in sets]
+        ax.boxplot(values, widths=0.5, showfliers=False)
+        for k, v in enumerate(values, 1):
+            ax.scatter(np.full(len(v), k) + np.linspace(-0.15, 0.15, len(v)), v, s=6, alpha=0.6)
+        ax.set_xticks(range(1, len(sets) + 1), sets, fontsize=7)
+        ax.set_title(stat, fontsize=8)
+        ax.set_xlabel("images", fontsize=7)
+        ax.set_ylabel("value", fontsize=7)
+        ax.tick_params(labelsize=6)
+    fig.suptitle("Rendered against real: image statistics (each point one image)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def real_rendered_sheet(stats: dict[str, pd.DataFrame], size: int, per_row: int = 8, tile: float = 1.3):
+    """Real photographs (top rows) beside rendered corpus images (bottom rows), as the model sees
+    them: preprocessed to `size`."""
+    from ..data.datasets import read_image
+    from ..data.transforms import Preprocess
+
+    setup_fonts()
+    preprocess = Preprocess(size)
+    groups = [(name, list(frame["path"])[:per_row * 2]) for name, frame in stats.items()]
+    rows = [(name, paths[k:k + per_row]) for name, paths in groups for k in range(0, len(paths), per_row)]
+    fig, axes = plt.subplots(len(rows), per_row, figsize=(tile * per_row, tile * len(rows) + 0.4), squeeze=False)
+    for r, (name, paths) in enumerate(rows):
+        for j in range(per_row):
+            ax = axes[r, j]
+            ax.axis("off")
+            if j < len(paths):
+                ax.imshow(np.asarray(read_image(paths[j], preprocess)))
+        axes[r, 0].set_title(name.upper(), fontsize=8, loc="left")
+    fig.suptitle(f"Real photographs and rendered corpus images at the training size ({size} px)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------- one dataset's panels
 
 def dataset_panels(data: dict, key: str):
@@ -558,4 +607,5 @@ __all__ = ["setup_fonts", "confusion_matrix_figure", "sensitivity_specificity_fi
            "prompt_comparison_figure", "paper_table_figure", "umap_figure", "corpus_maps", "benchmark_maps",
            "read_jsonl", "training_curves_figure", "fewshot_figure", "retrieval_examples_figure",
            "interval_figure", "curve_figure", "prevalence_figure", "cooccurrence_figure", "token_length_figure",
-           "benchmark_examples_figure", "devset_figure", "devset_prediction_figure", "dataset_panels"]
+           "benchmark_examples_figure", "devset_figure", "devset_prediction_figure", "realism_figure", "real_rendered_sheet",
+           "dataset_panels"]

@@ -138,6 +138,34 @@ def fundus_check_auc(table: pd.DataFrame) -> float | None:
     return float(roc_auc_score(y, table["p_is_fundus"])) if y.nunique() == 2 else None
 
 
+def realism_statistics(entries: Sequence[dict], devset_root: str | Path, corpus_records: Sequence, size: int,
+                       n_rendered: int = 60, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """data.image_stats of the real fundus photographs of the dev set and of a seeded sample of
+    rendered corpus images, both preprocessed to `size` (what the model sees): {"real", "rendered"},
+    one row per image."""
+    from ..data.datasets import read_image
+    from ..data.image_stats import image_statistics
+    from ..data.transforms import Preprocess
+
+    preprocess = Preprocess(size)
+    real = [Path(devset_root) / e["file"] for e in entries if e["is_fundus"]]
+    pick = rng(seed, "realism-sample").choice(len(corpus_records), size=min(n_rendered, len(corpus_records)),
+                                              replace=False)
+    rendered = [corpus_records[int(i)].path for i in np.sort(pick)
+                if int(corpus_records[int(i)].labels.get("is_fundus", 1))]
+    return {name: pd.DataFrame([{"path": str(p), **image_statistics(np.asarray(read_image(p, preprocess)))}
+                                for p in paths])
+            for name, paths in (("real", real), ("rendered", rendered))}
+
+
+def realism_table(stats: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Rendered against real, statistic by statistic, the largest gap first (data.image_stats.compare_sets)."""
+    from ..data.image_stats import compare_sets
+
+    return compare_sets({name: frame.drop(columns="path").to_dict("records") for name, frame in stats.items()},
+                        reference="real")
+
+
 # ---------------------------------------------------------------- evaluation summaries
 
 def headline_key(profile) -> str:
