@@ -66,6 +66,19 @@ def _wheels(folder: Path) -> Path:
     return folder
 
 
+def _built(tmp_path) -> tuple[Path, list]:
+    """The dev set of the test's own wheels built into tmp_path/dev; the near-white frame is labelled
+    not a fundus photograph. Returns (its folder, its entries)."""
+    wheels = _wheels(tmp_path)
+    toolbox, skimage = devset.find_wheels(wheels)
+    photos = devset.drop_repeats([p for p, r in devset.notebook_panels(toolbox) if r is None])
+    photos.append(devset.skimage_retina(skimage))
+    labels = {p.digest: ({"is_fundus": 1, "eye": str(i), "lesions": "not assessed"} if p.pixels.mean() < 200
+                         else {"is_fundus": 0, "kind": "blank_flash"}) for i, p in enumerate(photos)}
+    licences = {"fundus-image-toolbox": "MIT", "scikit-image": "CC0"}
+    return tmp_path / "dev", devset.build_devset(wheels, tmp_path / "dev", {"licences": licences, "images": labels})
+
+
 def test_panels_are_found_processed_ones_named_and_repeats_dropped(tmp_path):
     toolbox, _ = devset.find_wheels(_wheels(tmp_path))
     found = list(devset.notebook_panels(toolbox))
@@ -127,27 +140,19 @@ def test_the_model_reads_the_dev_set_and_the_figures_name_what_is_real(tmp_path)
     from test_eval_fixtures import save_tiny_model
     from visionclip.report import figures, tables
 
-    wheels = _wheels(tmp_path)
-    toolbox, skimage = devset.find_wheels(wheels)
-    photos = devset.drop_repeats([p for p, r in devset.notebook_panels(toolbox) if r is None])
-    photos.append(devset.skimage_retina(skimage))
-    labels = {p.digest: {"is_fundus": 1, "eye": str(i), "lesions": "not assessed"} for i, p in enumerate(photos)}
-    blank = next(p.digest for p in photos if p.pixels.mean() > 200)
-    labels[blank] = {"is_fundus": 0, "kind": "blank_flash"}
-    entries = devset.build_devset(wheels, tmp_path / "dev", {"licences": {"fundus-image-toolbox": "MIT",
-                                                                          "scikit-image": "CC0"}, "images": labels})
+    root, entries = _built(tmp_path)
     save_tiny_model(tmp_path / "model")
-    table = tables.devset_predictions(entries, tmp_path / "dev", tmp_path / "model", "fives", "en", "plain")
+    table = tables.devset_predictions(entries, root, tmp_path / "model", "fives", "en", "plain")
     assert list(table["image"]) == [e["digest"] for e in entries]
     assert table["p_is_fundus"].between(0, 1).all() and table["p(predicted)"].between(0.25, 1).all()
     assert list(table["is_fundus (label)"]) == [e["is_fundus"] for e in entries]
     auc = tables.fundus_check_auc(table)
     assert 0.0 <= auc <= 1.0
     assert tables.fundus_check_auc(table[table["is_fundus (label)"] == 1]) is None
-    fig = figures.devset_prediction_figure(table, entries, tmp_path / "dev", {"normal": tmp_path / "dev" / entries[0]["file"]})
+    fig = figures.devset_prediction_figure(table, entries, root, {"normal": root / entries[0]["file"]})
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert sum(t.startswith("REAL") for t in titles) == len(entries) and "RENDERED: normal" in titles
-    fig = figures.devset_figure(entries, tmp_path / "dev")
+    fig = figures.devset_figure(entries, root)
     assert "never training" in fig._suptitle.get_text()
 
 
@@ -158,17 +163,11 @@ def test_rendered_against_real_statistics_and_figures(tmp_path):
     from visionclip.data.readers import read_synfundus
     from visionclip.report import figures, tables
 
-    wheels = _wheels(tmp_path)
-    toolbox, skimage = devset.find_wheels(wheels)
-    photos = devset.drop_repeats([p for p, r in devset.notebook_panels(toolbox) if r is None])
-    photos.append(devset.skimage_retina(skimage))
-    labels = {p.digest: {"is_fundus": int(p.pixels.mean() < 200), "eye": str(i)} for i, p in enumerate(photos)}
-    entries = devset.build_devset(wheels, tmp_path / "dev", {"licences": {"fundus-image-toolbox": "MIT",
-                                                                          "scikit-image": "CC0"}, "images": labels})
+    root, entries = _built(tmp_path)
     corpus = read_synfundus(make_corpus(tmp_path / "corpus", n=12))
-    stats = tables.realism_statistics(entries, tmp_path / "dev", corpus, 64, n_rendered=8, seed=0)
+    stats = tables.realism_statistics(entries, root, corpus, 64, n_rendered=8, seed=0)
     assert len(stats["real"]) == sum(e["is_fundus"] for e in entries) and len(stats["rendered"]) == 8
-    again = tables.realism_statistics(entries, tmp_path / "dev", corpus, 64, n_rendered=8, seed=0)
+    again = tables.realism_statistics(entries, root, corpus, 64, n_rendered=8, seed=0)
     assert list(again["rendered"]["path"]) == list(stats["rendered"]["path"])  # a seeded sample
     table = tables.realism_table(stats)
     assert {"real median", "rendered median", "gap (reference IQRs)", "spread ratio"} <= set(table.columns)
