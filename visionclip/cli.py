@@ -94,7 +94,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .data.benchmarks import check_dataset
-    from .eval.benchmark import evaluate_zero_shot, write_predictions
+    from .eval.benchmark import evaluate_zero_shot, public_result, write_predictions
     from .eval.metrics import format_interval
     from .io import write_json
 
@@ -109,8 +109,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"  {key:16s} {format_interval(rep[key])}")
     if args.out_dir:
         out = Path(args.out_dir)
-        public = {k: v for k, v in res.items() if k not in ("y_true", "y_prob", "paths")}
-        write_json(out / f"{args.dataset}.json", public)
+        write_json(out / f"{args.dataset}.json", public_result(res))
         write_predictions(out / f"predictions_{args.dataset}.csv", res["paths"], res["y_true"], res["y_prob"],
                           rep["classes"])
         print(f"wrote {out / (args.dataset + '.json')}")

@@ -50,6 +50,7 @@ REPEAT_DISTANCE = 6.0   # mean absolute grey-level difference of 32 x 32 disk th
 @dataclass(frozen=True)
 class Panel:
     """One image panel of a figure: where it came from and its pixels (H x W x 3 uint8)."""
+    package: str         # the key of its licence in the manifest: "fundus-image-toolbox" or "scikit-image"
     source: str          # e.g. "fundus-image-toolbox 0.1.3: 0_example_usage/usage_quality.ipynb"
     where: str           # cell, output and box within the figure, or the file in the wheel
     pixels: np.ndarray
@@ -172,15 +173,16 @@ def notebook_panels(wheel: Path) -> Iterator[tuple[Panel, str | None]]:
                     rgb = _rgb(open_image_bytes(base64.b64decode(png), f"{wheel}: {name} cell {ci}"))
                     for t, b, l, r in figure_panels(rgb):
                         pixels = trim_background(rgb[t:b, l:r])
-                        yield Panel(source, f"cell {ci}, output {oi}, box ({l}, {t}, {r}, {b})", pixels), \
-                            processed_reason(pixels)
+                        where = f"cell {ci}, output {oi}, box ({l}, {t}, {r}, {b})"
+                        yield Panel("fundus-image-toolbox", source, where, pixels), processed_reason(pixels)
 
 
 def skimage_retina(wheel: Path) -> Panel:
     with zipfile.ZipFile(wheel) as z:
         raw = z.read(SKIMAGE_RETINA)
     img = open_image_bytes(raw, f"{wheel}: {SKIMAGE_RETINA}")
-    return Panel(f"scikit-image 0.26.0: {SKIMAGE_RETINA}", "the whole file", np.asarray(img.convert("RGB")))
+    return Panel("scikit-image", f"scikit-image 0.26.0: {SKIMAGE_RETINA}", "the whole file",
+                 np.asarray(img.convert("RGB")))
 
 
 def find_wheels(wheel_dir: str | Path) -> tuple[Path, Path]:
@@ -220,9 +222,8 @@ def build_devset(wheel_dir: str | Path, out_dir: str | Path, manifest: dict | No
         file = f"images/{panel.digest}.png"
         buf = _png(panel.pixels)
         write_bytes(out_dir / file, buf)
-        package = panel.source.split(":")[0].rsplit(" ", 1)[0]
         entries.append({"digest": panel.digest, "file": file, "source": panel.source, "where": panel.where,
-                        "licence": licences[package], "sha256": hashlib.sha256(buf).hexdigest(),
+                        "licence": licences[panel.package], "sha256": hashlib.sha256(buf).hexdigest(),
                         "width": int(panel.pixels.shape[1]), "height": int(panel.pixels.shape[0]),
                         **labels[panel.digest]})
     write_text(out_dir / "devset.json", json.dumps(entries, indent=1, ensure_ascii=False, sort_keys=True) + "\n")

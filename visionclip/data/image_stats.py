@@ -71,7 +71,6 @@ def image_statistics(rgb: np.ndarray) -> dict[str, float]:
     r, g, b = x[..., 0], x[..., 1], x[..., 2]
     value, low = x.max(axis=2), x.min(axis=2)
     sat = np.where(value > 0, (value - low) / np.maximum(value, 1e-6), 0.0)
-    hue = _hue(x)
     radius = _radius_map(mask)
     centre, rim = mask & (radius < 0.3), mask & (radius > 0.75) & (radius < 0.95)
     inner = ndimage.binary_erosion(mask, iterations=4)  # away from the disk's edge, where filters ring
@@ -87,7 +86,7 @@ def image_statistics(rgb: np.ndarray) -> dict[str, float]:
     bright = value[mask]
     return {
         "red": float(r[mask].mean()), "green": float(g[mask].mean()), "blue": float(b[mask].mean()),
-        "hue": hue(mask), "saturation": float(sat[mask].mean()), "brightness": float(bright.mean()),
+        "hue": _mean_hue(x, mask), "saturation": float(sat[mask].mean()), "brightness": float(bright.mean()),
         "falloff": float(value[rim].mean() / max(value[centre].mean(), 1.0)) if rim.any() and centre.any() else float("nan"),
         "sharpness": float(lap[inner].mean() / gmean),
         "noise": float(np.median(noise[inner]) / gmean),
@@ -99,14 +98,11 @@ def image_statistics(rgb: np.ndarray) -> dict[str, float]:
     }
 
 
-def _hue(x: np.ndarray):
-    """A function of a mask: the circular mean hue (degrees) of the masked pixels."""
-    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+def _mean_hue(x: np.ndarray, mask: np.ndarray) -> float:
+    """The circular mean hue (degrees) of the masked pixels."""
+    r, g, b = x[mask, 0], x[mask, 1], x[mask, 2]
     angle = np.arctan2(np.sqrt(3) * (g - b), 2 * r - g - b)  # the hue angle of the RGB hexcone
-
-    def mean(mask: np.ndarray) -> float:
-        return float(np.degrees(np.arctan2(np.sin(angle[mask]).mean(), np.cos(angle[mask]).mean())) % 360)
-    return mean
+    return float(np.degrees(np.arctan2(np.sin(angle).mean(), np.cos(angle).mean())) % 360)
 
 
 def compare_sets(sets: Mapping[str, Sequence[Mapping[str, float]]], reference: str) -> pd.DataFrame:

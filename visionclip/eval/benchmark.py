@@ -78,7 +78,8 @@ def write_predictions(path: str | Path, paths: Sequence[str], y_true: np.ndarray
     write_text(path, df.to_csv(index=False, float_format="%.6f"))
 
 
-def _public(res: Mapping) -> dict:
+def public_result(res: Mapping) -> dict:
+    """An evaluate_zero_shot result without its per-image arrays (what the JSON files hold)."""
     return {k: v for k, v in res.items() if k not in ("y_true", "y_prob", "paths")}
 
 
@@ -145,7 +146,7 @@ def run_evaluation(profile, run_dir: str | Path, variant: str = "test", datasets
             rep = classification_report(y_true, probs, class_names, n_boot=n_boot, seed=seed, ordinal=ds in ORDINAL)
             results["supervised"] = {"dataset": ds, "data_root": str(root), "report": rep}
             rows.setdefault(CEILING_ROW, {})[ds] = rep["aca"]
-        per_dataset[ds] = {name: _public(r) for name, r in results.items()}
+        per_dataset[ds] = {name: public_result(r) for name, r in results.items()}
         write_json(layout.eval_json(ds, variant), {"dataset": ds, "variant": variant, "source": sources[ds],
                                             "class_names": class_names, "results": per_dataset[ds]})
 

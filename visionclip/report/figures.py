@@ -461,6 +461,11 @@ def token_length_figure(lengths: pd.DataFrame, context_length: int):
 EXAMPLE_TILE_PX = 256  # large photographs are decoded reduced (JPEG draft) to at least this side
 
 
+def _show_image(ax, path: str | Path) -> None:
+    """An image file on the axes, as stored (RGB), decoded at EXAMPLE_TILE_PX or more."""
+    ax.imshow(np.asarray(load_image(Path(path), EXAMPLE_TILE_PX).convert("RGB")))
+
+
 def benchmark_examples_figure(sets: dict[tuple[str, str], list], variant: str = "test", per_class: int = 3,
                               seed: int = 0, tile: float = 1.5):
     """Rows = (dataset, class), columns = examples, each titled with its camera."""
@@ -480,7 +485,7 @@ def benchmark_examples_figure(sets: dict[tuple[str, str], list], variant: str = 
             ax.set_xticks([])
             ax.set_yticks([])
             if j < len(members):
-                ax.imshow(np.asarray(load_image(members[j].path, EXAMPLE_TILE_PX).convert("RGB")))
+                _show_image(ax, members[j].path)
                 ax.set_title(members[j].domain, fontsize=7)
             else:
                 ax.axis("off")
@@ -499,7 +504,7 @@ def devset_figure(entries: Sequence[dict], root: str | Path, ncols: int = 5, til
     for ax in axes.flat:
         ax.axis("off")
     for ax, e in zip(axes.flat, entries):
-        ax.imshow(np.asarray(load_image(Path(root) / e["file"], EXAMPLE_TILE_PX).convert("RGB")))
+        _show_image(ax, Path(root) / e["file"])
         label = f"eye {e['eye']}, lesions: {e['lesions']}" if e["is_fundus"] else f"not fundus: {e.get('kind', '')}"
         ax.set_title(f"{e['digest'][:8]}\n{label}", fontsize=7)
     fig.suptitle("Real photographs from fundus-image-toolbox 0.1.3 and scikit-image 0.26.0 "
@@ -521,12 +526,12 @@ def devset_prediction_figure(table: pd.DataFrame, entries: Sequence[dict], root:
     rows = {r["image"]: r for r in table.to_dict("records")}
     for ax, e in zip(axes.flat, entries):
         r = rows[e["digest"]]
-        ax.imshow(np.asarray(load_image(Path(root) / e["file"], EXAMPLE_TILE_PX).convert("RGB")))
+        _show_image(ax, Path(root) / e["file"])
         predicted = textwrap.shorten(str(r["predicted"]), 30, placeholder="…")
         ax.set_title(f"REAL {r['real image']}\n{predicted} ({r['p(predicted)']:.2f})\np(fundus) {r['p_is_fundus']:.2f}",
                      fontsize=7)
     for ax, (name, path) in zip(axes.flat[nreal * ncols:], examples.items()):
-        ax.imshow(np.asarray(load_image(Path(path), EXAMPLE_TILE_PX).convert("RGB")))
+        _show_image(ax, path)
         ax.set_title(f"RENDERED: {name}", fontsize=7)
     fig.suptitle("The model on real photographs (top rows) and rendered examples of its classes (bottom row)",
                  fontsize=9)

@@ -149,15 +149,20 @@ def execute_notebook(source: Path, executed: Path, parameters: Mapping[str, Any]
     return time.perf_counter() - start
 
 
+def resolve_run_dir(profile: str, params: Mapping[str, Any] | None, run_dir: str | Path | None):
+    """(the profile validated with the overrides among `params`, so a bad one fails before any work;
+    the run directory, absolute: `run_dir`, else the profile's default)."""
+    resolved = load_profile(profile, split_parameters(params or {})[1])
+    return resolved, Path(run_dir or default_run_dir(resolved.name)).resolve()
+
+
 def run_notebooks(profile: str = "cpu", run_dir: str | Path | None = None,
                   params: Mapping[str, Any] | None = None, only: Sequence[str] = (),
                   skip_ablations: bool = False, resume: bool = False,
                   notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
     """Validate the profile, then execute the selected notebooks in order; returns executed paths."""
     params = dict(params or {})
-    plain, overrides = split_parameters(params)
-    resolved = load_profile(profile, overrides)  # fail before any work
-    run_dir = Path(run_dir or default_run_dir(resolved.name)).resolve()
+    resolved, run_dir = resolve_run_dir(profile, params, run_dir)
     notebooks = discover_notebooks(notebook_dir, only, skip_ablations)
     if not notebooks:
         say(f"no notebooks NN_*.ipynb selected in {notebook_dir}: nothing executed")
@@ -326,8 +331,7 @@ def build_book(book_dir: Path = BOOK_DIR) -> Path:
 def build_only(profile: str = "cpu", run_dir: str | Path | None = None, params: Mapping[str, Any] | None = None,
                skip_ablations: bool = False) -> Path:
     """Build the book from notebooks already executed in run_dir; returns the HTML index."""
-    resolved = load_profile(profile, split_parameters(params or {})[1])
-    run_dir = Path(run_dir or default_run_dir(resolved.name)).resolve()
+    _, run_dir = resolve_run_dir(profile, params, run_dir)
     stage_book_notebooks(run_dir, skipped=[ABLATIONS] if skip_ablations else [])
     index = build_book() / "index.html"
     say(f"the book: {index}")
@@ -339,9 +343,7 @@ def run(profile: str = "cpu", run_dir: str | Path | None = None, params: Mapping
         book: bool = True, notebook_dir: Path = NOTEBOOK_DIR, book_dir: Path = BOOK_DIR) -> Path | None:
     """Execute the notebooks, stage them into the book and build it; returns the HTML index."""
     start = time.perf_counter()
-    _, overrides = split_parameters(params or {})
-    resolved = load_profile(profile, overrides)
-    run_dir = Path(run_dir or default_run_dir(resolved.name)).resolve()
+    _, run_dir = resolve_run_dir(profile, params, run_dir)
     run_notebooks(profile, run_dir, params, only, skip_ablations, resume, notebook_dir)
     if not book:
         return None
