@@ -3,8 +3,9 @@ eyes, so the renderer can be judged against photographs (notebook 01) and tuned 
 
 Every statistic is computed on the preprocessed image (data.transforms.Preprocess: the disk cropped,
 the surround black) inside the disk, so a camera's framing does not enter. The vessel map is a simple
-one (a black top-hat of the green channel), enough to compare sets, not to segment; tortuosity and
-branching angles are not measured yet.
+one (a black top-hat of the green channel), enough to compare sets, not to segment; its skeleton
+(scikit-image) gives the tree's shape: tortuosity, branch points and tapering away from the optic
+disc, which is found as the brightest smooth spot. Branching angles are not measured.
 """
 from __future__ import annotations
 
@@ -29,8 +30,15 @@ STATISTICS = {
     "vessel_fraction": "share of the disk covered by the vessel map",
     "vessel_calibre": "typical vessel width on the map's centre lines, over the disk's diameter",
     "vessel_contrast": "green darkening of vessels relative to their local background",
+    "vessel_taper": "vessel width within half a radius of the optic disc over the width farther out",
+    "tortuosity": "centre-line length between branch points over the straight distance (1 = straight)",
+    "branching": "branch points per disk diameter of vessel centre line",
     "disc_contrast": "brightness of the brightest 1% of the disk over its median",
+    "disc_size": "diameter of the bright optic-disc region over the disk's diameter",
 }
+_NEIGHBOURS = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]])
+_CONNECTED = np.ones((3, 3), bool)  # 8-connectivity
+STEP = 4  # pixels between the points of a centre line's polyline (tortuosity)
 
 
 def _disk_mask(rgb: np.ndarray) -> np.ndarray:
@@ -84,6 +92,7 @@ def image_statistics(rgb: np.ndarray) -> dict[str, float]:
     ridge = vessels & (half_width >= ndimage.maximum_filter(half_width, size=3))  # the vessels' centre lines
     diameter = 2 * np.sqrt(mask.sum() / np.pi)
     bright = value[mask]
+    disc_centre, disc_size = _optic_disc(value, inner, diameter)
     return {
         "red": float(r[mask].mean()), "green": float(g[mask].mean()), "blue": float(b[mask].mean()),
         "hue": _mean_hue(x, mask), "saturation": float(sat[mask].mean()), "brightness": float(bright.mean()),
@@ -94,8 +103,82 @@ def image_statistics(rgb: np.ndarray) -> dict[str, float]:
         "vessel_fraction": float(vessels.sum() / max(inner.sum(), 1)),
         "vessel_calibre": float(2 * half_width[ridge].mean() / diameter) if ridge.any() else float("nan"),
         "vessel_contrast": float((tophat[vessels] / np.maximum(background[vessels], 1.0)).mean()) if vessels.any() else float("nan"),
+        **_tree_shape(vessels, half_width, disc_centre, diameter),
         "disc_contrast": float(np.percentile(bright, 99) / max(np.median(bright), 1.0)),
+        "disc_size": disc_size,
     }
+
+
+def _optic_disc(value: np.ndarray, inner: np.ndarray, diameter: float) -> tuple[tuple[int, int], float]:
+    """The optic disc as the brightest spot of the smoothed brightness: its centre (row, column) and
+    the diameter of the connected region brighter than halfway from the median to that peak, over the
+    disk's diameter."""
+    smooth = ndimage.gaussian_filter(np.where(inner, value, 0.0), sigma=max(diameter / 40, 1.0))
+    smooth[~inner] = 0
+    centre = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
+    median = float(np.median(smooth[inner]))
+    region, _ = ndimage.label(smooth > median + 0.5 * (smooth[centre] - median), structure=_CONNECTED)
+    area = float((region == region[centre]).sum())
+    return (int(centre[0]), int(centre[1])), float(2 * np.sqrt(area / np.pi) / diameter)
+
+
+def _walk(segment: np.ndarray) -> np.ndarray | None:
+    """The pixels of a one-pixel-wide open path in order from one end to the other, or None when the
+    segment is not one (a loop, or a clump where the skeleton did not thin)."""
+    pixels = {tuple(p) for p in np.argwhere(segment)}
+    def around(p):
+        return [(p[0] + dy, p[1] + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                if (dy or dx) and (p[0] + dy, p[1] + dx) in pixels]
+    ends = [p for p in pixels if len(around(p)) == 1]
+    if len(ends) != 2:
+        return None
+    path, seen = [ends[0]], {ends[0]}
+    while True:
+        step = [q for q in around(path[-1]) if q not in seen]
+        if not step:
+            break
+        # prefer the 4-neighbour where a corner offers both: the path does not skip a pixel
+        step.sort(key=lambda q: abs(q[0] - path[-1][0]) + abs(q[1] - path[-1][1]))
+        path.append(step[0])
+        seen.add(step[0])
+    return np.array(path) if len(path) == len(pixels) else None
+
+
+def _tree_shape(vessels: np.ndarray, half_width: np.ndarray, disc_centre: tuple[int, int],
+                diameter: float) -> dict[str, float]:
+    """Tortuosity, branch points and tapering of the vessel map's skeleton.
+
+    Tortuosity: on each skeleton segment between branch points, the length of the polyline through
+    every STEP-th pixel over the straight distance between its ends (sampling sparsely keeps a
+    digital straight line's staircase from reading as curvature)."""
+    from skimage.morphology import skeletonize
+
+    nan = float("nan")
+    skeleton = skeletonize(vessels)
+    if skeleton.sum() < 10:
+        return {"vessel_taper": nan, "tortuosity": nan, "branching": nan}
+    neighbours = ndimage.convolve(skeleton.astype(np.int32), _NEIGHBOURS, mode="constant") * skeleton
+    junctions = skeleton & (neighbours >= 3)
+    n_branch_points = ndimage.label(junctions, structure=_CONNECTED)[1]
+    segments, _ = ndimage.label(skeleton & ~ndimage.binary_dilation(junctions, structure=_CONNECTED),
+                                structure=_CONNECTED)
+    arcs, chords = [], []
+    for k, where in enumerate(ndimage.find_objects(segments), 1):
+        path = _walk(segments[where] == k)
+        if path is None or len(path) < 2 * STEP:
+            continue
+        points = np.vstack([path[::STEP], path[-1:]]).astype(np.float64)
+        chord = float(np.hypot(*(points[-1] - points[0])))
+        if chord >= 2 * STEP:
+            arcs.append(float(np.hypot(*np.diff(points, axis=0).T).sum()))
+            chords.append(chord)
+    yy, xx = np.nonzero(skeleton)
+    from_disc = np.hypot(yy - disc_centre[0], xx - disc_centre[1]) / (diameter / 2)
+    width = 2 * half_width[yy, xx]
+    near, far = width[from_disc < 0.5], width[from_disc >= 0.5]
+    return {"vessel_taper": float(near.mean() / far.mean()) if len(near) >= 5 and len(far) >= 5 else nan,
+            "tortuosity": float(np.sum(arcs) / np.sum(chords)) if chords else nan,
+            "branching": float(n_branch_points / (skeleton.sum() / diameter))}
 
 
 def _mean_hue(x: np.ndarray, mask: np.ndarray) -> float:
