@@ -82,3 +82,4 @@ def test_compare_sets_ranks_the_largest_gap_first_and_measures_spread():
     assert table.loc["blue", "gap (reference IQRs)"] > 2 and table.loc["blue", "real median"] < table.loc["blue", "rendered median"]
     assert (table.drop(index=["blue", "hue", "saturation"])["gap (reference IQRs)"] < 0.1).all()
     assert table.loc["blue", "spread ratio"] < 0.2   # every rendered eye has the same blue
+    assert table.loc["blue", "inside"] == 0 and table.loc["red", "inside"] > 0.5   # no real blue among the renders

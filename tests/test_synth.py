@@ -429,3 +429,24 @@ def test_contact_sheet_draws_every_row():
     fig = contact_sheet(seed=0, size=48, cameras=["topcon_nw", "nidek_afc"])
     assert len(fig.axes) == 2 * len(SHEET_ROWS)
     assert fig.axes[0].get_title() == "topcon_nw"
+
+
+def test_domain_randomisation_changes_the_look_and_nothing_that_carries_a_label(monkeypatch):
+    from visionclip.data.image_stats import image_statistics
+    from visionclip.synth import renderer
+
+    share = [bool(plan_fundus(sheet_row({}), 5, i, 64, "topcon_nw", randomise=True)["scene"].get("photo"))
+             for i in range(200)]
+    assert abs(np.mean(share) - renderer.PHOTOMETRIC["share"]) < 0.1   # the corpus's randomised share
+    monkeypatch.setitem(renderer.PHOTOMETRIC, "share", 1.0)
+    rows = [sheet_row({"dr_grade": 2} if i % 2 else {"is_gc": 1}, eye_side=i % 2) for i in range(24)]
+    plain = [plan_fundus(row, 5, i, 128, "topcon_nw") for i, row in enumerate(rows)]
+    varied = [plan_fundus(row, 5, i, 128, "topcon_nw", randomise=True) for i, row in enumerate(rows)]
+    for a, b in zip(plain, varied):   # the same eye, lesions, disc and cup: only the photograph's look differs
+        assert {k: v for k, v in a["measurements"].items() if k != "jpeg_quality"} == \
+               {k: v for k, v in b["measurements"].items() if k != "jpeg_quality"}
+        assert "photo" in b["scene"] and "photo" not in a["scene"]
+    hue = {name: [image_statistics(np.asarray(rasterise(p["scene"])))["hue"] for p in plans]
+           for name, plans in (("plain", plain), ("varied", varied))}
+    spread = {k: np.subtract(*np.percentile(v, [90, 10])) for k, v in hue.items()}
+    assert spread["varied"] > 3 * spread["plain"] and spread["varied"] > 10   # degrees of hue across photographs

@@ -191,8 +191,10 @@ def _mean_hue(x: np.ndarray, mask: np.ndarray) -> float:
 def compare_sets(sets: Mapping[str, Sequence[Mapping[str, float]]], reference: str) -> pd.DataFrame:
     """One row per statistic: each set's median and interquartile range; how far each other set's
     median lies from the reference set's, in the reference's interquartile ranges (the 'gap'); and
-    the other sets' interquartile range over the reference's (the 'spread ratio'). Rows are sorted by
-    the largest gap first."""
+    the other sets' interquartile range over the reference's (the 'spread ratio'); and the share of
+    the reference's images whose value lies within the other sets' 5th-95th percentiles ('inside':
+    1 when every reference image looks, on this statistic, like one the other set could produce).
+    Rows are sorted by the largest gap first."""
     frames = {name: pd.DataFrame(list(rows)) for name, rows in sets.items()}
     ref = frames[reference]
     rows = []
@@ -208,6 +210,9 @@ def compare_sets(sets: Mapping[str, Sequence[Mapping[str, float]]], reference: s
         # below 1: the other set varies less than the reference (every image alike)
         row["spread ratio"] = min((float(f[stat].quantile(0.75) - f[stat].quantile(0.25)) / max(q3 - q1, 1e-9)
                                    for f in others), default=1.0)
+        values = ref[stat].dropna()
+        row["inside"] = min((float(values.between(f[stat].quantile(0.05), f[stat].quantile(0.95)).mean())
+                             for f in others), default=1.0) if len(values) else float("nan")
         rows.append(row)
     return pd.DataFrame(rows).sort_values("gap (reference IQRs)", ascending=False, kind="stable").reset_index(drop=True)
 

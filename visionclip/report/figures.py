@@ -540,7 +540,8 @@ def devset_prediction_figure(table: pd.DataFrame, entries: Sequence[dict], root:
 
 
 def realism_figure(stats: dict[str, pd.DataFrame], ncols: int = 5):
-    """One small panel per image statistic: each set's values (points) and their quartiles (box)."""
+    """One small panel per image statistic: each set's values (points), their quartiles (box) and
+    5th-95th percentiles (whiskers)."""
     from ..data.image_stats import STATISTICS
 
     setup_fonts()
@@ -552,7 +553,7 @@ def realism_figure(stats: dict[str, pd.DataFrame], ncols: int = 5):
     sets = list(stats)
     for ax, stat in zip(axes.flat, names):
         values = [stats[s][stat].dropna().to_numpy() for s in sets]
-        ax.boxplot(values, widths=0.5, showfliers=False)
+        ax.boxplot(values, widths=0.5, showfliers=False, whis=(5, 95))
         for k, v in enumerate(values, 1):
             ax.scatter(np.full(len(v), k) + np.linspace(-0.15, 0.15, len(v)), v, s=6, alpha=0.6)
         ax.set_xticks(range(1, len(sets) + 1), sets, fontsize=7)
@@ -560,7 +561,8 @@ def realism_figure(stats: dict[str, pd.DataFrame], ncols: int = 5):
         ax.set_xlabel("images", fontsize=7)
         ax.set_ylabel("value", fontsize=7)
         ax.tick_params(labelsize=6)
-    fig.suptitle("Rendered against real: image statistics (each point one image)", fontsize=9)
+    fig.suptitle("Rendered against real: image statistics (each point one image; box: quartiles, "
+                 "whiskers: 5th-95th percentiles)", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-GENERATOR_VERSION = "visionclip-synth-1.1"   # 1.1: pertinent negatives in captions
+GENERATOR_VERSION = "visionclip-synth-1.2"   # 1.1: pertinent negatives in captions; 1.2: translucent tapering vessels, domain-randomised corpus
 
 # Geometry of a 45-degree fundus photograph.
 GEOMETRY: dict[str, Any] = {

@@ -33,9 +33,33 @@ COLOURS = {
     "white": (0.96, 0.92, 0.86),
     "dark": (0.18, 0.09, 0.05),
     "pale": (0.95, 0.82, 0.62),
-    "artery": (0.78, 0.14, 0.08),
-    "vein": (0.48, 0.05, 0.06),
+    "artery": (0.72, 0.20, 0.10),
+    "vein": (0.42, 0.08, 0.06),
 }
+# Domain randomisation of the corpus (plan_fundus(randomise=True)), on top of each camera's look:
+# ranges wide enough that the real dev photographs' colour, brightness, fall-off, sharpness and
+# noise lie inside the rendered spread (notebook 01 measures it).
+PHOTOMETRIC = {
+    "share": 0.5,                         # of the corpus's photographs; the rest keep the camera's look
+    "white_balance_log_sd": (0.2, 0.35),  # green and blue gains relative to red: exp(N(0, sd))
+    "white_balance_max": (1.3, 1.3),      # no gain above these
+    "green_blue_exposure_max": 1.5,       # exposure x gain: the rim's green and blue never clip, so the
+                                          # pale cup stays visible on it (glaucoma's sign)
+    "blue_over_green_max": 1.1,
+    "exposure": (1.0, 1.8),
+    "gamma": (0.6, 1.5),                  # times the camera's: brightens or darkens without clipping
+    "falloff": (0.05, 0.75),              # illumination at the rim: 1 - falloff
+    "light_offset": 0.12,                 # the light's centre, off the image centre by up to this share
+    "desaturate": (-0.25, 0.35),          # mix towards grey (negative: more saturated)
+    "blur_px_at_128": (0.0, 0.3),
+    "noise": (0.0, 2.0),                  # sensor noise sigma, 0..255
+    "resolution": (0.6, 0.9), "resolution_p": 0.1,    # sometimes captured smaller and upscaled
+    "jpeg_quality": (70, 95),
+}
+
+# Vessels are translucent: in photographs a vein darkens the green channel by about a fifth to a
+# third of the background's level, an artery less (data.image_stats' vessel_contrast on real eyes).
+VESSEL_OPACITY = {"artery": 0.40, "vein": 0.55}
 
 
 # ---- per-process caches ---------------------------------------------------------------------------
@@ -160,9 +184,9 @@ def _vessel_tree(r: np.random.Generator, disc: tuple[float, float], fovea: tuple
         temporal = q < 2
         up = q in (0, 2)
         for kind in ("vein", "artery"):
-            w0 = dd * (0.125 if kind == "vein" else 0.095) * (vein_factor if kind == "vein" else art_factor)
+            w0 = dd * (0.10 if kind == "vein" else 0.075) * (vein_factor if kind == "vein" else art_factor)
             if kind == "vein" and q not in tortuous_quadrants:
-                w0 = dd * 0.125
+                w0 = dd * 0.10
             ang_off = r.uniform(-0.15, 0.15) + (0.12 if kind == "artery" else -0.12)
             if temporal:
                 theta = math.atan2(-1 if up else 1, tdir * 0.35) + ang_off
@@ -184,9 +208,11 @@ def _grow(r, vessels, kind, p, theta, target, w, length, dd, fovea, tort, q, dep
     pts = [p]
     x, y = p
     n = max(2, int(length / step))
+    turn = 0.0  # the bend carries over from step to step: smooth curves, not a zigzag
     for i in range(n):
         diff = math.atan2(math.sin(target - theta), math.cos(target - theta))
-        wobble = r.normal(0, tort)
+        turn = 0.6 * turn + r.normal(0, tort * 0.8)
+        wobble = turn
         if traction is not None:
             # an epiretinal membrane pulls nearby vessels straight towards its centre
             tx, ty, tr = traction
@@ -203,7 +229,7 @@ def _grow(r, vessels, kind, p, theta, target, w, length, dd, fovea, tort, q, dep
         pts.append((x, y))
         if not (-0.1 * size < x < 1.1 * size and -0.1 * size < y < 1.1 * size):
             break
-        if depth < 3 and i > 2 and r.random() < 0.14 * (1 + depth * 0.4) and w > dd * 0.03:
+        if depth < 4 and i > 2 and r.random() < 0.2 * (1 + depth * 0.4) and w > dd * 0.025:
             side = 1 if r.random() < 0.5 else -1
             if depth == 0 and q < 2 and r.random() < 0.5:     # macular branches point at the fovea
                 bt = math.atan2(fovea[1] - y, fovea[0] - x) + r.normal(0, 0.3)
@@ -215,8 +241,12 @@ def _grow(r, vessels, kind, p, theta, target, w, length, dd, fovea, tort, q, dep
 
 
 def plan_fundus(row: dict[str, Any], seed: int, index: int, size: int, camera: str | CameraProfile,
-                nonfundus_kinds: tuple[str, ...] = CORPUS_KINDS) -> dict[str, Any]:
-    """Every random choice of one image, and its measurements (sizes in DD and px)."""
+                nonfundus_kinds: tuple[str, ...] = CORPUS_KINDS, randomise: bool = False) -> dict[str, Any]:
+    """Every random choice of one image, and its measurements (sizes in DD and px).
+
+    randomise: draw this photograph's look (PHOTOMETRIC: white balance, exposure, gamma,
+    illumination, saturation, blur, noise, resolution, compression) around its camera's, as the
+    corpus does (domain randomisation); nothing drawn there carries a label."""
     cam = camera if isinstance(camera, CameraProfile) else get_camera(camera)
     # the camera is not a key: the same (seed, index) is the same eye under any camera
     r = np.random.default_rng(derive_seed(seed, index, "fundus", size))
@@ -441,7 +471,27 @@ def plan_fundus(row: dict[str, Any], seed: int, index: int, size: int, camera: s
     scene["stamp"] = (datetime(2015, 1, 1) + timedelta(minutes=int(r.integers(0, 5_000_000)))).strftime(
         "%Y-%m-%d %H:%M") if cam.overlay else ""
     scene["artefact_xy"] = (r.uniform(0.2, 0.8) * size, r.uniform(0.2, 0.8) * size)
+    if randomise and r.random() < PHOTOMETRIC["share"]:
+        scene["photo"] = _photometric(r, size)
+        scene["jpeg_quality"] = meas["jpeg_quality"] = scene["photo"]["jpeg_quality"]
     return {"scene": scene, "measurements": meas}
+
+
+def _photometric(r: np.random.Generator, size: int) -> dict[str, Any]:
+    """One photograph's look, drawn from PHOTOMETRIC (see plan_fundus)."""
+    g = PHOTOMETRIC
+    exposure = _u(r, g["exposure"])
+    cap = g["green_blue_exposure_max"] / exposure
+    green, blue = np.minimum(np.exp(r.normal(0, g["white_balance_log_sd"])), g["white_balance_max"])
+    green = min(green, cap)
+    blue = min(blue, green * g["blue_over_green_max"], cap)  # a pale disc turns yellow or white, never violet
+    return {"white_balance": [1.0, float(green), float(blue)],
+            "exposure": exposure, "gamma": _u(r, g["gamma"]),
+            "falloff": _u(r, g["falloff"]), "light_xy": (r.uniform(-1, 1, 2) * g["light_offset"] * size).tolist(),
+            "desaturate": _u(r, g["desaturate"]), "blur": _u(r, g["blur_px_at_128"]) * size / 128,
+            "noise": _u(r, g["noise"]),
+            "resolution": _u(r, g["resolution"]) if r.random() < g["resolution_p"] else 1.0,
+            "jpeg_quality": int(r.integers(g["jpeg_quality"][0], g["jpeg_quality"][1] + 1))}
 
 
 # ---- rasterisation ---------------------------------------------------------------------------------
@@ -512,10 +562,10 @@ def rasterise(scene: dict[str, Any], measurements: dict[str, Any] | None = None)
 
     # background: pigmentation, choroidal texture, tessellation, macular pigment
     p = scene["pigment"]
-    base = np.array([0.86 - 0.22 * p, 0.40 - 0.17 * p, 0.20 - 0.10 * p], np.float32) * (1 + np.array(scene["hue"], np.float32))
+    base = np.array([0.72 - 0.16 * p, 0.46 - 0.17 * p, 0.29 - 0.13 * p], np.float32) * (1 + np.array(scene["hue"], np.float32))
     tex = _crop(t["choroid"][int(r.integers(0, 3))], r, size, n)
     img = np.empty((3, size, size), np.float32)
-    for c, amp in enumerate((0.07, 0.13, 0.15)):
+    for c, amp in enumerate((0.05, 0.09, 0.10)):
         img[c] = base[c] * (1 + amp * tex)
     if scene["tess"] > 0.02:
         # tessellation: orange-red choroidal vessels over dark-brown intervascular pigment
@@ -529,8 +579,10 @@ def rasterise(scene: dict[str, Any], measurements: dict[str, Any] | None = None)
     mac = np.exp(d2f * (-1 / (2 * (0.75 * dd) ** 2)))
     d2d = (xx - disc[0]) ** 2 + (yy - disc[1]) ** 2
     glow = np.exp(d2d * (-1 / (2 * (1.4 * dd) ** 2)))
+    halo = np.exp(d2d * (-1 / (2 * (0.8 * dd) ** 2)))  # the yellowish sheen around the disc
     img *= 1 - mac[None] * np.array([0.28, 0.45, 0.45], np.float32)[:, None, None]
     img *= 1 + 0.12 * glow
+    img *= 1 + halo[None] * np.array([0.10, 0.28, 0.22], np.float32)[:, None, None]
 
     # atrophy / ppa / csc / erm: broad layers under the vessels
     for item in scene["lesions"]:
@@ -576,42 +628,44 @@ def rasterise(scene: dict[str, Any], measurements: dict[str, Any] | None = None)
     # optic disc and cup
     _disc(img, t, scene)
 
-    # vessels
-    art_l = Image.new("L", (size, size), 0)
-    vein_l = Image.new("L", (size, size), 0)
+    # vessels, drawn at twice the size and averaged down: widths taper smoothly below a pixel
+    ss = 2
+    art_l = Image.new("L", (size * ss, size * ss), 0)
+    vein_l = Image.new("L", (size * ss, size * ss), 0)
     da, dv = ImageDraw.Draw(art_l), ImageDraw.Draw(vein_l)
     for v in scene["vessels"]:
-        pts = v["pts"]
+        pts = [(x * ss, y * ss) for x, y in v["pts"]]
         d = da if v["kind"] == "artery" else dv
         k = len(pts)
-        chunks = max(1, min(4, k // 3))
-        for j in range(chunks):
-            a0, a1 = j * (k - 1) // chunks, (j + 1) * (k - 1) // chunks
-            w = v["w0"] + (v["w1"] - v["w0"]) * (j + 0.5) / chunks
+        for j in range(k - 1):
+            w = ss * (v["w0"] + (v["w1"] - v["w0"]) * j / max(k - 2, 1))
             wi = max(1, int(round(w)))
-            fill = int(255 * min(1.0, w / wi) * (0.85 if v["kind"] == "artery" else 0.95))
-            d.line(pts[a0:a1 + 1], fill=fill, width=wi, joint="curve" if wi > 2 else None)
+            d.line(pts[j:j + 2], fill=255, width=wi)
+            if wi > 2:  # round joints: no notch where two segments of a wide vessel meet
+                (x, y), rr = pts[j + 1], w / 2
+                d.ellipse((x - rr, y - rr, x + rr, y + rr), fill=255)
     for item in scene["lesions"]:
         if item[0] == "vein" and item[1] == "beads":
             pts, w = item[2], item[3]
             for j, (x, y) in enumerate(pts):
-                rr = w * (1.1 if j % 2 else 0.6)
-                dv.ellipse((x - rr, y - rr, x + rr, y + rr), fill=240)
+                rr = ss * w * (1.1 if j % 2 else 0.6)
+                dv.ellipse((ss * x - rr, ss * y - rr, ss * x + rr, ss * y + rr), fill=255)
         elif item[0] == "nick":
             _, _, x, y, s, ang, _ = item
-            rr = max(1.0, s / 2)
+            x, y, rr = ss * x, ss * y, ss * max(1.0, s / 2)
             dv.ellipse((x - rr, y - rr, x + rr, y + rr), fill=60)
             da.line((x - math.sin(ang) * rr * 3, y + math.cos(ang) * rr * 3,
-                     x + math.sin(ang) * rr * 3, y - math.cos(ang) * rr * 3), fill=200,
-                    width=max(1, int(round(dd * 0.06))))
+                     x + math.sin(ang) * rr * 3, y - math.cos(ang) * rr * 3), fill=255,
+                    width=max(1, int(round(ss * dd * 0.06))))
     # arteries carry a thin central light reflex where they are wide enough to show one
-    reflex = [v["pts"] for v in scene["vessels"] if v["kind"] == "artery" and v["w0"] >= 3.5]
-    if reflex:
-        for pts in reflex:
+    for v in scene["vessels"]:
+        if v["kind"] == "artery" and v["w0"] >= 3.5:
+            pts = [(x * ss, y * ss) for x, y in v["pts"]]
             da.line(pts[: max(2, len(pts) * 2 // 3)], fill=150, width=1)
     soft = max(0.35, dd / 70)
-    _blend(img, np.asarray(_soften(vein_l, soft), np.float32) * (1 / 255), COLOURS["vein"])
-    _blend(img, np.asarray(_soften(art_l, soft), np.float32) * (1 / 255), COLOURS["artery"])
+    for layer, name in ((vein_l, "vein"), (art_l, "artery")):
+        alpha = np.asarray(_soften(layer.resize((size, size), Image.BOX), soft), np.float32)
+        _blend(img, alpha * (VESSEL_OPACITY[name] / 255), COLOURS[name])
 
     # small lesions, one layer per colour
     layers: dict[str, tuple[Image.Image, ImageDraw.ImageDraw]] = {}
@@ -638,18 +692,30 @@ def rasterise(scene: dict[str, Any], measurements: dict[str, Any] | None = None)
     _defects(img, t, scene)
 
     # camera: exposure, white balance, FOV and vignetting, noise, softness, JPEG-ready uint8
-    field = _camera_field(size, cam.name) * scene["exposure"]
+    photo = scene.get("photo") or {}
+    # without randomisation a photograph takes the centre of the randomised exposures: the benchmark
+    # stand-ins sit in the middle of the corpus's brightness, not at its dark edge
+    field = _camera_field(size, cam.name) * scene["exposure"] * photo.get("exposure", float(np.mean(PHOTOMETRIC["exposure"])))
+    if photo:
+        lx, ly = photo["light_xy"]
+        rr = np.hypot(xx - (size - 1) / 2 - lx, yy - (size - 1) / 2 - ly) / (size / 2)
+        field = field * (1 - photo["falloff"] * np.clip(rr, 0, 1.2) ** 2)
+    wb = photo.get("white_balance", (1.0, 1.0, 1.0))
     for c in range(3):
-        img[c] *= field * cam.gain[c]
-    if scene["noise"] > 0:
-        img += _crop(t["noise"], r, size, n) * (scene["noise"] / 255)
-    gamma = cam.gamma
+        img[c] *= field * cam.gain[c] * wb[c]
+    if photo.get("desaturate"):
+        img -= photo["desaturate"] * (img - img.mean(axis=0, keepdims=True))
+    noise = scene["noise"] + photo.get("noise", 0.0)
+    if noise > 0:
+        img += _crop(t["noise"], r, size, n) * (noise / 255)
+    gamma = cam.gamma * photo.get("gamma", 1.0)
     arr = np.clip(img, 0, 1)
     out = Image.fromarray((arr.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8), "RGB")
-    if cam.resolution < 1:
-        small = max(16, int(size * cam.resolution))
+    resolution = min(cam.resolution, photo.get("resolution", 1.0))
+    if resolution < 1:
+        small = max(16, int(size * resolution))
         out = out.resize((small, small), Image.BILINEAR).resize((size, size), Image.BILINEAR)
-    out = _soften(out, scene["blur"])
+    out = _soften(out, scene["blur"] + photo.get("blur", 0.0))
     if abs(gamma - 1) > 1e-3:
         lut = [int(255 * (i / 255) ** gamma + 0.5) for i in range(256)]
         out = out.point(lut * 3)
@@ -724,8 +790,9 @@ def _defects(img, t, scene) -> None:
             pil = Image.fromarray((np.clip(img, 0, 1).transpose(1, 2, 0) * 255).astype(np.uint8))
             blurred = np.asarray(pil.filter(ImageFilter.GaussianBlur(scene["dd"] * 0.35)), np.float32).transpose(2, 0, 1) / 255
             img -= w[None] * (img - blurred)
-            if kind == "opacity":
-                img -= (0.55 * w)[None] * (img - np.array([0.55, 0.45, 0.35], np.float32)[:, None, None])
+            # out of focus through a hazy medium: the detail goes and the contrast with it
+            haze = 0.55 if kind == "opacity" else 0.25
+            img -= (haze * w)[None] * (img - np.array([0.55, 0.45, 0.35], np.float32)[:, None, None])
         elif kind in ("shadow", "underexposed"):
             img *= (1 - (0.85 if kind == "shadow" else 0.7) * w)[None]
         elif kind == "glare":

@@ -45,8 +45,8 @@ STAMP = ".render_params.json"   # hidden: readers and predict skip dot files; no
 
 def _task(job: tuple) -> tuple[int, dict[str, Any]]:
     """Render (or, when the file exists, only plan) one image; returns its measurements."""
-    index, row, seed, size, camera, dest, fmt, kinds = job
-    plan = plan_fundus(row, seed, index, size, camera, kinds)
+    index, row, seed, size, camera, dest, fmt, kinds, randomise = job
+    plan = plan_fundus(row, seed, index, size, camera, kinds, randomise=randomise)
     dest = Path(dest)
     if not dest.exists():
         img = rasterise(plan["scene"])
@@ -216,7 +216,8 @@ def render_corpus(profile, out_dir: str | os.PathLike, progress: bool = True) ->
     dests = _corpus_dests(out, len(rows))
     _stamp_all([(out, corpus_params(profile), dests)])
     cams = [_camera_for(seed, "corpus", i, s.train_cameras) for i in range(len(rows))]
-    jobs = [(i, row, seed, size, cams[i], dests[i], "jpg", CORPUS_KINDS) for i, row in enumerate(rows)]
+    # domain randomisation: the corpus alone; the benchmark stand-ins keep their cameras' own looks
+    jobs = [(i, row, seed, size, cams[i], dests[i], "jpg", CORPUS_KINDS, True) for i, row in enumerate(rows)]
     meas = _run_jobs(jobs, int(s.workers), "render corpus", progress)
 
     write_text(out / "annotations.csv", _csv_text(COLUMNS, ([r[c] for c in COLUMNS] for r in rows)))
@@ -317,7 +318,7 @@ def _write_dataset(root: Path, st: _Set, seed: int, size: int, cameras: list[str
                    show: bool, variant: str) -> Path:
     img_seed = derive_seed(seed, st.name)          # each dataset holds different eyes
     cams = [_camera_for(seed, st.name, i, cameras) for i in range(len(st.rows))]
-    jobs = [(i, row, img_seed, size, cams[i], str(root / rel), st.fmt, CORPUS_KINDS)
+    jobs = [(i, row, img_seed, size, cams[i], str(root / rel), st.fmt, CORPUS_KINDS, False)
             for i, (row, rel) in enumerate(zip(st.rows, st.rels))]
     meas = _run_jobs(jobs, workers, f"render {variant}/{st.name}", show)
     for rel, text in st.extra_files.items():
