@@ -450,3 +450,14 @@ def test_domain_randomisation_changes_the_look_and_nothing_that_carries_a_label(
            for name, plans in (("plain", plain), ("varied", varied))}
     spread = {k: np.subtract(*np.percentile(v, [90, 10])) for k, v in hue.items()}
     assert spread["varied"] > 3 * spread["plain"] and spread["varied"] > 10   # degrees of hue across photographs
+
+
+def test_natural_photo_frames_are_seeded_crops_of_photographs_that_are_not_fundus():
+    from visionclip.synth.nonfundus import NATURAL_PHOTOS, render_nonfundus
+
+    assert not {"retina", "microaneurysms"} & set(NATURAL_PHOTOS)   # scikit-image's fundus photographs
+    a, b = (np.asarray(render_nonfundus("natural_photo", 3, i, 64)) for i in (0, 1))
+    assert a.shape == (64, 64, 3) and np.array_equal(a, np.asarray(render_nonfundus("natural_photo", 3, 0, 64)))
+    assert np.abs(a.astype(int) - b).mean() > 5   # another index, another crop
+    frames = [np.asarray(render_nonfundus("natural_photo", 3, i, 64), np.float32) for i in range(12)]
+    assert np.mean([f.std() for f in frames]) > 10   # photographs, not flat colour fields

@@ -1,9 +1,13 @@
 """Frames that are not fundus photographs (is_fundus = 0).
 
-The corpus holds four kinds; two more (slit-lamp photo, document scan) are reserved for an
+The corpus holds five kinds; two more (slit-lamp photo, document scan) are reserved for an
 ablation and never appear in the corpus, so a model can be tested on unseen non-fundus frames.
+One corpus kind is real: crops of the photographs that ship with scikit-image (NATURAL_PHOTOS), so
+"not a fundus photograph" is learnt from photographs, not only from flat drawings.
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -11,9 +15,41 @@ from PIL import Image, ImageDraw, ImageFilter
 from ..errors import ConfigError
 from ..seeding import derive_seed
 
-CORPUS_KINDS = ("external_eye", "blank_flash", "room_scene", "test_chart")
+CORPUS_KINDS = ("external_eye", "blank_flash", "room_scene", "test_chart", "natural_photo")
 RESERVED_KINDS = ("slit_lamp", "document_scan")
 ALL_KINDS = CORPUS_KINDS + RESERVED_KINDS
+
+
+# scikit-image's bundled sample photographs (skimage.data; licences in data_manifests/natural_photos.yaml),
+# without its two fundus photographs (retina, microaneurysms).
+NATURAL_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "brick", "grass",
+                  "gravel", "camera", "text", "cell")
+
+
+@functools.lru_cache(maxsize=None)
+def _natural_photo(name: str) -> Image.Image:
+    import skimage.data
+
+    return Image.fromarray(np.asarray(getattr(skimage.data, name)())).convert("RGB")
+
+
+def _natural_frame(r: np.random.Generator, s: int) -> Image.Image:
+    """A seeded crop of one sample photograph, turned, tinted and softened; half of them inside a
+    round field on black as a fundus camera frames its picture, so the frame alone says nothing."""
+    img = _natural_photo(NATURAL_PHOTOS[int(r.integers(0, len(NATURAL_PHOTOS)))])
+    w, h = img.size
+    side = int(min(w, h) * r.uniform(0.35, 1.0))
+    x0, y0 = int(r.integers(0, w - side + 1)), int(r.integers(0, h - side + 1))
+    img = img.crop((x0, y0, x0 + side, y0 + side)).rotate(float(r.uniform(-25, 25)), Image.BILINEAR)
+    img = img.resize((s, s), Image.BILINEAR)
+    if r.random() < 0.5:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    arr = np.asarray(img, np.float32) * np.exp(r.normal(0, 0.15, 3))[None, None, :] * r.uniform(0.6, 1.3)
+    if r.random() < 0.5:
+        yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
+        arr *= (np.hypot(yy - (s - 1) / 2, xx - (s - 1) / 2) < s * r.uniform(0.4, 0.5))[..., None]
+    out = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    return out.filter(ImageFilter.GaussianBlur(float(r.uniform(0, 1.0)) * s / 128))
 
 
 def _c(r: np.random.Generator, base: tuple[int, int, int], jitter: int = 25) -> tuple[int, int, int]:
@@ -26,6 +62,8 @@ def render_nonfundus(kind: str, seed: int, index: int, size: int) -> Image.Image
         raise ConfigError(f"non-fundus kind {kind!r} is unknown; expected one of {ALL_KINDS}")
     r = np.random.default_rng(derive_seed(seed, index, "nonfundus", kind))
     s = size
+    if kind == "natural_photo":
+        return _natural_frame(r, s)
     if kind == "blank_flash":
         yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
         cx, cy = r.uniform(0.3, 0.7, 2)
