@@ -635,8 +635,8 @@ def rasterise(scene: dict[str, Any], measurements: dict[str, Any] | None = None)
     art_l = Image.new("L", (size * ss, size * ss), 0)
     vein_l = Image.new("L", (size * ss, size * ss), 0)
     da, dv = ImageDraw.Draw(art_l), ImageDraw.Draw(vein_l)
-    for v in scene["vessels"]:
-        pts = [(x * ss, y * ss) for x, y in v["pts"]]
+    drawn = [(v, [(x * ss, y * ss) for x, y in v["pts"]]) for v in scene["vessels"]]  # at the drawing scale
+    for v, pts in drawn:
         d = da if v["kind"] == "artery" else dv
         k = len(pts)
         for j in range(k - 1):
@@ -660,9 +660,8 @@ def rasterise(scene: dict[str, Any], measurements: dict[str, Any] | None = None)
                      x + math.sin(ang) * rr * 3, y - math.cos(ang) * rr * 3), fill=255,
                     width=max(1, int(round(ss * dd * 0.06))))
     # arteries carry a thin central light reflex where they are wide enough to show one
-    for v in scene["vessels"]:
+    for v, pts in drawn:
         if v["kind"] == "artery" and v["w0"] >= 3.5:
-            pts = [(x * ss, y * ss) for x, y in v["pts"]]
             da.line(pts[: max(2, len(pts) * 2 // 3)], fill=150, width=1)
     soft = max(0.35, dd / 70)
     for layer, name in ((vein_l, "vein"), (art_l, "artery")):
