@@ -108,7 +108,6 @@ def test_synfundus_real_release_quirks(tmp_path, monkeypatch):
 
 
 def test_synfundus_generates_captions_with_the_real_captioner(tmp_path):
-    pytest.importorskip("visionclip.synth.captions")
     root = make_corpus(tmp_path / "c", CORPUS_ROWS, captions=False)
     a, b = read_synfundus(root, caption_seed=3), read_synfundus(root, caption_seed=3)
     assert [r.caption_zh for r in a] == [r.caption_zh for r in b]
@@ -140,17 +139,19 @@ def test_synfundus_bad_layouts(tmp_path):
     write_csv(root / "annotations.csv", cols, [[r[c] for c in cols] for r in CORPUS_ROWS])
     with pytest.raises(DataError, match=r"annotations.csv.*missing column.*is_pm"):
         read_synfundus(root)
-    # no annotation CSV at all: the message says what was expected
+    # no annotation file at all: the message says what was expected
     (root / "annotations.csv").unlink()
-    with pytest.raises(DataError, match=r"annotations.csv.*17"):
+    with pytest.raises(DataError, match=r"no annotation file.*paper's 17 columns or the release's 26.*annotations"):
         read_synfundus(root)
-    for name in ("labels_a.csv", "labels_b.csv"):
-        write_csv(root / name, COLUMNS, [[r[c] for c in COLUMNS] for r in CORPUS_ROWS])
-    with pytest.raises(DataError, match=r"several CSVs.*labels_a.csv.*labels_b.csv"):
+    write_csv(root / "labels_a.csv", COLUMNS, [[r[c] for c in COLUMNS] for r in CORPUS_ROWS])
+    write_csv(root / "labels_b.tsv", ["x", "y"], [])  # a header of neither schema: not a candidate
+    assert len(read_synfundus(root)) == 3
+    write_csv(root / "labels_c.txt", COLUMNS, [[r[c] for c in COLUMNS] for r in CORPUS_ROWS])
+    with pytest.raises(DataError, match=r"several annotation files.*labels_a.csv.*labels_c.txt"):
         read_synfundus(root)
-    # no Fundus/ folder
-    (tmp_path / "c2").mkdir()
-    with pytest.raises(DataError, match=r"no Fundus/ folder"):
+    # an annotation file and no image anywhere below the root
+    write_csv(tmp_path / "c2" / "annotations.csv", COLUMNS, [[r[c] for c in COLUMNS] for r in CORPUS_ROWS])
+    with pytest.raises(DataError, match=r"c2: no image files .*below the root"):
         read_synfundus(tmp_path / "c2")
     # a caption missing for one image
     root = make_corpus(tmp_path / "d", CORPUS_ROWS)

@@ -1,7 +1,7 @@
 """Diagnostic descriptions generated from labels: Chinese (the paper's language) and English.
 
-Works on any row in the SynFundus-1M schema (the real release ships labels and no text), needs
-no measurements, and is deterministic in (seed, index). Findings are named with the clinical
+Works on any row in the SynFundus-1M schema (for the stand-in, and for a release whose own Chinese
+sentence is not used: data.captions), needs no measurements, and is deterministic in (seed, index). Findings are named with the clinical
 vocabulary of FLAIR's expert-knowledge prompts (drusen, microaneurysms, cup, haemorrhages...),
 phrased through varied templates and synonyms rather than copied prompt by prompt.
 """
@@ -60,6 +60,14 @@ F: dict[str, tuple[list[str], list[str]]] = {
            ["a tessellated fundus", "a peripapillary atrophy crescent", "a tilted disc", "patchy macular atrophy"]),
     "rvo": (["静脉迂曲扩张", "沿静脉分布的火焰状出血", "视网膜静脉阻塞改变"],
             ["dilated tortuous veins", "flame haemorrhages along the vein", "venous occlusion changes"]),
+}
+# The release's extra flags a caption may state, and the only way one reaches a caption: the two whose
+# names are unambiguous. The release does not define is_md and is_mh; is_abnormal and has_lesion only
+# summarise findings that the other flags caption already.
+EXTRA_FINDINGS = {
+    "is_tessellated": (["豹纹状眼底", "眼底呈豹纹状改变"], ["a tessellated fundus", "tessellation of the fundus"]),
+    "is_treated": (["激光光凝斑", "视网膜激光治疗后瘢痕"],
+                   ["laser photocoagulation scars", "scars of previous retinal laser treatment"]),
 }
 READABILITY = {
     "is_macular_readable": (["黄斑区显示不清", "黄斑区遮挡，无法评估"],
@@ -147,7 +155,7 @@ def _clean_row(row: dict[str, Any]) -> dict[str, Any]:
         if k not in row:
             raise DataError(f"{where} lacks column {k!r}")
     out["dr_grade"] = parse_int(row["dr_grade"], where, "dr_grade", range(5))
-    for k in ("is_fundus", "is_dm", "eye_side") + FLAG_COLUMNS:
+    for k in ("is_fundus", "is_dm", "eye_side") + FLAG_COLUMNS + tuple(EXTRA_FINDINGS):
         if k in row:
             out[k] = parse_int(row[k], where, k, (0, 1))
     return out
@@ -207,6 +215,7 @@ def caption(row: dict[str, Any], seed: int, index: int, lang: str = "zh") -> str
         if int(row.get(flag, 0)):
             keys += fk
     findings = [pick(F[k][li]) for k in keys]
+    findings += [pick(EXTRA_FINDINGS[k][li]) for k in EXTRA_FINDINGS if int(row.get(k, 0))]
     extra = [k for k in FLAG_FINDINGS if int(row.get(k, 0)) and k != "is_dme"]
     diags = ([pick((DR_ZH if li == 0 else DR_EN)[grade])] if grade else []) + \
             [pick((DIAG_ZH if li == 0 else DIAG_EN)[k]) for k in extra]

@@ -1,6 +1,7 @@
 """Field values of the datasets' metadata files, parsed with errors that name where they came from."""
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 from ..errors import DataError
@@ -21,3 +22,15 @@ def parse_int(value: object, where: str, field: str, allowed: Iterable[int]) -> 
     if out not in allowed:
         raise DataError(f"{where}, field '{field}': expected one of {list(allowed)}, got {out}")
     return out
+
+
+def parse_float(value: object, where: str, field: str) -> float:
+    """A finite number field ('0.83', '83', 0.83)."""
+    text = str(value).strip() if value is not None else ""
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise DataError(f"{where}, field '{field}': expected a number, got {text!r}")
+    return number

@@ -1,34 +1,36 @@
 """One reader per dataset, the same code for the rendered stand-ins and the real releases.
 
 Every reader returns a list of records (`Record` for benchmarks, `CorpusRecord` for the corpus;
-`read_synfundus_table` gives the corpus as columns, for training),
-checks the layout it expects and says which one it expected when the root does not match,
-and names the file, row and field of any bad value. When the root holds a manifest.json with a
+`read_synfundus_table` gives the corpus as columns, for training), checks the layout it expects and
+says which one it expected when the root does not match, and names the file, row and field of any
+bad value. When the root holds a manifest.json with a
 "files" map (written by this project's renderer) every listed file's sha256 is verified first.
 """
 from __future__ import annotations
 
-import csv
 import os
 import re
-import stat
 from array import array
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NoReturn
+from typing import Callable, Iterable
 
 import numpy as np
 
 from ..errors import DataError
-from ..schema import COLUMNS
+from ..schema import EXTRA_FLAGS
+from .annotations import PAPER, RELEASE, Schema, check_md5, closest_schema, parse_labels, parse_release, schema_of
+from .delimited import DelimitedRows, read_header, read_rows
 from .fields import parse_int
+from .file_index import IMAGE_EXTS, ImageFiles
 from .manifests import class_names, load_manifest, verify_root
 from .records import CorpusRecord, Record
-from .table import LABEL_COLUMNS, CorpusTable, StringColumn, StringIndex
+from .table import LABEL_COLUMNS, CorpusTable, ReleaseColumns, StringColumn, StringIndex
 
 BENCHMARKS: tuple[str, ...] = ("messidor2", "messidor", "fives", "refuge")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 CAPTION_COLUMNS = ("file_name", "caption_zh", "caption_en")
 SIDE_FILES = ("captions.csv", "render_meta.csv")
+ANNOTATION_EXTS = (".csv", ".tsv", ".txt")
+CAPTION_SOURCES = ("release", "generated", "both")  # data.captions: what each language's captions are
 
 
 # --------------------------------------------------------------------------- helpers
@@ -55,70 +57,6 @@ def _require_root(root: str | os.PathLike, dataset: str) -> Path:
     if not root.is_dir():
         raise _layout_error(root, dataset, "data root does not exist or is not a folder")
     return root
-
-
-class _CsvRows:
-    """A CSV read one row at a time: `header`, then (line number, row) pairs, values stripped;
-    utf-8 with or without BOM (Excel exports have one).
-
-    The corpus CSVs have a row per image (a million for SynFundus-1M), too many to hold as dicts.
-    Files used to be read whole before any value was checked, so an unreadable file is reported
-    ahead of a bad value in it: report errors through `fail`, which reads the rest first.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._unreadable: DataError | None = None
-        try:
-            self._file = open(path, newline="", encoding="utf-8-sig")
-        except FileNotFoundError:
-            raise DataError(f"{path}: file not found") from None
-        try:
-            self._reader = csv.DictReader(self._file)
-            try:
-                self.header = [h.strip() for h in (self._reader.fieldnames or [])]
-            except (UnicodeDecodeError, csv.Error) as e:
-                raise DataError(f"{path}: not a readable UTF-8 CSV ({e})") from None
-            self._reader.fieldnames = self.header
-            if not self.header:
-                self.fail(DataError(f"{path}: empty CSV, expected a header row"))
-        except BaseException:
-            self._file.close()
-            raise
-
-    def __enter__(self) -> "_CsvRows":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._file.close()
-
-    def __iter__(self) -> Iterator[tuple[int, dict]]:
-        while True:
-            try:
-                row = next(self._reader)
-            except StopIteration:
-                return
-            except (UnicodeDecodeError, csv.Error) as e:
-                self._unreadable = DataError(f"{self.path}: not a readable UTF-8 CSV ({e})")
-                raise self._unreadable from None
-            yield self._reader.line_num, {k: (v or "").strip() if isinstance(v, str) else v
-                                          for k, v in row.items()}
-
-    def fail(self, error: DataError) -> NoReturn:
-        """Raise `error`, or the file's own unreadability when the rows after it show one."""
-        if self._unreadable is None:
-            try:
-                for _ in self:
-                    pass
-            except DataError:
-                pass
-        raise (self._unreadable or error) from None
-
-
-def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
-    """Header and (line number, row) pairs of a small CSV (see _CsvRows)."""
-    with _CsvRows(path) as rows:
-        return rows.header, list(rows)
 
 
 def _require_columns(path: Path, header: Iterable[str], required: Iterable[str]) -> None:
@@ -179,7 +117,7 @@ def _domain_lookup(root: Path, dataset: str) -> Callable[[Path], str]:
     if not meta_path.is_file():
         return lambda path: dataset
     keys, codes, cameras = StringColumn(), array("i"), {}
-    with _CsvRows(meta_path) as rows:
+    with DelimitedRows(meta_path) as rows:
         try:
             key_col = "path" if "path" in rows.header else "file_name"
             _require_columns(meta_path, rows.header, (key_col, "camera"))
@@ -218,80 +156,29 @@ def _records(paths_labels: list[tuple[Path, int]], dataset: str, root: Path) -> 
 
 # --------------------------------------------------------------------------- SynFundus-1M
 
-def _find_annotation_csv(root: Path) -> Path:
+def _annotation_candidates(root: Path) -> list[tuple[Path, Schema]]:
+    """Files at the root (.csv, .tsv, .txt) whose header holds the paper's or the release's columns."""
+    with os.scandir(root) as entries:  # the root may hold the images too: filter before sorting
+        paths = sorted(Path(e.path) for e in entries if e.is_file() and e.name not in SIDE_FILES
+                       and os.path.splitext(e.name)[1].lower() in ANNOTATION_EXTS)
+    found = [(p, schema_of(read_header(p))) for p in paths]
+    return [(p, s) for p, s in found if s is not None]
+
+
+def _find_annotations(root: Path) -> tuple[Path, Schema]:
+    """annotations.csv when present, else the one file whose header is a schema's (found by header)."""
     preferred = root / "annotations.csv"
-    if preferred.is_file():
-        return preferred
-    candidates = []
-    for p in sorted(root.glob("*.csv")):
-        if p.name in SIDE_FILES:
-            continue
-        if all(c in _read_csv_header(p) for c in COLUMNS):
-            candidates.append(p)
+    if preferred.is_file():  # even with a wrong header: its missing columns are then named
+        header = read_header(preferred)
+        return preferred, schema_of(header) or closest_schema(header)
+    candidates = _annotation_candidates(root)
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        raise _layout_error(root, "synfundus", "no annotations.csv and no CSV at the root with the 17 "
-                            f"columns {list(COLUMNS)}")
-    raise DataError(f"{root}: no annotations.csv and several CSVs with the 17 annotation columns "
-                    f"({[p.name for p in candidates]}); rename the one to use to annotations.csv")
-
-
-def _read_csv_header(path: Path) -> list[str]:
-    """The header of a CSV, or [] when it is not a readable UTF-8 CSV (it is then not a candidate)."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            return [h.strip() for h in next(csv.reader(f), [])]
-    except (UnicodeDecodeError, csv.Error):
-        return []
-
-
-def _ignores_case(folder: Path) -> bool:
-    """Whether the file system also finds `folder` under another case (macOS and Windows defaults)."""
-    other = folder.with_name(folder.name.swapcase())
-    try:
-        return other.name != folder.name and os.path.samefile(folder, other)
-    except OSError:
-        return False
-
-
-class _FundusImages:
-    """The file in Fundus/ of an annotation row's file_name: that name, else the same name in any case.
-
-    One stat per row: listing the folder up front held a million DirEntry objects and two maps of
-    their names. The listing is still made, once, when a name is not there as written (its case
-    differs), and up front where the file system ignores case (a stat would then succeed with the
-    CSV's spelling instead of the disk's).
-    """
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self._names: set[str] | None = None
-        self._by_lower: dict[str, str] = {}
-        if _ignores_case(folder):
-            self._list()
-
-    def _list(self) -> None:
-        names = [e.name for e in os.scandir(self.folder) if e.is_file()]
-        self._names, self._by_lower = set(names), {n.lower(): n for n in names}
-
-    def find(self, name: str) -> tuple[str, int] | None:
-        """(name on disk, size in bytes), or None when no file matches."""
-        if self._names is None and "/" not in name and os.sep not in name:
-            try:
-                st = os.stat(self.folder / name)
-                if stat.S_ISREG(st.st_mode):
-                    return name, st.st_size
-            except (OSError, ValueError):  # ValueError: a NUL in the name
-                pass
-        if self._names is None:
-            self._list()
-        disk_name = name if name in self._names else self._by_lower.get(Path(name).name.lower())
-        return None if disk_name is None else (disk_name, (self.folder / disk_name).stat().st_size)
-
-
-# dr_grade and eye_side; every other label column is a 0/1 flag
-_LABEL_VALUES: dict[str, Iterable[int]] = {"dr_grade": range(5), "eye_side": (0, 1)}
+        raise _layout_error(root, "synfundus", "no annotation file (.csv, .tsv or .txt at the root) with the "
+                            f"paper's {len(PAPER.columns)} columns or the release's {len(RELEASE.columns)} columns")
+    raise DataError(f"{root}: no annotations.csv and several annotation files "
+                    f"({[p.name for p, _ in candidates]}); rename the one to use to annotations.csv")
 
 
 def _raise_first_repeat(csv_path: Path, names: StringColumn, lines: array) -> None:
@@ -303,48 +190,70 @@ def _raise_first_repeat(csv_path: Path, names: StringColumn, lines: array) -> No
                         f"{names[row]!r} already listed on row {first + 1}") from None
 
 
-def _read_annotations(csv_path: Path, image_dir: Path) -> tuple[StringColumn, np.ndarray, dict[int, str]]:
-    """File names, the int8 label matrix (LABEL_COLUMNS) and the on-disk names that differ from
-    the CSV's, checked row by row; every fault is named by file, row and field."""
-    names, labels, lines, disk_names = StringColumn(), array("b"), array("q"), {}
-    images = _FundusImages(image_dir)
-    with _CsvRows(csv_path) as rows:
-        try:
-            _require_columns(csv_path, rows.header, COLUMNS)
+def _image_of(files: ImageFiles, name: str, where: str) -> int:
+    """The one image file called `name` below the root (any case), checked not to be empty."""
+    hits = files.find(name)
+    if not hits:
+        raise DataError(f"{where}, field 'file_name': image {name!r} not found below {files.root}")
+    if len(hits) > 1:
+        raise DataError(f"{where}, field 'file_name': image {name!r} is in several places: "
+                        f"{sorted(str(files.path(k)) for k in hits)}")
+    if hits[0] in files.empty:
+        raise DataError(f"{where}, field 'file_name': image {files.path(hits[0])} is empty")
+    return hits[0]
+
+
+class _Annotations:
+    """The annotation file's columns: file names, the int8 label matrix (LABEL_COLUMNS), each row's
+    image (a file of `files`) and, for the release, its extra columns."""
+
+    def __init__(self, path: Path, schema: Schema, files: ImageFiles, *, need_advice: bool, verify_md5: bool):
+        self.path, self.schema = path, schema
+        self.names, self.lines, self.images = StringColumn(), array("q"), array("i")
+        labels, extras, quality, advice = array("b"), array("b"), array("f"), StringColumn()
+        with DelimitedRows(path) as rows:
             try:
-                for index, (line, row) in enumerate(rows):
-                    where = f"{csv_path}: row {index + 1} (line {line})"
-                    name = row["file_name"]
-                    if not name:
-                        raise DataError(f"{where}, field 'file_name': empty")
-                    names.append(name)
-                    lines.append(line)
-                    labels.extend([parse_int(row[c], where, c, _LABEL_VALUES.get(c, (0, 1)))
-                                   for c in LABEL_COLUMNS])
-                    found = images.find(name)
-                    if found is None:
-                        raise DataError(f"{where}, field 'file_name': image {image_dir / name} not found")
-                    if found[1] == 0:
-                        raise DataError(f"{where}, field 'file_name': image {image_dir / found[0]} is empty")
-                    if found[0] != name:
-                        disk_names[index] = found[0]
-            except DataError:
-                # Repeats are found at the end (no dict of every name); a row's repeated name
-                # was reported ahead of its other faults and of any later row's.
-                _raise_first_repeat(csv_path, names, lines)
-                raise
-            _raise_first_repeat(csv_path, names, lines)
-            if not len(names):
-                raise DataError(f"{csv_path}: no data rows")
-        except DataError as e:
-            rows.fail(e)
-    return names, np.frombuffer(labels, dtype=np.int8).reshape(-1, len(LABEL_COLUMNS)), disk_names
+                _require_columns(path, rows.header, schema.columns)
+                try:
+                    for index, (line, row) in enumerate(rows):
+                        where = f"{path}: row {index + 1} (line {line})"
+                        name = row["file_name"]
+                        if not name:
+                            raise DataError(f"{where}, field 'file_name': empty")
+                        self.names.append(name)
+                        self.lines.append(line)
+                        labels.extend(parse_labels(schema, row, where))
+                        if schema is RELEASE:
+                            more = parse_release(row, where)
+                            if need_advice and not more.advice:
+                                raise DataError(f"{where}, field 'diagnosticAdvice': empty (data.captions "
+                                                "uses it as the Chinese caption; data.captions=generated does not)")
+                            extras.extend(more.extras)
+                            quality.append(more.quality)
+                            advice.append(more.advice)
+                        self.images.append(_image_of(files, name, where))
+                        if verify_md5 and schema is RELEASE:
+                            check_md5(files.path(self.images[-1]), more.md5, where)
+                except DataError:
+                    # Repeats are found at the end (no dict of every name); a row's repeated name
+                    # was reported ahead of its other faults and of any later row's.
+                    _raise_first_repeat(path, self.names, self.lines)
+                    raise
+                _raise_first_repeat(path, self.names, self.lines)
+                if not len(self.names):
+                    raise DataError(f"{path}: no data rows")
+            except DataError as e:
+                rows.fail(e)
+        self.labels = np.frombuffer(labels, dtype=np.int8).reshape(-1, len(LABEL_COLUMNS))
+        self.release = None if schema is not RELEASE else ReleaseColumns(
+            np.frombuffer(extras, dtype=np.int8).reshape(len(self.names), -1),
+            np.frombuffer(quality, dtype=np.float32), advice)
 
 
 def _read_captions(path: Path, names: StringColumn) -> tuple[StringColumn, StringColumn]:
     """caption_zh and caption_en of each of `names` from captions.csv (a later row for a file wins)."""
     keys, zh, en = StringColumn(), StringColumn(), StringColumn()
-    with _CsvRows(path) as rows:
+    with DelimitedRows(path) as rows:
         try:
             _require_columns(path, rows.header, CAPTION_COLUMNS)
             for line, row in rows:
@@ -373,49 +282,97 @@ def _read_captions(path: Path, names: StringColumn) -> tuple[StringColumn, Strin
     return zh.take(order), en.take(order)
 
 
-def _generated_captions(names: StringColumn, labels: np.ndarray,
-                        caption_seed: int) -> tuple[StringColumn, StringColumn]:
-    from .captions import caption  # lazy: the captioner is only needed for real releases
+def _generated_captions(ann: _Annotations, caption_seed: int, keep: np.ndarray,
+                        languages: tuple[str, ...]) -> dict[str, StringColumn]:
+    """Captions generated from each kept row's labels (and the release's extra flags, through
+    captions.EXTRA_FINDINGS); a row left out by data.min_quality gets an empty one."""
+    from .captions import caption  # lazy: the captioner is only needed for corpora without captions.csv
 
-    zh, en = StringColumn(), StringColumn()
-    for i in range(len(names)):
-        row = {"file_name": names[i], **dict(zip(LABEL_COLUMNS, labels[i].tolist()))}
-        zh.append(caption(row, caption_seed, i, "zh"))
-        en.append(caption(row, caption_seed, i, "en"))
-    return zh, en
+    out = {lang: StringColumn() for lang in languages}
+    for i in range(len(ann.names)):
+        row = {"file_name": ann.names[i], **dict(zip(LABEL_COLUMNS, ann.labels[i].tolist()))}
+        if ann.release is not None:
+            row.update(zip(EXTRA_FLAGS, ann.release.extras[i].tolist()))
+        for lang in languages:
+            out[lang].append(caption(row, caption_seed, i, lang) if keep[i] else "")
+    return out
 
 
-def read_synfundus_table(root: str | os.PathLike, caption_seed: int = 0, verify: bool = True) -> CorpusTable:
-    """The corpus in the SynFundus-1M layout, in annotation-CSV order, as columns (what training uses).
+def _captions(root: Path, ann: _Annotations, source: str, caption_seed: int,
+              keep: np.ndarray) -> tuple[StringColumn, StringColumn, dict[str, str]]:
+    """(zh, en, {language: source}) for data.captions = `source`: the release's sentence is the
+    Chinese caption under release and both; generated captions are captions.csv's (the stand-in
+    writes them) or made from the labels."""
+    wanted = {"release": (), "generated": ("zh", "en"), "both": ("en",)}[source]
+    generated: dict[str, StringColumn] = {}
+    if wanted and (root / "captions.csv").is_file():
+        generated = dict(zip(("zh", "en"), _read_captions(root / "captions.csv", ann.names)))
+    elif wanted:
+        generated = _generated_captions(ann, caption_seed, keep, wanted)
+    if source == "generated":
+        return generated["zh"], generated["en"], {"zh": "generated", "en": "generated"}
+    if ann.release is None:
+        raise DataError(f"{ann.path}: data.captions={source} needs the release's diagnosticAdvice column; "
+                        f"this file has the paper's {len(PAPER.columns)} columns (set data.captions=generated)")
+    if source == "release":  # the release has no English text
+        return ann.release.advice, StringColumn.blanks(len(ann.names)), {"zh": "release", "en": "none"}
+    return ann.release.advice, generated["en"], {"zh": "release", "en": "generated"}
 
-    Captions come from captions.csv when present; a real release ships none, so they are then
-    generated from the labels with `visionclip.synth.captions.caption(row, caption_seed, index, lang)`.
-    The CSVs are read a row at a time, so no per-row Python objects exist at any point.
+
+def _quality_rows(ann: _Annotations, min_quality: float) -> np.ndarray:
+    """Which rows data.min_quality keeps (a bool per row)."""
+    if min_quality <= 0:
+        return np.ones(len(ann.names), dtype=bool)
+    if ann.release is None:
+        raise DataError(f"{ann.path}: data.min_quality={min_quality} needs the release's "
+                        f"retinal_region_quality_score column; this file has the paper's {len(PAPER.columns)} columns")
+    keep = ann.release.quality >= min_quality
+    if not keep.any():
+        raise DataError(f"{ann.path}: no row has retinal_region_quality_score >= data.min_quality={min_quality} "
+                        f"(the highest is {float(ann.release.quality.max()):g})")
+    return keep
+
+
+def read_synfundus_table(root: str | os.PathLike, caption_seed: int = 0, verify: bool = True, *,
+                         captions: str = "generated", min_quality: float = 0.0,
+                         verify_md5: bool = False) -> CorpusTable:
+    """The corpus in either schema (the paper's 17 columns, the release's 26), in annotation-file
+    order, as columns (what training uses).
+
+    The annotation file is found by its header; each image by its file_name anywhere below the root,
+    in any case. `captions` is data.captions (see `_captions`); generated captions use
+    `visionclip.data.captions.caption(row, caption_seed, index, lang)`. `min_quality` keeps the rows
+    whose retinal_region_quality_score reaches it (0: every row); `verify_md5` checks each image
+    against the release's file_md5. The files are read a row at a time, so no per-row Python
+    objects exist at any point.
     """
+    if captions not in CAPTION_SOURCES:
+        raise DataError(f"captions: expected one of {list(CAPTION_SOURCES)}, got {captions!r}")
     root = _require_root(root, "synfundus")
-    image_dir = root / "Fundus"
-    if not image_dir.is_dir():
-        raise _layout_error(root, "synfundus", "no Fundus/ folder")
     if verify:
         verify_root(root)
-    names, labels, disk_names = _read_annotations(_find_annotation_csv(root), image_dir)
-    captions_path = root / "captions.csv"
-    if captions_path.is_file():
-        zh, en = _read_captions(captions_path, names)
-    else:
-        zh, en = _generated_captions(names, labels, caption_seed)
+    path, schema = _find_annotations(root)
+    files = ImageFiles(root)
+    if not len(files):
+        raise _layout_error(root, "synfundus", f"no image files ({', '.join(IMAGE_EXTS)}) below the root")
+    ann = _Annotations(path, schema, files, need_advice=captions != "generated", verify_md5=verify_md5)
+    files.forget_index()
+    keep = _quality_rows(ann, min_quality)
+    zh, en, sources = _captions(root, ann, captions, caption_seed, keep)
     domain = _domain_lookup(root, "synfundus")
     codes, domains = array("i"), {}
-    for row in range(len(names)):
-        name = domain(image_dir / disk_names.get(row, names[row]))
+    for row in range(len(ann.names)):
+        name = domain(files.path(ann.images[row]))
         codes.append(domains.setdefault(name, len(domains)))
-    return CorpusTable(image_dir, names, labels, zh, en, np.frombuffer(codes, dtype=np.intc),
-                       list(domains), disk_names)
+    table = CorpusTable(files, np.frombuffer(ann.images, dtype=np.intc), ann.names, ann.labels, zh, en,
+                        np.frombuffer(codes, dtype=np.intc), list(domains), ann.release, sources)
+    return table if keep.all() else table.subset(np.flatnonzero(keep))
 
 
-def read_synfundus(root: str | os.PathLike, caption_seed: int = 0, verify: bool = True) -> list[CorpusRecord]:
+def read_synfundus(root: str | os.PathLike, caption_seed: int = 0, verify: bool = True,
+                   **options) -> list[CorpusRecord]:
     """`read_synfundus_table` as a list of records (~3 KiB a row: for small corpora and tests)."""
-    return list(read_synfundus_table(root, caption_seed, verify))
+    return list(read_synfundus_table(root, caption_seed, verify, **options))
 
 
 # --------------------------------------------------------------------------- MESSIDOR-2
@@ -436,7 +393,7 @@ def read_messidor2(root: str | os.PathLike, verify: bool = True) -> list[Record]
         csv_path = found[0]
     if verify:
         verify_root(root)
-    header, rows = _read_csv(csv_path)
+    header, rows = read_rows(csv_path)
     _require_columns(csv_path, header, MESSIDOR2_COLUMNS)
     label_map = {int(k): v for k, v in load_manifest("messidor2")["label_map"]["adjudicated_dr_grade"].items()}
     index = _ImageIndex(root)
@@ -620,5 +577,5 @@ def read_benchmark(name: str, root: str | os.PathLike, verify: bool = True) -> l
     return _READERS[name](root, verify=verify)
 
 
-__all__ = ["BENCHMARKS", "read_benchmark", "read_fives", "read_messidor", "read_messidor2",
+__all__ = ["BENCHMARKS", "CAPTION_SOURCES", "read_benchmark", "read_fives", "read_messidor", "read_messidor2",
            "read_refuge", "read_synfundus", "read_synfundus_table"]

@@ -8,9 +8,11 @@ the one `read_synfundus` returns. Splits and slices are views: an index array ea
 """
 from __future__ import annotations
 
+import copy
 from array import array
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -29,6 +31,13 @@ class StringColumn:
     def __init__(self) -> None:
         self._blob = bytearray()
         self._ends = array("q")  # row i is _blob[_ends[i-1]:_ends[i]]
+
+    @classmethod
+    def blanks(cls, n: int) -> "StringColumn":
+        """n empty strings (8 bytes a row)."""
+        out = cls()
+        out._ends = array("q", bytes(8 * n))
+        return out
 
     def append(self, text: str) -> None:
         self._blob += text.encode("utf-8")
@@ -65,11 +74,13 @@ class StringIndex:
 
     A dict of a million str keys costs ~100 bytes a row. Hashes are Python's (per process, used
     only inside it); equal hashes are confirmed by comparing the strings, so collisions are harmless.
+    `key` (e.g. str.lower) makes strings equal when their keys are.
     """
 
-    def __init__(self, column: StringColumn):
+    def __init__(self, column: StringColumn, key: Callable[[str], str] | None = None):
         self.column = column
-        hashes = np.fromiter((hash(s) for s in column), dtype=np.int64, count=len(column))
+        self._key = key or (lambda s: s)
+        hashes = np.fromiter((hash(self._key(s)) for s in column), dtype=np.int64, count=len(column))
         self._order = np.argsort(hashes, kind="stable")  # equal hashes stay in row order
         self._sorted = hashes[self._order]
 
@@ -77,12 +88,15 @@ class StringIndex:
         lo = np.searchsorted(self._sorted, h, "left")
         return self._order[lo:np.searchsorted(self._sorted, h, "right")]
 
+    def find_all(self, text: str) -> list[int]:
+        """Every row holding `text` (under `key`), in row order."""
+        k = self._key(text)
+        return [int(row) for row in self._candidates(hash(k)) if self._key(self.column[int(row)]) == k]
+
     def find_last(self, text: str) -> int:
         """The last row holding `text` (a dict filled in row order keeps the last), else -1."""
-        for row in self._candidates(hash(text))[::-1]:
-            if self.column[int(row)] == text:
-                return int(row)
-        return -1
+        rows = self.find_all(text)
+        return rows[-1] if rows else -1
 
     def first_repeat(self) -> tuple[int, int] | None:
         """(row, earlier row with the same string) for the first row whose string came before, else None."""
@@ -91,7 +105,7 @@ class StringIndex:
         for h in np.unique(self._sorted[repeats]):  # only groups of equal hashes: rare but for real repeats
             first: dict[str, int] = {}
             for row in self._candidates(int(h)):  # ascending rows
-                text = self.column[int(row)]
+                text = self._key(self.column[int(row)])
                 if text in first:
                     if best is None or row < best[0]:
                         best = (int(row), first[text])
@@ -108,23 +122,45 @@ def label_keys(labels: np.ndarray) -> np.ndarray:
     return keys
 
 
-class CorpusTable(Sequence[CorpusRecord]):
-    """The corpus in annotation-CSV order; `table[i]` is the CorpusRecord of row i.
+class ImageLocations(Protocol):
+    """Where the images lie (data.file_index.ImageFiles): image k's path, below `root`."""
+    root: Path
 
-    image_dir / file name is a row's path, except rows in `disk_names` (row -> name on disk, where
-    the CSV spells it in another case). `rows` makes a view: its rows, in that order, of the columns.
+    def path(self, k: int) -> Path: ...
+
+
+@dataclass(frozen=True)
+class ReleaseColumns:
+    """The release's columns beyond the paper's labels, one entry per annotation row."""
+    extras: np.ndarray      # int8 [N, len(EXTRA_FLAGS)]
+    quality: np.ndarray     # float32 [N], retinal_region_quality_score
+    advice: StringColumn    # diagnosticAdvice: the release's Chinese diagnostic sentence
+
+
+class CorpusTable(Sequence[CorpusRecord]):
+    """The corpus in annotation-file order; `table[i]` is the CorpusRecord of row i.
+
+    Row r's image is `images.path(image_rows[r])`. `release` holds the release's extra columns (None
+    for a corpus in the paper's 17 columns); `caption_sources` says where each language's captions
+    came from ("release", "generated", or "none"). `rows` makes a view: its rows, in that order.
     """
 
-    def __init__(self, image_dir: Path, file_names: StringColumn, labels: np.ndarray,
-                 captions_zh: StringColumn, captions_en: StringColumn, domain_codes: np.ndarray,
-                 domain_names: Sequence[str], disk_names: Mapping[int, str] | None = None,
-                 rows: np.ndarray | None = None):
-        self.image_dir = Path(image_dir)
+    def __init__(self, images: ImageLocations, image_rows: np.ndarray, file_names: StringColumn,
+                 labels: np.ndarray, captions_zh: StringColumn, captions_en: StringColumn,
+                 domain_codes: np.ndarray, domain_names: Sequence[str], release: ReleaseColumns | None = None,
+                 caption_sources: Mapping[str, str] | None = None, rows: np.ndarray | None = None):
+        self.images, self.image_rows = images, image_rows
         self.file_names, self.labels = file_names, labels
         self.captions_zh, self.captions_en = captions_zh, captions_en
         self.domain_codes, self.domain_names = domain_codes, tuple(domain_names)
-        self.disk_names = dict(disk_names or {})
+        self.release = release
+        self.caption_sources = dict(caption_sources or {"zh": "generated", "en": "generated"})
         self.rows = rows
+
+    @property
+    def image_dir(self) -> Path:
+        """The folder the images were found below (the corpus root)."""
+        return Path(self.images.root)
 
     # ---- rows ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -144,9 +180,9 @@ class CorpusTable(Sequence[CorpusRecord]):
     def subset(self, indices: Sequence[int] | np.ndarray) -> "CorpusTable":
         """A view of these rows (positions in this table), in this order; the columns are shared."""
         idx = np.asarray(indices, dtype=np.int64)
-        rows = idx if self.rows is None else self.rows[idx]
-        return CorpusTable(self.image_dir, self.file_names, self.labels, self.captions_zh, self.captions_en,
-                           self.domain_codes, self.domain_names, self.disk_names, rows)
+        view = copy.copy(self)
+        view.rows = idx if self.rows is None else self.rows[idx]
+        return view
 
     def __getitem__(self, i):  # an int gives a record, a slice a view (like a list's slice)
         if isinstance(i, slice):
@@ -174,7 +210,7 @@ class CorpusTable(Sequence[CorpusRecord]):
                             domain=self.domain_names[int(self.domain_codes[row])])
 
     def _path_of(self, row: int) -> Path:  # row: a row of the columns, not a position in this view
-        return self.image_dir / self.disk_names.get(row, self.file_names[row])
+        return self.images.path(int(self.image_rows[row]))
 
     def _labels_of(self, row: int) -> dict:
         return {"file_name": self.file_names[row], **dict(zip(LABEL_COLUMNS, self.labels[row].tolist()))}
@@ -192,5 +228,34 @@ class CorpusTable(Sequence[CorpusRecord]):
         for row in self._all_rows():
             yield self.captions_zh[int(row)], self.captions_en[int(row)]
 
+    def captions(self, language: str) -> Iterator[str]:
+        """The `language` ("zh" or "en") caption of every row, in order."""
+        column = self.captions_zh if language == "zh" else self.captions_en
+        return (column[int(row)] for row in self._all_rows())
 
-__all__ = ["CorpusTable", "LABEL_COLUMNS", "StringColumn", "StringIndex", "label_keys"]
+    def caption_record(self, caption_language: str) -> dict[str, str]:
+        """{language: source} of the languages `train.caption_language` trains on (zh, en or both)."""
+        languages = ("zh", "en") if caption_language == "both" else (caption_language,)
+        return {lang: self.caption_sources[lang] for lang in languages}
+
+    # ---- the release's extra columns (None for a corpus in the paper's 17 columns) ------------
+    def extras_matrix(self) -> np.ndarray | None:
+        """int8 [len, EXTRA_FLAGS] of this table's rows."""
+        if self.release is None:
+            return None
+        return self.release.extras if self.rows is None else self.release.extras[self.rows]
+
+    def quality_scores(self) -> np.ndarray | None:
+        if self.release is None:
+            return None
+        return self.release.quality if self.rows is None else self.release.quality[self.rows]
+
+    def advice(self) -> Iterator[str] | None:
+        """The release's diagnostic sentence of every row, in order."""
+        if self.release is None:
+            return None
+        return (self.release.advice[int(row)] for row in self._all_rows())
+
+
+__all__ = ["CorpusTable", "ImageLocations", "LABEL_COLUMNS", "ReleaseColumns", "StringColumn", "StringIndex",
+           "label_keys"]
