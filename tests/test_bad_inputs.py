@@ -113,8 +113,29 @@ def case_missing_root(tmp, base):
 def case_wrong_layout(tmp, base):
     run = _copy_run(base, tmp / "run")
     corpus = run / "data" / "corpus"
-    (corpus / "Fundus").rename(corpus / "images")  # the images are not under Fundus/
+    (corpus / "annotations.csv").rename(corpus / "annotations.bak")  # no annotation file at the root
     return _train(run)
+
+
+def _release_run(tmp, base, field: str, value: str) -> tuple[Path, Path]:
+    """The run's profile pointed at a release-format corpus whose row 2 has `field` = `value`."""
+    from release_fixture import write_release, write_table
+
+    run = _copy_run(base, tmp / "run")
+    rows = write_release(tmp / "SynFundus-1M")
+    rows[1][field] = value
+    write_table(tmp / "SynFundus-1M" / "SynFundus-1M_metadata.txt", rows)
+    return run, tmp / "SynFundus-1M"
+
+
+def case_release_side_word(tmp, base):
+    run, release = _release_run(tmp, base, "eyes_side", "OD")
+    return _train(run, "--set", f"data.corpus_root={release}")
+
+
+def case_release_md5(tmp, base):
+    run, release = _release_run(tmp, base, "file_md5", "0" * 32)
+    return _train(run, "--set", f"data.corpus_root={release}", "--set", "data.verify_md5=true")
 
 
 def case_missing_column(tmp, base):
@@ -254,7 +275,11 @@ def case_wrong_type_override(tmp, base):
 
 CASES = [
     Case("missing data root", case_missing_root, r"SynFundus-1M.*(does not exist|not a folder)"),
-    Case("wrong layout (no Fundus/ folder)", case_wrong_layout, r"corpus.*Fundus/"),
+    Case("wrong layout (no annotation file)", case_wrong_layout, r"corpus: no annotation file.*17.*26"),
+    Case("release metadata: eyes_side not a word for a side", case_release_side_word,
+         r"SynFundus-1M_metadata\.txt: row 2 \(line 3\), field 'eyes_side'"),
+    Case("release metadata: file_md5 differs (data.verify_md5)", case_release_md5,
+         r"SynFundus-1M_metadata\.txt: row 2 \(line 3\), field 'file_md5': .*000002\.png has md5"),
     Case("missing CSV column", case_missing_column, r"annotations\.csv.*missing column.*is_gc"),
     Case("DR grade out of range", case_grade_out_of_range, r"annotations\.csv.*(row|line) \d+.*dr_grade.*expected"),
     Case("flag not 0/1", case_flag_not_binary, r"annotations\.csv.*(row|line) \d+.*is_amd.*expected"),

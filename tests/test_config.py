@@ -39,3 +39,16 @@ def test_parse_override_and_describe():
     assert parse_override("train.lr=3e-4") == ("train.lr", 3e-4)
     keys = [k for k, _, _ in describe()]
     assert "train.lr" in keys and "synth.corpus_size" in keys
+
+
+def test_caption_settings_that_cannot_work_together_are_refused():
+    with pytest.raises(ConfigError, match=r"paper.yaml: data.captions=release gives Chinese captions only.*"
+                                          r"train.caption_language is 'both'"):
+        load_profile("paper", {"train.caption_language": "both"})
+    with pytest.raises(ConfigError, match=r"cpu.yaml: data.captions=both needs the release's diagnosticAdvice.*"
+                                          r"synth.corpus_format: paper"):
+        load_profile("cpu", {"data.captions": "both"})
+    assert load_profile("cpu", {"data.captions": "both", "synth.corpus_format": "release"}).data.captions == "both"
+    assert load_profile("cpu", {"data.captions": "both", "data.corpus_root": "/data/SynFundus-1M"}).data.captions == "both"
+    paper = load_profile("paper")
+    assert (paper.data.captions, paper.synth.corpus_format) == ("release", "release")

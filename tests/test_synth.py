@@ -313,6 +313,34 @@ def test_corpus_layout_and_byte_identical_runs(tmp_path):
     assert tree_bytes(c) != ta
 
 
+def test_release_format_stand_in_reads_as_the_same_table(tmp_path):
+    """synth.corpus_format=release writes the release's metadata instead of annotations.csv; read back,
+    it gives the 17-column corpus's table (so the book may take that path), with the release's columns."""
+    from visionclip.data.advice import agreement
+    from visionclip.data.readers import read_synfundus_table
+    from visionclip.data.splits import split_corpus
+    from visionclip.schema import EXTRA_FLAGS
+
+    def rows(table, root):
+        return [(r.path.relative_to(root), r.labels, r.caption_zh, r.caption_en, r.domain) for r in table]
+
+    paper = render_corpus(tiny_profile(), tmp_path / "paper", progress=False)
+    release = render_corpus(tiny_profile(**{"synth.corpus_format": "release"}), tmp_path / "release", progress=False)
+    assert (release / "metadata.tsv").is_file() and not (release / "annotations.csv").exists()
+    a, b = read_synfundus_table(paper), read_synfundus_table(release)
+    assert a.release is None and b.release is not None
+    assert rows(a, paper) == rows(b, release)
+    assert [list(t.file_names) for t in split_corpus(b, 7).values()] == \
+        [list(t.file_names) for t in split_corpus(a, 7).values()]
+    labels = {c: a.label_matrix()[:, i] for i, c in enumerate(COLUMNS[1:])}
+    assert (b.extras_matrix()[:, EXTRA_FLAGS.index("is_tessellated")] == labels["is_pm"]).all()
+    flags = {"dr": labels["dr_grade"] > 0, **{c: labels[c] for c in DISEASE_FLAGS}, "is_tessellated": labels["is_pm"]}
+    assert {r["agree"] for r in agreement(flags, b.advice())} == {1.0}  # the stand-in's sentences agree
+    assert list(read_synfundus_table(release, captions="release").captions("zh")) == list(b.advice())
+    render_corpus(tiny_profile(**{"synth.corpus_format": "release"}), paper, progress=False)  # the other format
+    assert not (paper / "annotations.csv").exists() and rows(read_synfundus_table(paper), paper) == rows(a, paper)
+
+
 def test_interrupted_corpus_resumes_to_the_same_bytes(tmp_path):
     ref = tree_bytes(render_corpus(tiny_profile(), tmp_path / "ref", progress=False))
     out = tmp_path / "partial"

@@ -39,6 +39,9 @@ class SynthConfig:
     refuge_size: int = _f("images in the REFUGE stand-in, 10% glaucoma (FLAIR: 400)", lo=10)
     benchmark_test_seed: int = _f("seed of the benchmark test renderings (never tuned on)")
     benchmark_dev_seed: int = _f("seed of the benchmark dev renderings (for choices)")
+    corpus_format: str = _f("the stand-in corpus's annotation file: the paper's 17 columns, or the release's "
+                            "26-column metadata (tab-separated, with a diagnostic sentence per image)",
+                            choices=("paper", "release"))
     workers: int = _f("rendering processes", lo=1, hi=256)
 
 
@@ -49,6 +52,13 @@ class DataConfig:
     fives_root: str = _f("the real FIVES release; empty = the rendered stand-in")
     refuge_root: str = _f("the real REFUGE training set; empty = the rendered stand-in")
     messidor_root: str = _f("the original MESSIDOR (Annotation_BaseXX.xls); empty = not evaluated")
+    captions: str = _f("captions: the release's Chinese diagnostic sentence (release), reports generated "
+                       "from the labels in zh and en (generated), or the sentence for zh and the generated "
+                       "report for en (both)", choices=("release", "generated", "both"))
+    min_quality: float = _f("keep the corpus rows whose retinal_region_quality_score reaches this "
+                            "(the release's metadata); 0 keeps every row", lo=0.0)
+    verify_md5: bool = _f("check every image against the release's file_md5 when the corpus is read (slow: "
+                          "reads every file; for once after a download)")
 
 
 @dataclass(frozen=True)
@@ -259,7 +269,22 @@ def load_profile(name_or_path: str | Path = "cpu", overrides: Mapping[str, Any] 
     raw = _read_yaml(path)
     raw.setdefault("name", path.stem)
     raw = _apply_overrides(raw, overrides or {}, str(path))
-    return _build(Profile, raw, str(path))
+    profile = _build(Profile, raw, str(path))
+    _check_captions(profile, str(path))
+    return profile
+
+
+def _check_captions(profile: Profile, where: str) -> None:
+    """Caption settings that cannot work together, refused before any work."""
+    d = profile.data
+    if d.captions == "release" and profile.train.caption_language != "zh":
+        raise ConfigError(f"{where}: data.captions=release gives Chinese captions only (the release's "
+                          f"diagnosticAdvice), but train.caption_language is {profile.train.caption_language!r}; "
+                          "set data.captions=both (the generated report in English beside it) or caption_language zh")
+    if d.captions != "generated" and not d.corpus_root and profile.synth.corpus_format == "paper":
+        raise ConfigError(f"{where}: data.captions={d.captions} needs the release's diagnosticAdvice, but the "
+                          "stand-in is written in the paper's 17 columns (synth.corpus_format: paper); set "
+                          "synth.corpus_format=release or data.captions=generated")
 
 
 def parse_override(text: str) -> tuple[str, Any]:

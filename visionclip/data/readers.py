@@ -1,9 +1,9 @@
 """One reader per dataset, the same code for the rendered stand-ins and the real releases.
 
 Every reader returns a list of records (`Record` for benchmarks, `CorpusRecord` for the corpus;
-`read_synfundus_table` gives the corpus as columns, for training), checks the layout it expects and
-says which one it expected when the root does not match, and names the file, row and field of any
-bad value. When the root holds a manifest.json with a
+`read_synfundus_table` gives the corpus as columns, for training, and `read_corpus` reads a run's corpus
+as its profile says), checks the layout it expects and says which one it expected when the root does
+not match, and names the file, row and field of any bad value. When the root holds a manifest.json with a
 "files" map (written by this project's renderer) every listed file's sha256 is verified first.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..errors import DataError
+from ..paths import corpus_dir
 from ..schema import EXTRA_FLAGS
 from .annotations import PAPER, RELEASE, Schema, check_md5, closest_schema, parse_labels, parse_release, schema_of
 from .delimited import DelimitedRows, read_header, read_rows
@@ -375,6 +376,13 @@ def read_synfundus(root: str | os.PathLike, caption_seed: int = 0, verify: bool 
     return list(read_synfundus_table(root, caption_seed, verify, **options))
 
 
+def read_corpus(profile, run_dir: str | os.PathLike) -> CorpusTable:
+    """A run's corpus as its profile reads it: the configured release or the stand-in, with the
+    profile's caption source (data.captions), quality filter (data.min_quality) and md5 check."""
+    d = profile.data
+    return read_synfundus_table(corpus_dir(profile, run_dir), caption_seed=int(profile.seed),
+                                captions=d.captions, min_quality=d.min_quality, verify_md5=d.verify_md5)
+
 # --------------------------------------------------------------------------- MESSIDOR-2
 
 MESSIDOR2_CSV = "messidor_data.csv"
@@ -577,5 +585,5 @@ def read_benchmark(name: str, root: str | os.PathLike, verify: bool = True) -> l
     return _READERS[name](root, verify=verify)
 
 
-__all__ = ["BENCHMARKS", "CAPTION_SOURCES", "read_benchmark", "read_fives", "read_messidor", "read_messidor2",
-           "read_refuge", "read_synfundus", "read_synfundus_table"]
+__all__ = ["BENCHMARKS", "CAPTION_SOURCES", "read_benchmark", "read_corpus", "read_fives", "read_messidor",
+           "read_messidor2", "read_refuge", "read_synfundus", "read_synfundus_table"]

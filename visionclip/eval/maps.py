@@ -39,7 +39,7 @@ def run_embeddings(profile, run_dir: str | Path, datasets: Sequence[str] = ("mes
     Writes run_dir/embeddings/corpus_test.npz (image, dr_grade, disease, domain, path) and
     run_dir/embeddings/prototypes.npz (<dataset> [C, D] and <dataset>_names, headline prompts).
     """
-    from ..data.readers import read_synfundus
+    from ..data.readers import read_corpus
     from ..data.splits import split_corpus
     from .embed import embed_images, save_embeddings
 
@@ -47,8 +47,8 @@ def run_embeddings(profile, run_dir: str | Path, datasets: Sequence[str] = ("mes
     language = language or profile.eval.language
     mode = mode or profile.eval.prompt_mode
     model, tokenizer = load_clip(RunLayout(run_dir).model)
-    records = split_corpus(read_synfundus(corpus_dir(profile, run_dir)), profile.seed)["test"]
-    if not records:
+    records = split_corpus(read_corpus(profile, run_dir), profile.seed)["test"]
+    if not len(records):
         raise DataError(f"{corpus_dir(profile, run_dir)}: the corpus test split is empty")
     emb = embed_images(model, records, Preprocess.for_evaluation(profile), profile.eval.batch_size,
                        desc="embed corpus test images")

@@ -15,7 +15,7 @@ import numpy as np
 from ..data.transforms import Preprocess
 from ..errors import DataError
 from ..io import write_json
-from ..paths import RunLayout, corpus_dir
+from ..paths import RunLayout
 from ..pretrained import load_clip
 
 
@@ -78,12 +78,12 @@ def val_pool_hits_by_label_set(profile, run_dir: str | Path, top: int | None = N
     images of the corpus val split, captions in the training language), embedded under the same
     inference autocast as the trainer's validation (batch shapes differ: bf16 results may too)."""
     from ..data.datasets import val_pool
-    from ..data.readers import read_synfundus_table
+    from ..data.readers import read_corpus
     from ..data.splits import split_corpus
     from .embed import embed_images, embed_texts
 
     model, tokenizer = load_clip(RunLayout(run_dir).model)
-    pool = val_pool(profile, split_corpus(read_synfundus_table(corpus_dir(profile, run_dir)), profile.seed))
+    pool = val_pool(profile, split_corpus(read_corpus(profile, run_dir), profile.seed))
     img = embed_images(model, pool, batch_size=profile.train.batch_size, desc="embed val pool")
     txt = embed_texts(model, tokenizer, [pool.caption(i) for i in range(len(pool))], model.context_length,
                       desc="embed val captions")
@@ -149,14 +149,17 @@ def retrieval_examples(run_dir: str | Path, language: str = "zh", n_queries: int
 
 def run_retrieval(profile, run_dir: str | Path, languages: Sequence[str] = ("zh", "en"),
                   max_items: int | None = None) -> dict:
-    """Recall@1/5/10 both ways on the corpus test split (exact pair and by label set)."""
-    from ..data.readers import read_synfundus
+    """Recall@1/5/10 both ways on the corpus test split (exact pair and by label set), in each of
+    `languages` that the corpus has captions in (data.captions=release has no English)."""
+    from ..data.readers import read_corpus
     from ..data.splits import split_corpus
     from .embed import embed_images
 
     layout = RunLayout(run_dir)
     model, tokenizer = load_clip(layout.model)
-    records = split_corpus(read_synfundus(corpus_dir(profile, run_dir)), profile.seed)["test"]
+    corpus = read_corpus(profile, run_dir)
+    languages = [lang for lang in languages if corpus.caption_sources[lang] != "none"]
+    records = split_corpus(corpus, profile.seed)["test"]
     if max_items:
         records = records[:max_items]
     preprocess = Preprocess.for_evaluation(profile)

@@ -23,10 +23,12 @@ from typing import Any, Iterable, NamedTuple, Sequence
 from ..errors import ConfigError, DataError
 from ..io import sha256_file, write_bytes, write_json, write_text
 from ..progress import progress as progress_bar
-from ..schema import COLUMNS
+from ..schema import COLUMNS, DISEASE_FLAGS, EYE_SIDES, RELEASE_COLUMNS
 from ..seeding import derive_seed
 from . import clinical
 from .cameras import camera_record, check_disjoint
+from ..data.advice import standin_sentence
+from ..data.annotations import file_md5
 from ..data.captions import caption, caption_diversity, flair_ek_prompts_zh, ngram_overlap
 from .labels import (file_name_for, fives_labels, messidor2_labels, prevalence_table, refuge_labels,
                      sample_labels)
@@ -39,6 +41,8 @@ META_COLUMNS = ("camera", "jpeg_quality", "dd_px", "cdr", "disc_aspect", "disc_p
                 "defects", "lesions")
 HAEMORRHAGES = ("dot_blot_haemorrhage", "flame_haemorrhage", "preretinal_haemorrhage")
 STAMP = ".render_params.json"   # hidden: readers and predict skip dot files; not in manifest "files"
+# The corpus's annotation file in each synth.corpus_format (the reader finds either by its header).
+ANNOTATION_FILES = {"paper": "annotations.csv", "release": "metadata.tsv"}
 
 
 # ---- one image ------------------------------------------------------------------------------------
@@ -94,9 +98,9 @@ def _run_jobs(jobs: list[tuple], workers: int, desc: str, show: bool) -> list[di
 
 # ---- tables ----------------------------------------------------------------------------------------
 
-def _csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+def _csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]], delimiter: str = ",") -> str:
     buf = _io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
     w.writerow(header)
     for r in rows:
         w.writerow(r)
@@ -206,8 +210,32 @@ def stamp_corpus(profile, out_dir: str | os.PathLike, write: bool = True) -> Pat
 
 # ---- the corpus ------------------------------------------------------------------------------------
 
+def release_values(row: dict[str, Any], md5: str) -> dict[str, Any]:
+    """A rendered eye's row of the release's metadata. The labels are the row's; the rest is derived,
+    since the renderer draws no more: is_tessellated is is_pm (pathologic myopia is drawn tessellated),
+    is_abnormal and has_lesion are any DR or disease but diabetes alone, is_md, is_mh and is_treated are
+    0, the quality score is the share of the three regions that can be assessed, and the sentence is
+    data.advice.standin_sentence's (it always agrees with the flags; the release's do not)."""
+    abnormal = int(int(row["dr_grade"]) > 0 or any(int(row[f]) for f in DISEASE_FLAGS if f != "is_dm"))
+    regions = ("is_macular_readable", "is_optic_disc_readable", "is_retinal_region_readable")
+    values = {**row, "file_md5": md5, "eyes_side": EYE_SIDES[int(row["eye_side"])], "is_abnormal": abnormal,
+              "has_lesion": abnormal, "is_md": 0, "is_mh": 0, "is_treated": 0, "is_tessellated": int(row["is_pm"]),
+              "retinal_region_quality_score": round(sum(int(row[k]) for k in regions) / len(regions), 4)}
+    values["diagnosticAdvice"] = standin_sentence(values)
+    return values
+
+
+def _annotation_text(fmt: str, rows: Sequence[dict[str, Any]], out: Path) -> str:
+    """The corpus's annotation file: the paper's 17 columns (CSV) or the release's metadata (tab-separated)."""
+    if fmt == "paper":
+        return _csv_text(COLUMNS, ([r[c] for c in COLUMNS] for r in rows))
+    release = (release_values(r, file_md5(out / "Fundus" / r["file_name"])) for r in rows)
+    return _csv_text(RELEASE_COLUMNS, ([v[c] for c in RELEASE_COLUMNS] for v in release), delimiter="\t")
+
+
 def render_corpus(profile, out_dir: str | os.PathLike, progress: bool = True) -> Path:
-    """Render profile.synth.corpus_size images in the SynFundus-1M layout under out_dir; resumable."""
+    """Render profile.synth.corpus_size images in the SynFundus-1M layout under out_dir, annotated in
+    synth.corpus_format (ANNOTATION_FILES); resumable."""
     s = profile.synth
     check_disjoint(s.train_cameras, s.heldout_cameras)
     out = Path(out_dir)
@@ -220,7 +248,10 @@ def render_corpus(profile, out_dir: str | os.PathLike, progress: bool = True) ->
     jobs = [(i, row, seed, size, cams[i], dests[i], "jpg", CORPUS_KINDS, True) for i, row in enumerate(rows)]
     meas = _run_jobs(jobs, int(s.workers), "render corpus", progress)
 
-    write_text(out / "annotations.csv", _csv_text(COLUMNS, ([r[c] for c in COLUMNS] for r in rows)))
+    fmt = s.corpus_format
+    write_text(out / ANNOTATION_FILES[fmt], _annotation_text(fmt, rows, out))
+    for other in set(ANNOTATION_FILES.values()) - {ANNOTATION_FILES[fmt]}:
+        (out / other).unlink(missing_ok=True)  # left by a rendering of this folder in the other format
     zh = [caption(r, seed, i, "zh") for i, r in enumerate(rows)]
     en = [caption(r, seed, i, "en") for i, r in enumerate(rows)]
     write_text(out / "captions.csv", _csv_text(("file_name", "caption_zh", "caption_en"),
@@ -229,7 +260,7 @@ def render_corpus(profile, out_dir: str | os.PathLike, progress: bool = True) ->
                                                   ([r["file_name"]] + meta_row(m) for r, m in zip(rows, meas))))
     manifest = _base_manifest("synfundus_corpus", seed, size, list(s.train_cameras), Counter(cams))
     manifest.update({
-        "profile": profile.name, "class_balance": s.class_balance, "corpus_size": len(rows),
+        "profile": profile.name, "class_balance": s.class_balance, "corpus_size": len(rows), "format": fmt,
         "heldout_cameras": list(s.heldout_cameras), "nonfundus_kinds": list(CORPUS_KINDS),
         "nonfundus_kinds_reserved": list(RESERVED_KINDS),
         "labels": prevalence_table(rows),
@@ -238,7 +269,7 @@ def render_corpus(profile, out_dir: str | os.PathLike, progress: bool = True) ->
                      "ngram_overlap_zh_vs_flair_ek_prompts": ngram_overlap(zh, flair_ek_prompts_zh())},
         "licence_note": "synthetic stand-in in the SynFundus-1M schema (the real release is CC BY-NC-SA 4.0)",
     })
-    rels = [f"Fundus/{r['file_name']}" for r in rows] + ["annotations.csv", "captions.csv", "render_meta.csv"]
+    rels = [f"Fundus/{r['file_name']}" for r in rows] + [ANNOTATION_FILES[fmt], "captions.csv", "render_meta.csv"]
     manifest["files"] = _checksums(out, rels)
     write_json(out / "manifest.json", manifest)
     return out

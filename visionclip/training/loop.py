@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 from ..config import Profile
 from ..data.datasets import val_pool
 from ..errors import CheckpointError
-from ..paths import RunLayout, corpus_dir
+from ..paths import RunLayout
 from ..precision import choose_precision
 from ..progress import progress as progress_bar
 from ..seeding import derive_seed, seed_everything
@@ -112,7 +112,7 @@ def _total_steps(profile: Profile, steps_per_epoch: int) -> int:
 def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool, progress: bool,
          device: str | None = None) -> dict:
     from ..data.datasets import ImageTextDataset
-    from ..data.readers import read_synfundus_table
+    from ..data.readers import read_corpus
     from ..data.splits import split_corpus
 
     ctx = dist_utils.setup(device)
@@ -120,7 +120,7 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
     try:
         run_dir = Path(run_dir)
         cfg = profile.train
-        records = read_synfundus_table(corpus_dir(profile, run_dir))  # columns, not a record per row
+        records = read_corpus(profile, run_dir)  # columns, not a record per row; data.captions applied
         splits = split_corpus(records, profile.seed)
         layout = RunLayout(run_dir).training(task_cls.name)  # final model, checkpoints, logs
         state = ckpt.load_latest(layout.checkpoints) if resume else None
