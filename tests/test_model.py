@@ -210,3 +210,18 @@ def test_models_saved_before_the_pooling_option_load_as_cls(tokenizer, batch, tm
     with torch.no_grad():
         assert torch.equal(loaded.encode_text(text["input_ids"], text["attention_mask"]),
                            model.encode_text(text["input_ids"], text["attention_mask"]))
+
+
+def test_saved_model_records_the_captions_it_was_trained_on(tokenizer, tmp_path):
+    model = _model(tokenizer)
+    model.save_pretrained(tmp_path / "plain", tokenizer)
+    assert VisionCLIP.from_pretrained(tmp_path / "plain")[0].training_captions is None  # not recorded
+    model.training_captions = {"zh": "release", "en": "generated"}
+    model.save_pretrained(tmp_path / "m", tokenizer)
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["training_captions"] == {"zh": "release", "en": "generated"}
+    assert VisionCLIP.from_pretrained(tmp_path / "m")[0].training_captions == {"zh": "release", "en": "generated"}
+    config["training_captions"] = {"fr": "release"}
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"config.json: field 'training_captions' must map 'zh' and/or 'en'"):
+        VisionCLIP.from_pretrained(tmp_path / "m")

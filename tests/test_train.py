@@ -149,6 +149,23 @@ def test_uninterrupted_run_writes_model_checkpoints_and_metrics(reference):
     from visionclip.model import VisionCLIP
     model, tokenizer = VisionCLIP.from_pretrained(run / "model")
     assert tokenizer.vocab_size == model.vocab_size
+    assert model.training_captions == {"zh": "generated"}  # caption_language zh, data.captions generated
+
+
+def test_max_steps_stops_early_on_the_full_schedule_and_resumes_into_it(tmp_path, reference):
+    ref_run, _ = reference
+    run = _fresh_run(tmp_path, ref_run, "max_steps")
+    summary = train_clip(load_profile(run / "tiny.yaml", {"train.max_steps": 2}), run, progress=False)
+    assert (summary["steps"], summary["total_steps"]) == (2, 6)
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_0000002"]
+    lr = [json.loads(line)["lr"] for line in (run / "metrics" / "train.jsonl").read_text().splitlines()]
+    ref_lr = [json.loads(line)["lr"] for line in (ref_run / "metrics" / "train.jsonl").read_text().splitlines()]
+    assert lr == ref_lr[:2]  # the first two steps of the whole schedule, not a two-step schedule
+    assert (run / "model" / "model.safetensors").is_file()
+    summary = train_clip(load_profile(run / "tiny.yaml"), run, progress=False)
+    assert summary["resumed_from"] == 2 and summary["steps"] == 6
+    ref, got = _weights(ref_run), _weights(run)
+    assert all(torch.equal(ref[k], got[k]) for k in ref), "a run stopped by max_steps did not resume exactly"
 
 
 def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, reference):

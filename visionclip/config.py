@@ -86,6 +86,8 @@ class TrainConfig:
     image_size: int = _f("side of the training images, px", lo=32, hi=1024)
     batch_size: int = _f("global batch size (split over ranks under torchrun)", lo=2)
     epochs: float = _f("passes over the train split", lo=0.01)
+    max_steps: int = _f("stop after this many optimizer steps (the schedule stays the epochs' one); "
+                        "0 = no limit", lo=0)
     lr: float = _f("peak AdamW learning rate", lo=0.0, hi=1.0)
     weight_decay: float = _f("AdamW weight decay (not on norms, biases, logit scale)", lo=0.0, hi=1.0)
     warmup_fraction: float = _f("share of the steps spent in linear warm-up", lo=0.0, hi=0.9)

@@ -157,6 +157,9 @@ class VisionCLIP(nn.Module):
         self.text = build_text_tower(model_cfg, vocab_size)
         self.text_proj = Projection(model_cfg.text_hidden, model_cfg.embed_dim, model_cfg.projection_norm)
         self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
+        # {language: source} of the captions it was trained on ("release": the release's diagnostic
+        # sentence, "generated": reports made from the labels); set by the trainer, saved in config.json
+        self.training_captions: dict[str, str] | None = None
 
     @property
     def context_length(self) -> int:
@@ -182,9 +185,12 @@ class VisionCLIP(nn.Module):
 
     # ---- persistence --------------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
-        return {"kind": "VisionCLIP", "model": dataclasses.asdict(self.model_cfg),
-                "vocab_size": self.vocab_size, "image_size": self.image_size,
-                "visionclip_version": __version__}
+        config = {"kind": "VisionCLIP", "model": dataclasses.asdict(self.model_cfg),
+                  "vocab_size": self.vocab_size, "image_size": self.image_size,
+                  "visionclip_version": __version__}
+        if self.training_captions is not None:
+            config["training_captions"] = dict(self.training_captions)
+        return config
 
     def save_pretrained(self, directory: str | os.PathLike, tokenizer: CaptionTokenizer) -> None:
         """Write model.safetensors, the tokenizer files and config.json (last) into `directory`."""
@@ -211,8 +217,21 @@ class VisionCLIP(nn.Module):
             raise CheckpointError(f"{directory}: tokenizer has {tokenizer.vocab_size} tokens, "
                                   f"{directory / CONFIG_FILE} says {config['vocab_size']}")
         model = cls(model_cfg, int(config["vocab_size"]), int(config.get("image_size", DEFAULT_IMAGE_SIZE)))
+        model.training_captions = _read_training_captions(config, directory)
         _load_weights(model, directory, config, map_location)
         return model.eval(), tokenizer  # eval mode, as transformers' from_pretrained: ready to embed
+
+
+def _read_training_captions(config: dict[str, Any], directory: Path) -> dict[str, str] | None:
+    """config.json's training_captions ({"zh"|"en": source}); None in models saved before it existed."""
+    record = config.get("training_captions")
+    if record is None:
+        return None
+    if not (isinstance(record, dict) and record and set(record) <= {"zh", "en"}
+            and all(isinstance(v, str) and v for v in record.values())):
+        raise CheckpointError(f"{directory / CONFIG_FILE}: field 'training_captions' must map 'zh' and/or 'en' "
+                              f"to where those captions came from, got {record!r}")
+    return dict(record)
 
 
 def build_model(model_cfg: ModelConfig, vocab_size: int, image_size: int = DEFAULT_IMAGE_SIZE) -> VisionCLIP:

@@ -7,6 +7,7 @@ One loop serves one CPU, one GPU and torchrun's many processes:
     a non-finite guard that skips a bad step on every rank and stops after train.max_nonfinite
     atomic, pickle-free checkpoints every train.checkpoint_every steps; exact resume
     per-step metrics (metrics/train.jsonl) and validation (metrics/val.jsonl)
+    train.max_steps: stop after N steps of the full schedule (a short run of any profile)
 
 Exact resume rests on four things: the batch order is a pure function of (seed, epoch) and the
 sampler starts at the checkpoint's step; augmentation is seeded per (seed, epoch, index) by the
@@ -132,6 +133,8 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
 
         task = task_cls(profile, splits["train"], state)
         model = task.model.to(ctx.device, memory_format=torch.channels_last)
+        if task.name == ClipTask.name:  # its saved config says which captions it learned from
+            model.training_captions = records.caption_record(cfg.caption_language)
         optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
         train_ds = ImageTextDataset(splits["train"], cfg.image_size, cfg.caption_language, cfg.augment,
                                     profile.seed)
@@ -141,6 +144,9 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
         sampler = ResumableBatchSampler(len(train_ds), cfg.batch_size, profile.seed,
                                         rank=ctx.rank, world_size=ctx.world_size)
         total_steps = _total_steps(profile, sampler.steps_per_epoch)
+        # train.max_steps stops early; the schedule stays the whole budget's, so these steps are the
+        # first steps of the full run (and a later run without the limit resumes into it exactly)
+        stop_step = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
         scheduler = build_scheduler(optimizer, total_steps, cfg.warmup_fraction)
         precision = choose_precision(cfg.precision, ctx.device)
         if ctx.device.type == "cuda":  # fixed shapes: let cuDNN pick its fastest kernels (exactness is a CPU promise)
@@ -204,14 +210,14 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
                            "nonfinite_in_a_row": guard.in_a_row, "nonfinite_total": guard.total_skipped})
             dist_utils.barrier(ctx)
 
-        bar = (progress_bar(desc=f"train {task.name}", total=total_steps, initial=step, unit="step")
+        bar = (progress_bar(desc=f"train {task.name}", total=stop_step, initial=step, unit="step")
                if progress and ctx.is_main else None)
         model.train()
         started = time.perf_counter()
         last_row: dict = {}
         last_val: dict = {}
         start_step = step
-        while step < total_steps:
+        while step < stop_step:
             sampler.set_position(step)
             train_ds.set_epoch(sampler.epoch)
             loader = make_loader(train_ds, batch_sampler=sampler, collate=task.collate,
@@ -257,11 +263,11 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
-                if step % cfg.val_every == 0 or step == total_steps:
+                if step % cfg.val_every == 0 or step == stop_step:
                     last_val = validate()
-                if step % cfg.checkpoint_every == 0 or step == total_steps:
+                if step % cfg.checkpoint_every == 0 or step == stop_step:
                     save()
-                if step >= total_steps:
+                if step >= stop_step:
                     break
                 tick = time.perf_counter()  # images/s measures training, not validation or saving
             del loader
