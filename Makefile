@@ -9,6 +9,7 @@ BOOK_ARGS    ?=
 TEST_PROFILE ?= ci
 TEST_RUN_DIR ?= runs/test-$(TEST_PROFILE)
 LOCK         := requirements/lock.txt
+CN_CLIP      := requirements/cn_clip.txt
 EXTRAS       := book,test,towers
 SANITISER    := tests/nbval_sanitize.cfg
 # The environment the kernels see under nbval: the same as the pipeline gives them.
@@ -19,11 +20,13 @@ KERNEL_ENV   := VISIONCLIP_QUIET=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHO
 .PHONY: env os-deps devset-wheels book test unit notebooks-ci nbval book-ci browser-check bench lock clean
 
 # ---------------------------------------------------------------- environment
-$(VENV)/.installed: pyproject.toml $(LOCK)
+# cn-clip comes without its dependencies (hash-pinned in $(CN_CLIP)): the paper profile reads only its vocab.txt.
+$(VENV)/.installed: pyproject.toml $(LOCK) $(CN_CLIP)
 	@test -x $(PY) || { echo "env: creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
-	@echo "env: installing torch 2.14.1 / torchvision 0.29.1, then $(LOCK) and the package (editable, [$(EXTRAS)])"
+	@echo "env: installing torch 2.14.1 / torchvision 0.29.1, then $(LOCK), cn-clip's vocabulary and the package (editable, [$(EXTRAS)])"
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -c $(LOCK) -r $(LOCK) -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -q --no-deps --require-hashes -r $(CN_CLIP)
 	@touch $@
 
 env: $(VENV)/.installed

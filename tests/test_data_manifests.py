@@ -49,8 +49,8 @@ def test_dr_names_match_the_schema_and_synfundus_licence():
     m = load_manifest("messidor2")
     assert [(c["name_en"], c["name_zh"]) for c in m["classes"]] == [DR_GRADE_NAMES[g] for g in range(5)]
     assert "CC BY-NC-SA 4.0" in load_manifest("synfundus")["licence"]
-    assert manifests.manifest_names() == ["devset", "fives", "messidor", "messidor2", "natural_photos", "refuge",
-                                          "synfundus"]
+    assert manifests.manifest_names() == ["cn_clip_vocab", "devset", "fives", "messidor", "messidor2",
+                                          "natural_photos", "refuge", "synfundus"]
 
 
 def test_validation_rejects_bad_manifests():

@@ -14,6 +14,7 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements" / "lock.txt"
+CN_CLIP = ROOT / "requirements" / "cn_clip.txt"
 ENV = ROOT / "environment.yml"
 PYPROJECT = ROOT / "pyproject.toml"
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)$")
@@ -89,3 +90,23 @@ def test_pyproject_ranges_admit_other_torch_builds():
     torch = next(r for r in project_requirements() if r.name == "torch")
     assert not any(s.operator == "==" for s in torch.specifier)
     assert torch.specifier.contains("2.5.1") and torch.specifier.contains("2.14.1")
+
+
+def test_cn_clip_is_hash_pinned_installed_without_dependencies_and_gives_the_vocabulary():
+    """The paper profile's vocabulary on a fresh clone: make env installs cn-clip from its own hash-pinned
+    file without dependencies (they are not used; lmdb==1.3.0 has no wheel for Python 3.11), and the
+    installed vocab.txt is the one data_manifests/cn_clip_vocab.yaml records."""
+    from importlib.metadata import version
+
+    from visionclip.data.manifests import load_manifest
+    from visionclip.io import sha256_file
+    from visionclip.text import find_cn_clip_vocab
+
+    pins = re.findall(r"^cn-clip==(\S+) \\\n\s+--hash=sha256:[0-9a-f]{64}$", CN_CLIP.read_text(), re.M)
+    assert pins == ["1.6.0"] and version("cn-clip") == "1.6.0"
+    make = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "pip install -q --no-deps --require-hashes -r $(CN_CLIP)" in make
+    assert "$(VENV)/.installed: pyproject.toml $(LOCK) $(CN_CLIP)" in make  # a new pin reinstalls
+    assert "cn-clip" not in lock_pins() and "cn-clip" not in parse_pins(env_pip_section(), "environment.yml")
+    vocab = find_cn_clip_vocab()
+    assert vocab is not None and sha256_file(vocab) in load_manifest("cn_clip_vocab")["provenance"]

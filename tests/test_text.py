@@ -151,12 +151,11 @@ def test_training_is_deterministic_across_processes(tmp_path):
     assert (tmp_path / "0" / "tokenizer.json").read_bytes() == (tmp_path / "1" / "tokenizer.json").read_bytes()
 
 
-def test_cn_clip_vocab_when_installed():
-    """With cn-clip installed (pip install cn-clip --no-deps): its 21,128-token RoBERTa-wwm-ext vocab
+def test_cn_clip_vocab_tokenises_as_chinese_clip():
+    """cn-clip's 21,128-token RoBERTa-wwm-ext vocab (make env installs it, requirements/cn_clip.txt)
     tokenises exactly as Chinese-CLIP's own BERT tokenizer, and locating it imports nothing."""
     path = find_cn_clip_vocab()
-    if path is None:
-        pytest.skip("cn-clip is not installed")
+    assert path is not None, "cn-clip is not installed: make env installs requirements/cn_clip.txt"
     assert "cn_clip" not in sys.modules
     tok = CaptionTokenizer.from_vocab(path)
     assert tok.vocab_size == 21128
@@ -167,3 +166,13 @@ def test_cn_clip_vocab_when_installed():
     reference = reference_module.FullTokenizer(vocab_file=str(path))
     for text in CAPTIONS + ["Mixed 中文 and English: CDR 0.7 (Severe)! café"]:
         assert tok.tokenize(text) == reference.tokenize(text)
+
+
+def test_missing_cn_clip_says_how_to_install_it(monkeypatch):
+    from visionclip import text
+    from visionclip.config import load_profile
+
+    monkeypatch.setattr(text, "find_cn_clip_vocab", lambda: None)
+    with pytest.raises(DataError, match=r"cn-clip package is not installed \(make env installs it: .*"
+                                        r"requirements/cn_clip.txt\)"):
+        build_tokenizer(load_profile("paper").model)

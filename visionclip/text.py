@@ -289,8 +289,9 @@ def build_tokenizer(model_cfg, captions: Iterable[str] | None = None) -> Caption
     if model_cfg.vocab in ("cn-clip", "cn_clip"):
         path = find_cn_clip_vocab()
         if path is None:
-            raise DataError("model.vocab='cn-clip': the cn-clip package is not installed "
-                            "(pip install cn-clip --no-deps), or give a path to a BERT vocab.txt")
+            raise DataError("model.vocab='cn-clip': the cn-clip package is not installed (make env installs it: "
+                            "pip install --no-deps --require-hashes -r requirements/cn_clip.txt), or give a "
+                            "path to a BERT vocab.txt")
         return CaptionTokenizer.from_vocab(path)
     return CaptionTokenizer.from_vocab(model_cfg.vocab)
 
