@@ -68,3 +68,41 @@ def test_primary_finding_orders_dr_before_flags():
     assert tables.primary_finding(row) == "DR grade 2"
     assert tables.primary_finding(dict(row, dr_grade=0)) == "age-related macular degeneration"
     assert tables.primary_finding(dict(row, is_fundus=0)) == "non-fundus"
+
+
+def test_release_columns_and_caption_statistics(tmp_path):
+    from release_fixture import ROWS, write_release
+    from test_data_readers import CORPUS_ROWS, make_corpus
+    from visionclip.data.readers import read_synfundus_table
+
+    write_release(tmp_path / "r")
+    corpus = read_synfundus_table(tmp_path / "r", captions="both", caption_seed=1)
+    prevalence, quality, agree = tables.release_column_tables(corpus)
+    assert prevalence.set_index("flag")["images"].to_dict() == {
+        "is_abnormal": 5, "is_md": 1, "is_mh": 0, "has_lesion": 2, "is_tessellated": 1, "is_treated": 0}
+    assert (quality.loc[:, "min"].item(), quality.loc[:, "max"].item()) == (0.4, 0.91)
+    agree = agree.set_index("condition")
+    assert agree.loc["is_htr", ["flagged", "stated", "sentence only"]].tolist() == [0, 1, 1]  # the noisy row
+    assert agree.loc["is_htr", "agree"] == round(5 / 6, 4) and agree.loc["is_gc", "agree"] == 1.0
+    assert agree.loc["dr", ["flagged", "both"]].tolist() == [1, 1]
+    assert "6 of 6 rows kept" in tables.release_columns_note(corpus)
+
+    stats = tables.caption_statistics(corpus, "zh").set_index("language")
+    sentences = [r[6] for r in ROWS]
+    assert stats.loc["zh", ["source", "trained on", "captions", "distinct"]].tolist() == ["release", True, 6, 6]
+    assert stats.loc["zh", "mean length"] == round(sum(map(len, sentences)) / 6, 1)
+    assert stats.loc["zh", "vocabulary"] == len(set("".join(sentences)))
+    assert stats.loc["en", ["source", "trained on"]].tolist() == ["generated", False]
+    assert tables.caption_source_line(corpus, "both") == (
+        "captions used for training: zh = the release's diagnostic sentence (diagnosticAdvice); "
+        "en = reports generated from the labels")
+    release_only = read_synfundus_table(tmp_path / "r", captions="release", min_quality=0.66)
+    assert tables.caption_statistics(release_only, "zh").language.tolist() == ["zh"]
+    assert "4 of 6 rows kept" in tables.release_columns_note(release_only)
+    from visionclip.text import CaptionTokenizer
+    tokenizer = CaptionTokenizer.train(sentences, 120)
+    assert set(tables.token_lengths(tokenizer, list(release_only)).language) == {"zh"}  # no empty English
+
+    paper = read_synfundus_table(make_corpus(tmp_path / "c", CORPUS_ROWS))
+    assert tables.release_column_tables(paper) == []
+    assert "paper's 17 columns" in tables.release_columns_note(paper)

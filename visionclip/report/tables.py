@@ -14,7 +14,9 @@ import pandas as pd
 
 from ..errors import DataError
 from ..paths import STANDIN_BENCHMARKS, VARIANTS, RunLayout, benchmark_dir
-from ..schema import DISEASE_FLAGS, DR_GRADE_NAMES, FLAG_COLUMNS, GLOSSES
+from ..data.advice import agreement
+from ..data.table import LABEL_COLUMNS
+from ..schema import DISEASE_FLAGS, DR_GRADE_NAMES, EXTRA_FLAGS, EXTRA_GLOSSES, FLAG_COLUMNS, GLOSSES, QUALITY_COLUMN
 from ..seeding import rng
 
 
@@ -66,13 +68,82 @@ def caption_examples(records, n: int = 6, seed: int = 0) -> pd.DataFrame:
 
 
 def token_lengths(tokenizer, records) -> pd.DataFrame:
-    """Tokens per caption ([CLS] and [SEP] included), untruncated, for both languages."""
+    """Tokens per caption ([CLS] and [SEP] included), untruncated, for both languages (a language
+    without captions, as English under data.captions=release, has no rows)."""
     rows = []
     for lang in ("zh", "en"):
-        texts = [getattr(r, f"caption_{lang}") for r in records]
+        texts = [t for t in (getattr(r, f"caption_{lang}") for r in records) if t]
+        if not texts:
+            continue
         ids = tokenizer(texts, context_length=512)["attention_mask"].sum(dim=1).tolist()
         rows += [{"language": lang, "tokens": int(t)} for t in ids]
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- captions and the release's columns
+
+CAPTION_SOURCE_WORDS = {"release": "the release's diagnostic sentence (diagnosticAdvice)",
+                        "generated": "reports generated from the labels", "none": "none"}
+
+
+def caption_source_line(corpus, caption_language: str) -> str:
+    """Which captions a run trains on, in words (the saved model records the same: training_captions)."""
+    used = corpus.caption_record(caption_language)
+    return "captions used for training: " + "; ".join(
+        f"{lang} = {CAPTION_SOURCE_WORDS[source]}" for lang, source in used.items())
+
+
+def _vocabulary(texts: Sequence[str], language: str) -> int:
+    # Chinese is tokenised one character per token; English by lower-cased words
+    if language == "zh":
+        return len({ch for t in texts for ch in t if not ch.isspace()})
+    return len({w for t in texts for w in t.lower().replace(".", " ").replace(",", " ").split()})
+
+
+def caption_statistics(corpus, caption_language: str) -> pd.DataFrame:
+    """Per caption language the corpus has: its source, whether training uses it, how many captions
+    and distinct ones, their length in characters and their vocabulary (characters for zh, words for en)."""
+    used = corpus.caption_record(caption_language)
+    rows = []
+    for lang in ("zh", "en"):
+        source = corpus.caption_sources[lang]
+        if source == "none":
+            continue
+        texts = list(corpus.captions(lang))
+        lengths = np.array([len(t) for t in texts])
+        rows.append({"language": lang, "source": source, "trained on": lang in used, "captions": len(texts),
+                     "distinct": len(set(texts)), "mean length": round(float(lengths.mean()), 1),
+                     "median length": float(np.median(lengths)), "95th pct length": float(np.percentile(lengths, 95)),
+                     "vocabulary": _vocabulary(texts, lang)})
+    return pd.DataFrame(rows)
+
+
+def release_columns_note(corpus) -> str:
+    """One line on the release's extra columns: absent, or how many rows data.min_quality kept."""
+    if corpus.release is None:
+        return ("the corpus is annotated in the paper's 17 columns: it has none of the release's extra "
+                "flags, quality score or diagnostic sentence")
+    total = len(corpus.release.quality)
+    return (f"the release's metadata: {len(EXTRA_FLAGS)} extra flags, {QUALITY_COLUMN} and a diagnostic "
+            f"sentence per image; {len(corpus)} of {total} rows kept (data.min_quality)")
+
+
+def release_column_tables(corpus) -> list[pd.DataFrame]:
+    """The release's extra flags (prevalence) and quality score, and how often each condition's flag
+    agrees with the diagnostic sentence (data.advice.agreement); [] for a 17-column corpus."""
+    extras = corpus.extras_matrix()
+    if extras is None:
+        return []
+    prevalence = pd.DataFrame([{"flag": f, "meaning": EXTRA_GLOSSES[f][0], "images": int(extras[:, i].sum()),
+                                "share": round(float(extras[:, i].mean()), 4)} for i, f in enumerate(EXTRA_FLAGS)])
+    quality = pd.Series(corpus.quality_scores(), name=QUALITY_COLUMN).describe().to_frame().T.round(3)
+    labels = corpus.label_matrix()
+    column = {c: labels[:, i] for i, c in enumerate(LABEL_COLUMNS)}
+    flags = {"dr": column["dr_grade"] > 0, **{c: column[c] for c in DISEASE_FLAGS},
+             "is_tessellated": extras[:, EXTRA_FLAGS.index("is_tessellated")]}
+    agree = pd.DataFrame(agreement(flags, corpus.advice()))
+    agree["agree"] = agree["agree"].round(4)
+    return [prevalence, quality, agree]
 
 
 # ---------------------------------------------------------------- benchmark sets
