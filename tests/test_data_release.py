@@ -160,7 +160,7 @@ def test_image_files_one_listing_pass(tmp_path, monkeypatch):
     real_stat = os.stat
     monkeypatch.setattr(file_index.os, "stat", lambda p, *a, **k: stats.append(p) or real_stat(p, *a, **k))
     files = ImageFiles(tmp_path)
-    assert len(stats) == len(files.folders) + 1  # one per folder (+ the link): no stat per file
+    assert len(stats) == len(files.folders) + 1  # os.stat per folder (+ the link); sizes come from DirEntry.stat
     found = sorted(files.path(k).relative_to(tmp_path).as_posix() for k in range(len(files)))
     assert found == ["a/b/y.JPG", "a/x.png", "c/z.jpeg", "root.bmp"]
     assert [files.names[k] for k in files.find("Y.jpg")] == ["y.JPG"]
