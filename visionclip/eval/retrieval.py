@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from ..data.transforms import Preprocess
 from ..errors import DataError
@@ -18,9 +19,57 @@ from ..io import write_json
 from ..paths import RunLayout
 from ..pretrained import load_clip
 
+# A chunk of queries is scored against all items at once: its similarities and sort keys take about
+# CHUNK_BYTES whatever N is, so retrieval's memory grows with N (the top-k lists), never with N squared.
+CHUNK_BYTES = 64 * 2**20
+_BYTES_PER_SCORE = 16  # a float32 similarity, an int32 sign mask and an int64 sort key
 
-def recall_at_k(image_emb, text_emb, image_keys=None, text_keys=None, ks: Sequence[int] = (1, 5, 10)) -> dict:
-    """Recall@K for pairs (image i, text i).
+
+def _sort_keys(sim: torch.Tensor) -> torch.Tensor:
+    """int64 keys that order each row of `sim` as a stable argsort of -sim does (the full argsort
+    retrieval used before it was chunked): higher similarity first, equal ones by lower item index.
+    torch.topk does not promise an order among equal values; unique keys make it exact. Overwrites sim."""
+    n = sim.shape[1]
+    sim += 0.0  # -0.0 becomes +0.0: the two are equal similarities, not neighbours
+    bits = sim.view(torch.int32)
+    negative = bits >> 31  # -1 where the float is negative: its other bits count down
+    bits ^= negative.bitwise_and_(0x7FFFFFFF)  # now an int that sorts like the float
+    del negative
+    return bits.long().mul_(2**32).add_(n - 1 - torch.arange(n, device=sim.device))
+
+
+def top_matches(query_emb, item_emb, k: int = 5, device: str | torch.device = "cpu") -> np.ndarray:
+    """Indices [Q, k] of the k most similar items to each query (dot product: cosine for normalised
+    embeddings), best first, equal similarities by item index; k is capped at the number of items.
+
+    A chunk of queries at a time (CHUNK_BYTES), never Q x N in memory, on `device`. On the CPU the
+    similarities are numpy's, bit for bit those of the full product (torch's CPU matmul rounds the
+    last bit differently), so the ranking is the full stable argsort's."""
+    query = np.ascontiguousarray(query_emb, dtype=np.float32)
+    items = np.ascontiguousarray(item_emb, dtype=np.float32)
+    if query.ndim != 2 or items.ndim != 2 or query.shape[1] != items.shape[1]:
+        raise DataError(f"retrieval: queries {query.shape} and items {items.shape} are not embeddings "
+                        "of one size")
+    device = torch.device(device)
+    k = min(k, len(items))
+    rows = max(1, CHUNK_BYTES // (_BYTES_PER_SCORE * max(len(items), 1)))
+    items_on_device = torch.from_numpy(items).to(device) if device.type != "cpu" else None
+    out = np.empty((len(query), k), dtype=np.int64)
+    for start in range(0, len(query), rows):
+        chunk = query[start:start + rows]
+        if items_on_device is None:
+            sim = torch.from_numpy(chunk @ items.T)
+        else:
+            sim = torch.from_numpy(chunk).to(device) @ items_on_device.T
+        if not bool(torch.isfinite(sim).all()):
+            raise DataError("retrieval: a similarity is NaN or infinite (the embeddings hold such values)")
+        out[start:start + len(chunk)] = _sort_keys(sim).topk(k, dim=1).indices.cpu().numpy()
+    return out
+
+
+def recall_at_k(image_emb, text_emb, image_keys=None, text_keys=None, ks: Sequence[int] = (1, 5, 10),
+                device: str | torch.device = "cpu") -> dict:
+    """Recall@K for pairs (image i, text i), from each query's top max(ks) (top_matches, on `device`).
 
     Returns {"image_to_text": {"exact": {"R@1": ...}, "label_set": {...}}, "text_to_image": ...,
     "n": N}. Label-set entries appear when keys are given.
@@ -30,13 +79,12 @@ def recall_at_k(image_emb, text_emb, image_keys=None, text_keys=None, ks: Sequen
     if img.shape != txt.shape:
         raise DataError(f"retrieval: {img.shape[0]} images x {img.shape[1]} dims but texts are {txt.shape}; "
                         "expected one caption per image")
-    sim = img @ txt.T
     out: dict = {"n": int(len(img))}
-    for direction, s, qkeys, ikeys in (("image_to_text", sim, image_keys, text_keys),
-                                       ("text_to_image", sim.T, text_keys, image_keys)):
-        order = np.argsort(-s, axis=1, kind="stable")
+    for direction, queries, items, qkeys, ikeys in (("image_to_text", img, txt, image_keys, text_keys),
+                                                    ("text_to_image", txt, img, text_keys, image_keys)):
+        order = top_matches(queries, items, max(ks, default=0), device)
         res: dict = {"exact": {}}
-        target = np.arange(len(s))[:, None]
+        target = np.arange(len(queries))[:, None]
         for k in ks:
             res["exact"][f"R@{k}"] = float((order[:, :k] == target).any(1).mean())
         if qkeys is not None and ikeys is not None:
@@ -47,7 +95,7 @@ def recall_at_k(image_emb, text_emb, image_keys=None, text_keys=None, ks: Sequen
     return out
 
 
-def hits_by_label_set(image_emb, text_emb, keys, top: int | None = None):
+def hits_by_label_set(image_emb, text_emb, keys, top: int | None = None, device: str | torch.device = "cpu"):
     """Image -> text top-1 over the pool, counted by label set, per label set of the query image.
 
     One row per label set (most frequent first, the `top` most frequent when given): its images,
@@ -59,7 +107,7 @@ def hits_by_label_set(image_emb, text_emb, keys, top: int | None = None):
     from ..data.datasets import label_set_name
 
     keys = np.asarray(keys)
-    retrieved = keys[top_matches(image_emb, text_emb, k=1)[:, 0]]
+    retrieved = keys[top_matches(image_emb, text_emb, 1, device)[:, 0]]
     sets, counts = np.unique(keys, return_counts=True)
     rows = []
     for key in sets[np.argsort(-counts, kind="stable")][:top]:
@@ -88,12 +136,6 @@ def val_pool_hits_by_label_set(profile, run_dir: str | Path, top: int | None = N
     txt = embed_texts(model, tokenizer, [pool.caption(i) for i in range(len(pool))], model.context_length,
                       desc="embed val captions")
     return hits_by_label_set(img, txt, pool.label_keys, top)
-
-
-def top_matches(query_emb, item_emb, k: int = 5) -> np.ndarray:
-    """Indices [Q, k] of the k most similar items to each query (cosine, embeddings normalised)."""
-    sim = np.asarray(query_emb, dtype=np.float32) @ np.asarray(item_emb, dtype=np.float32).T
-    return np.argsort(-sim, axis=1, kind="stable")[:, :k]
 
 
 def evaluate_retrieval(model, tokenizer, records, language: str, preprocess: Preprocess, batch_size: int = 64,
