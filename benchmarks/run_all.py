@@ -8,12 +8,14 @@ Every figure in the file comes from this one run (ratios where a ratio means som
   embedding     evaluation embedding, bf16 / fp32 on CPU and the cosine between the two (bench_embed.py)
   memory        peak RSS of a data-loading pass at 2k and 8k annotation rows; peak RSS of a few
                 cpu-profile training steps, which must stay < 8 GiB (bench_memory.py)
+  retrieval     peak RSS minus the embeddings and time per 10k queries of recall_at_k at 10k and 50k
+                simulated embeddings, beside the full N x N argsort it replaced at 10k (bench_retrieval.py)
   notebooks     wall time per notebook on the ci and cpu profiles, read from the papermill metadata
                 of the newest executed notebooks under runs/*/notebooks ("not run" when none)
 The training benchmarks read runs/cpu/data/corpus when it exists, else they render a small
 cpu-profile corpus into a temporary directory first (its rendering time is reported too).
 Timings are wall-clock on whatever else the machine is doing: the load average is recorded.
-Budget: about 10 minutes on 2 cores (--quick: about 4, fewer steps and images).
+Budget: about 13 minutes on 2 cores (--quick: about 5, fewer steps, images and embeddings).
 """
 from __future__ import annotations
 
@@ -128,6 +130,34 @@ def bench_memory_train(run_dir: Path, steps: int) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def bench_retrieval(sizes: list[int], full: list[int]) -> list[dict]:
+    out, _ = run_script([str(HERE / "bench_retrieval.py"), "--sizes", *map(str, sizes), "--full", *map(str, full)])
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def retrieval_rows(runs: list[dict]) -> list[str]:
+    """Two table rows: memory of the smallest and largest chunked size, time per 10k queries, with
+    the full argsort beside them where it ran at the smallest size."""
+    chunked = [x for x in runs if x["method"] == "chunked"]
+    a, b = chunked[0], chunked[-1]
+    full = next((x for x in runs if x["method"] != "chunked" and x["n"] == a["n"]), None)
+    growth = b["peak_minus_embeddings_mib"] / a["peak_minus_embeddings_mib"]
+    return [
+        f"| Peak RSS of retrieval minus the embeddings, {a['n']:,} -> {b['n']:,} simulated pairs (dim {a['dim']}, "
+        f"recall_at_k both ways, chunks of {a['chunk_mib']:.0f} MiB) | {a['peak_minus_embeddings_mib']:.0f} -> "
+        f"{b['peak_minus_embeddings_mib']:.0f} MiB ({growth:.3f}x) | goal within 10%: "
+        f"{'yes' if abs(growth - 1) <= 0.10 else 'NO'}; above the RSS before it (interpreter, torch and "
+        f"embeddings): {a['peak_mib'] - a['rss_ready_mib']:.0f} -> {b['peak_mib'] - b['rss_ready_mib']:.0f} MiB"
+        + (f"; the full N x N argsort at {full['n']:,}: {full['peak_minus_embeddings_mib']:.0f} MiB "
+           f"({full['peak_minus_embeddings_mib'] / a['peak_minus_embeddings_mib']:.1f}x the chunked) |" if full else " |"),
+        f"| Retrieval time per 10k queries (each against all N items) | {a['s_per_10k_queries']:.2f} s at "
+        f"{a['n']:,} items, {b['s_per_10k_queries']:.2f} s at {b['n']:,} "
+        f"({b['s_per_10k_queries'] / a['s_per_10k_queries']:.1f}x for {b['n'] / a['n']:.0f}x the items) | "
+        + (f"full argsort at {full['n']:,}: {full['s_per_10k_queries']:.2f} s "
+           f"({full['s_per_10k_queries'] / a['s_per_10k_queries']:.1f}x the chunked) |" if full else "|"),
+    ]
+
+
 # ---------------------------------------------------------------------------------------- notebooks
 
 def notebook_times() -> dict[str, dict]:
@@ -155,8 +185,8 @@ def notebook_times() -> dict[str, dict]:
 # ---------------------------------------------------------------------------------------- report
 
 def render(results: dict) -> str:
-    r, t, e, md, mt, nbs = (results[k] for k in ("renderer", "train", "embed", "memory_data", "memory_train",
-                                                 "notebooks"))
+    r, t, e, md, mt, nbs, rt = (results[k] for k in ("renderer", "train", "embed", "memory_data", "memory_train",
+                                                     "notebooks", "retrieval"))
     one, two = r["rows"][1], r["rows"][2]
     lines = [
         "# Benchmarks",
@@ -198,6 +228,7 @@ def render(results: dict) -> str:
         f"{a['self_mib']:.0f} -> {b['self_mib']:.0f} MiB main process ({b['self_mib'] / a['self_mib']:.3f}x), "
         f"{a['children_mib']:.0f} -> {b['children_mib']:.0f} MiB worker | {b['rows'] / a['rows']:.0f}x the rows; "
         f"{_growth(slope_kib)} |",
+        *retrieval_rows(rt),
         "",
         "## Notebooks: wall time per notebook",
         "",
@@ -246,6 +277,12 @@ def render(results: dict) -> str:
         json.dumps(mt),
         "```",
         "",
+        "### bench_retrieval.py",
+        "",
+        "```",
+        *[json.dumps(x) for x in rt],
+        "```",
+        "",
     ]
     return "\n".join(lines)
 
@@ -277,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         results["memory_train"] = bench_memory_train(mem_run, 4 if a.quick else 6)
     say("data-loading peak RSS at two corpus sizes ...")
     results["memory_data"] = bench_memory_data([2000, 8000])
+    say("retrieval peak RSS and time at two sizes of simulated embeddings ...")
+    results["retrieval"] = bench_retrieval([5000, 25000] if a.quick else [10000, 50000], [5000 if a.quick else 10000])
     results["notebooks"] = notebook_times()
     results["load_end"] = os.getloadavg()[0]
     results["total_s"] = time.perf_counter() - start

@@ -58,13 +58,15 @@ def test_the_ties_are_real():
     assert (sim[0] == 0).all()
 
 
-def test_sort_keys_order_like_the_floats_and_tie_minus_zero_with_zero():
+def test_a_chunk_orders_like_the_floats_and_ties_minus_zero_with_zero():
     """The matmul on the CPU never yields -0.0 (its sums start at +0.0); another device's might."""
     import torch
 
-    row = torch.tensor([[0.5, -0.0, -2.0, 0.0, float("inf"), -1e-30, 1e-30, 0.5, -float("inf"), -2.0]])
-    order = retrieval._sort_keys(row.clone()).argsort(dim=1, descending=True)[0].tolist()
-    assert order == np.argsort(-row.numpy()[0], kind="stable").tolist() == [4, 0, 7, 6, 1, 3, 5, 2, 9, 8]
+    row = torch.tensor([[0.5, -0.0, -2.0, 0.0, 3e38, -1e-30, 1e-30, 0.5, -3e38, -2.0]])
+    expected = [4, 0, 7, 6, 1, 3, 5, 2, 9, 8]
+    assert np.argsort(-row.numpy()[0], kind="stable").tolist() == expected
+    for k in range(1, 11):
+        assert retrieval._chunk_top_k(row, k)[0].tolist() == expected[:k]
 
 
 @pytest.mark.parametrize("k", [1, 5, 40, 60])
@@ -105,8 +107,8 @@ def test_normalised_embeddings_with_repeated_captions_rank_as_before(monkeypatch
 
 def test_no_chunk_holds_more_than_its_budget(monkeypatch):
     seen = []
-    original = retrieval._sort_keys
-    monkeypatch.setattr(retrieval, "_sort_keys", lambda sim: seen.append(tuple(sim.shape)) or original(sim))
+    original = retrieval._chunk_top_k
+    monkeypatch.setattr(retrieval, "_chunk_top_k", lambda sim, k: seen.append(tuple(sim.shape)) or original(sim, k))
     monkeypatch.setattr(retrieval, "CHUNK_BYTES", 10 * retrieval._BYTES_PER_SCORE * 200)
     img, txt, _ = tied_embeddings(200)
     top_matches(img, txt, 5)

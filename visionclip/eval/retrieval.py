@@ -19,23 +19,31 @@ from ..io import write_json
 from ..paths import RunLayout
 from ..pretrained import load_clip
 
-# A chunk of queries is scored against all items at once: its similarities and sort keys take about
-# CHUNK_BYTES whatever N is, so retrieval's memory grows with N (the top-k lists), never with N squared.
+# A chunk of queries is scored against all items at once: its similarities and the masks that settle
+# ties take at most CHUNK_BYTES whatever N is, so retrieval's memory grows with N (the top-k lists),
+# never with N squared.
 CHUNK_BYTES = 64 * 2**20
-_BYTES_PER_SCORE = 16  # a float32 similarity, an int32 sign mask and an int64 sort key
+_BYTES_PER_SCORE = 16  # a float32 similarity, its copy and masks in a row whose k-th value is tied
 
 
-def _sort_keys(sim: torch.Tensor) -> torch.Tensor:
-    """int64 keys that order each row of `sim` as a stable argsort of -sim does (the full argsort
-    retrieval used before it was chunked): higher similarity first, equal ones by lower item index.
-    torch.topk does not promise an order among equal values; unique keys make it exact. Overwrites sim."""
-    n = sim.shape[1]
-    sim += 0.0  # -0.0 becomes +0.0: the two are equal similarities, not neighbours
-    bits = sim.view(torch.int32)
-    negative = bits >> 31  # -1 where the float is negative: its other bits count down
-    bits ^= negative.bitwise_and_(0x7FFFFFFF)  # now an int that sorts like the float
-    del negative
-    return bits.long().mul_(2**32).add_(n - 1 - torch.arange(n, device=sim.device))
+def _chunk_top_k(sim: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices [rows, k] of each row's k largest similarities, best first, equal ones by lower index:
+    a stable argsort of -sim cut at k, which retrieval computed before it was chunked. torch.topk
+    promises no order among equal values, so ties are settled here."""
+    values, top = sim.topk(k, dim=1)
+    if not bool(torch.isfinite(values).all()):  # NaN ranks first in topk: checking the top k is enough
+        raise DataError("retrieval: a similarity is NaN or infinite (the embeddings hold such values)")
+    kth = values[:, -1:]
+    spill = ((sim >= kth).sum(1) > k).nonzero()[:, 0]  # rows where items outside the k kept tie the k-th
+    if len(spill):  # keep all above the k-th, then the lowest-indexed of those equal to it
+        s, t = sim[spill], kth[spill]
+        above, equal = s > t, s == t
+        take = equal.cumsum(1, dtype=torch.int32) <= k - above.sum(1, keepdim=True)
+        take &= equal
+        take |= above
+        top[spill] = take.nonzero()[:, 1].view(len(spill), k)
+    top = top.sort(dim=1).values  # lower index first, then a stable sort by similarity keeps it among equals
+    return top.gather(1, sim.gather(1, top).sort(dim=1, descending=True, stable=True).indices)
 
 
 def top_matches(query_emb, item_emb, k: int = 5, device: str | torch.device = "cpu") -> np.ndarray:
@@ -52,18 +60,18 @@ def top_matches(query_emb, item_emb, k: int = 5, device: str | torch.device = "c
                         "of one size")
     device = torch.device(device)
     k = min(k, len(items))
-    rows = max(1, CHUNK_BYTES // (_BYTES_PER_SCORE * max(len(items), 1)))
-    items_on_device = torch.from_numpy(items).to(device) if device.type != "cpu" else None
     out = np.empty((len(query), k), dtype=np.int64)
+    if k <= 0:
+        return out
+    rows = max(1, CHUNK_BYTES // (_BYTES_PER_SCORE * len(items)))
+    items_on_device = torch.from_numpy(items).to(device) if device.type != "cpu" else None
     for start in range(0, len(query), rows):
         chunk = query[start:start + rows]
         if items_on_device is None:
             sim = torch.from_numpy(chunk @ items.T)
         else:
             sim = torch.from_numpy(chunk).to(device) @ items_on_device.T
-        if not bool(torch.isfinite(sim).all()):
-            raise DataError("retrieval: a similarity is NaN or infinite (the embeddings hold such values)")
-        out[start:start + len(chunk)] = _sort_keys(sim).topk(k, dim=1).indices.cpu().numpy()
+        out[start:start + len(chunk)] = _chunk_top_k(sim, k).cpu().numpy()
     return out
 
 
