@@ -1,13 +1,15 @@
 """Evaluation embedding speed: bf16 autocast against fp32 (both channels-last), and how far apart they land.
 
     python benchmarks/bench_embed.py --profile cpu [--run-dir runs/cpu] [--images 512] [--rounds 3]
+    python benchmarks/bench_embed.py --profile cpu --workers 0 1 2    (decoding workers instead)
 
 Times visionclip.eval.embed.embed_images as the evaluation notebooks call it (JPEG decode, fundus
 preprocessing and the image tower, batch eval.batch_size) with precision "auto" (what training uses:
 bf16 where the CPU computes it natively) and "fp32", in alternating rounds, and compares the medians.
 The model is run_dir/model when a finished run is there, else an untrained one of the profile's
 configuration (speed does not depend on the weights). The smallest cosine between an image's two
-embeddings says how much the cheaper arithmetic moves them.
+embeddings says how much the cheaper arithmetic moves them. With --workers, the same passes compare
+DataLoader workers (eval.num_workers) at the "auto" precision instead.
 """
 from __future__ import annotations
 
@@ -40,18 +42,35 @@ def load_model(profile, run_dir: Path):
     return model, "untrained, the profile's configuration"
 
 
-def timed_embed(model, records, image_size: int, batch_size: int, precision: str) -> tuple[float, np.ndarray]:
+def timed_embed(model, records, image_size: int, batch_size: int, precision: str,
+                workers: int = 0) -> tuple[float, np.ndarray]:
     """images/s of one embed_images pass, and its embeddings."""
     start = time.perf_counter()
     emb = embed_images(model, records, Preprocess(image_size), batch_size, precision=precision,
-                       desc=f"embed ({precision})")
+                       desc=f"embed ({precision})", num_workers=workers)
     return len(records) / (time.perf_counter() - start), emb
+
+
+def compare_workers(model, records, size: int, batch: int, workers: list[int], rounds: int) -> int:
+    """Alternating rounds of each worker count; medians, each against the first count."""
+    timed_embed(model, records[:batch], size, batch, "auto")  # warm-up: first-call allocations
+    speeds: dict[int, list[float]] = {w: [] for w in workers}
+    for _ in range(rounds):
+        for w in workers:
+            speeds[w].append(timed_embed(model, records, size, batch, "auto", w)[0])
+    base = statistics.median(speeds[workers[0]])
+    for w in workers:
+        m = statistics.median(speeds[w])
+        print(f"workers {w}: {m:.1f} img/s (rounds: {', '.join(f'{x:.1f}' for x in speeds[w])}); "
+              f"/ workers {workers[0]}: {m / base:.2f}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = profile_parser(__doc__.splitlines()[0], "corpus (and model)")
     ap.add_argument("--images", type=int, default=512, help="corpus images embedded per pass")
     ap.add_argument("--rounds", type=int, default=3, help="alternating auto / fp32 rounds (medians compared)")
+    ap.add_argument("--workers", type=int, nargs="+", help="compare these DataLoader worker counts instead")
     args = ap.parse_args(argv)
 
     profile, run_dir = load_profile_args(args)
@@ -63,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"profile {profile.name}: {profile.model.image_tower}, {size} px, batch {batch}, {len(records)} "
               f"images, model {origin}; auto = {auto}, torch threads {torch.get_num_threads()}, "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+        if args.workers:
+            return compare_workers(model, records, size, batch, args.workers, args.rounds)
         if auto == "fp32":
             print("this CPU has no native bf16: auto is fp32, nothing to compare")
             return 0

@@ -1,4 +1,5 @@
-"""Autocast choice: bf16 where the hardware computes it natively, fp32 otherwise; fp16 on request."""
+"""Where and in what arithmetic the towers run: the device (the GPU when there is one) and the
+autocast (bf16 where the hardware computes it natively, fp32 otherwise; fp16 on request)."""
 from __future__ import annotations
 
 import contextlib
@@ -58,3 +59,20 @@ def choose_precision(requested: str, device: torch.device) -> Precision:
     if requested == "fp16" and kind != "cuda":
         raise ConfigError("train.precision: fp16 needs a GPU (GradScaler); use bf16, fp32 or auto on CPU")
     return Precision(requested, kind)
+
+
+def choose_device(requested: str, field: str = "eval.device") -> torch.device:
+    """"auto": the GPU when there is one, as training chooses, else the CPU; "cpu", "cuda" or
+    "cuda:N" as named, refused with the `field` named when this machine lacks it."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"{field}: expected auto, cpu, cuda or cuda:N, got {requested!r}")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= gpus:
+        raise ConfigError(f"{field}: {requested} asked for, but this machine has {gpus} GPU(s); use auto or cpu")
+    return device

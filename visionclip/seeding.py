@@ -17,6 +17,13 @@ def rng(seed: int, *keys: object) -> np.random.Generator:
     return np.random.default_rng(derive_seed(seed, *keys))
 
 
+def subsample(n: int, size: int, seed: int, *keys: object) -> np.ndarray:
+    """Sorted indices of a seeded sample of `size` of n items without repeats; all n when n <= size."""
+    if n <= size:
+        return np.arange(n)
+    return np.sort(rng(seed, "subsample", *keys).choice(n, size=size, replace=False))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

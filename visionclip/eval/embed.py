@@ -49,11 +49,12 @@ def collate_images(items):
 
 @torch.no_grad()
 def embed_images(model, images, preprocess: Preprocess | None = None, batch_size: int = 64,
-                 desc: str = "embed images", precision: str = "auto") -> np.ndarray:
+                 desc: str = "embed images", precision: str = "auto", num_workers: int = 0) -> np.ndarray:
     """L2-normalised image embeddings [N, D] (float32), eval mode, no grad, with a progress bar.
 
     `images` is a torch Dataset whose items carry an "image", or records/paths that are read as
-    data.datasets.ImageDataset(images, preprocess). Channels-last input under
+    data.datasets.ImageDataset(images, preprocess), decoded in `num_workers` DataLoader workers
+    (0: in this process). Channels-last input on the model's device under
     `inference_autocast(model, precision)`, as in training."""
     if isinstance(images, torch.utils.data.Dataset):
         dataset = images
@@ -63,8 +64,8 @@ def embed_images(model, images, preprocess: Preprocess | None = None, batch_size
         dataset = ImageDataset(images, preprocess)
     if len(dataset) == 0:
         raise DataError("embed_images: the dataset is empty (no images to embed)")
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
-                                         collate_fn=collate_images)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                         collate_fn=collate_images, pin_memory=device_of(model).type == "cuda")
     was_training = model.training
     model.eval()
     try:

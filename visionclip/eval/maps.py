@@ -1,5 +1,5 @@
 """Inputs of the embedding maps: the corpus test split embedded with its labels, the class
-prototypes, and the seeded 2-D UMAP projection the figures draw."""
+prototypes, which images a map draws, and the seeded 2-D UMAP projection the figures draw."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +12,12 @@ from ..data.transforms import Preprocess
 from ..errors import DataError
 from ..paths import RunLayout, corpus_dir
 from ..pretrained import load_clip
+from ..seeding import subsample
 from .zeroshot import build_prompts, class_prototypes
+
+# UMAP's time grows with the set and a map of more images than this is a cloud no one can read: a
+# map of a larger set (the paper's 100k-image test split) draws a seeded subsample of this many.
+MAP_MAX_IMAGES = 10_000
 
 
 def disease_name(labels: Mapping) -> str:
@@ -66,6 +71,16 @@ def run_embeddings(profile, run_dir: str | Path, datasets: Sequence[str] = ("mes
         protos[f"{ds}_names"] = np.array([c[f"name_{language}"] for c in manifest["classes"]])
     save_embeddings(run_dir, "prototypes", **protos)
     return {"n_images": len(records), "prototypes": list(datasets), "language": language, "mode": mode}
+
+
+def map_points(n: int, seed: int) -> np.ndarray:
+    """Indices of the images a map of n draws: all of them up to MAP_MAX_IMAGES, else that many, seeded."""
+    return subsample(n, MAP_MAX_IMAGES, seed, "map")
+
+
+def map_note(shown: int, total: int) -> str:
+    """What a map's title adds when it draws a subsample; "" when it draws every image."""
+    return "" if shown == total else f" (a seeded {shown:,} of {total:,} images)"
 
 
 def umap_projection(image_emb, prototypes=None, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1):

@@ -22,7 +22,7 @@ from ..data.datasets import load_image
 from ..errors import DataError
 from ..schema import DISEASE_FLAGS
 from ..seeding import rng
-from ..eval.maps import umap_projection
+from ..eval.maps import map_note, map_points, umap_projection
 from ..paths import RunLayout
 from .ablations.tables import CHANCE_ACA
 from .tables import prevalence_table
@@ -224,13 +224,16 @@ def corpus_maps(run_dir: str | Path, prototypes_of: Sequence[str] = ("fives",), 
     from ..eval.embed import load_embeddings
 
     data = load_embeddings(run_dir, "corpus_test")
+    keep = map_points(len(data["image"]), seed)
+    note = map_note(len(keep), len(data["image"]))
+    data = {k: data[k][keep] for k in ("image", "dr_grade", "disease", "domain")}
     protos = load_embeddings(run_dir, "prototypes")
     p = np.vstack([protos[ds] for ds in prototypes_of]) if prototypes_of else None
     names = [str(n) for ds in prototypes_of for n in protos[f"{ds}_names"]]
     proj = umap_projection(data["image"], p, seed)
     grades = [f"grade {g}" for g in data["dr_grade"]]
     return {key: umap_figure(data["image"], colours, label, p, names, seed, projection=proj,
-                             title=f"Corpus test split (UMAP), coloured by {label}")
+                             title=f"Corpus test split{note} (UMAP), coloured by {label}")
             for key, colours, label in (("disease", data["disease"], "disease"),
                                         ("dr_grade", grades, "DR grade"),
                                         ("domain", data["domain"], "camera"))}
@@ -241,12 +244,15 @@ def benchmark_maps(run_dir: str | Path, dataset: str, variant: str = "test", see
     from ..eval.embed import load_embeddings
 
     data = load_embeddings(run_dir, f"{dataset}_{variant}")
+    keep = map_points(len(data["image"]), seed)
+    note = map_note(len(keep), len(data["image"]))
+    data.update({k: data[k][keep] for k in ("image", "label", "domain")})
     protos = load_embeddings(run_dir, "prototypes")
     p, names = protos.get(dataset), [str(n) for n in protos.get(f"{dataset}_names", [])]
     proj = umap_projection(data["image"], p, seed)
     classes = [str(data["class_names"][y]) for y in data["label"]] if "class_names" in data else data["label"]
     return {key: umap_figure(data["image"], colours, label, p, names, seed, projection=proj,
-                             title=f"{dataset} ({variant}) embeddings (UMAP), coloured by {label}")
+                             title=f"{dataset} ({variant}) embeddings{note} (UMAP), coloured by {label}")
             for key, colours, label in (("class", classes, "class"), ("domain", data["domain"], "camera"))}
 
 

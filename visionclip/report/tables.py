@@ -347,6 +347,14 @@ def retrieval_table(retrieval: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _scored_on(entry: dict) -> str:
+    """'all 1,744 images', or the seeded subsample a large set's probes were scored on."""
+    scored, total = entry.get("scored_images"), entry.get("test_images")
+    if scored is None:
+        return "all images"
+    return f"all {total:,} images" if scored == total else f"a seeded {scored:,} of {total:,} images"
+
+
 def fewshot_table(fewshot: dict) -> pd.DataFrame:
     rows = []
     for ds, entry in fewshot.items():
@@ -354,5 +362,6 @@ def fewshot_table(fewshot: dict) -> pd.DataFrame:
         for point in entry["curve"]:
             rows.append({"dataset": ds, "shots per class": point["k"], "probe ACA mean": round(point["aca_mean"], 4),
                          "probe ACA sd": round(point["aca_sd"], 4),
-                         "zero-shot ACA": None if zs is None else round(zs, 4)})
+                         "zero-shot ACA": None if zs is None else round(zs, 4),
+                         "probe scored on": _scored_on(entry)})
     return pd.DataFrame(rows)
