@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         task = ClipTask(profile, train, None)
         model = task.model.to(memory_format=torch.channels_last)
         optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
-        dataset = ImageTextDataset(train, cfg.image_size, cfg.caption_language, cfg.augment, profile.seed)
+        dataset = ImageTextDataset(train, cfg.image_size, cfg.caption_language, cfg.augment, profile.seed,
+                                   hard_negatives=task.hard_negatives)
         sampler = ResumableBatchSampler(len(dataset), cfg.batch_size, profile.seed)
         n_steps = args.warmup + args.steps
         if sampler.steps_per_epoch < n_steps:
@@ -115,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             return make_loader(ds, batch_sampler=sampler, collate=task.collate, num_workers=workers,
                                device=device, seed_key=(profile.seed, "bench"))
 
-        in_memory = ImageTextDataset(train, cfg.image_size, cfg.caption_language, cfg.augment, profile.seed)
+        in_memory = ImageTextDataset(train, cfg.image_size, cfg.caption_language, cfg.augment, profile.seed,
+                                   hard_negatives=task.hard_negatives)
         t = time.perf_counter()
         in_memory.preload()
         print(f"train.preload: {len(in_memory)} images decoded into memory in {time.perf_counter() - t:.1f} s",

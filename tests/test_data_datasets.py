@@ -136,14 +136,20 @@ def test_large_jpeg_decoded_in_draft_mode(tmp_path):
     assert load_image(path, 600).size == (1024, 768)
 
 
-def test_label_set_key_is_stable_and_ignores_readability():
+def test_label_set_key_is_stable_and_separates_what_captions_say():
     r = row(0, dr_grade=2, is_dm=1, is_dme=1)
-    expected = 2 * 1024 + (1 << DISEASE_FLAGS.index("is_dm")) + (1 << DISEASE_FLAGS.index("is_dme"))
+    expected = 2 * (1 << 14) + (1 << DISEASE_FLAGS.index("is_dm")) + (1 << DISEASE_FLAGS.index("is_dme"))
     assert label_set_key(r) == expected
-    assert label_set_key({**r, "is_macular_readable": 0, "eye_side": 1}) == expected
+    assert label_set_key({**r, "eye_side": 1}) == expected
     assert label_set_key({**r, "is_gc": 1}) != expected
+    assert label_set_key({**r, "is_macular_readable": 0}) != expected
     keys = {label_set_key(row(0, dr_grade=g, **{f: 1})) for g in range(5) for f in DISEASE_FLAGS}
     assert len(keys) == 5 * len(DISEASE_FLAGS)
+    # a frame that is not a fundus photograph carries no disease, yet is not a normal eye: the
+    # label-aware loss must not pair its caption with normal eyes
+    frame = row(0, is_fundus=0, is_macular_readable=0, is_optic_disc_readable=0, is_retinal_region_readable=0)
+    assert label_set_key(frame) != label_set_key(row(0))
+    assert label_set_key(row(0)) == 0
 
 
 def test_label_set_name_reads_the_key_back():
@@ -151,3 +157,6 @@ def test_label_set_name_reads_the_key_back():
     assert label_set_name(label_set_key(row(0, dr_grade=2, is_dm=1, is_dme=1))) == \
         "DR grade 2 + diabetes + diabetic macular edema"
     assert label_set_name(label_set_key(row(0, is_gc=1))) == "glaucoma"
+    assert label_set_name(label_set_key(row(0, is_gc=1, is_macular_readable=0))) == "glaucoma + macula not readable"
+    frame = row(0, is_fundus=0, is_macular_readable=0, is_optic_disc_readable=0, is_retinal_region_readable=0)
+    assert label_set_name(label_set_key(frame)) == "not a fundus photograph"

@@ -42,6 +42,27 @@ def naive_label_aware(img, txt, scale, keys, dedup=False):
     return total / n
 
 
+def naive_with_negatives(img, txt, neg, scale, keys, neg_keys, dedup=False):
+    """Hard negatives as extra image->text columns (positives where their key is the image's);
+    the text->image direction has the captions' rows only."""
+    n = img.shape[0]
+    cols = list(txt) + list(neg)
+    col_keys = list(keys) + list(neg_keys)
+    i2t = [[scale * float(img[i] @ c) for c in cols] for i in range(n)]
+    if dedup:
+        i2t = [[v - math.log(col_keys.count(col_keys[j])) for j, v in enumerate(row)] for row in i2t]
+    t2i = [[scale * float(txt[j] @ img[i]) for i in range(n)] for j in range(n)]
+    total = 0.0
+    for i in range(n):
+        pos = [j for j in range(len(cols)) if col_keys[j] == keys[i]]
+        log_z = math.log(sum(math.exp(v) for v in i2t[i]))
+        total += -sum(i2t[i][j] - log_z for j in pos) / len(pos) / 2
+        pos_t = [k for k in range(n) if keys[k] == keys[i]]
+        log_z_t = math.log(sum(math.exp(v) for v in t2i[i]))
+        total += -sum(t2i[i][k] - log_z_t for k in pos_t) / len(pos_t) / 2
+    return total / n
+
+
 def _embeddings(n=6, d=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     img = torch.nn.functional.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=1)
@@ -70,6 +91,39 @@ def test_dedup_matches_naive_reference():
     assert loss.item() != pytest.approx(naive_label_aware(img, txt, 10.0, keys), rel=1e-3)
 
 
+@pytest.mark.parametrize("name", LOSSES)
+def test_hard_negatives_match_naive_reference(name):
+    img, txt = _embeddings()
+    neg, _ = _embeddings(seed=3)
+    keys, neg_keys = [3, 1, 3, 2, 1, 3], [1, 9, 3, 8, 7, 2]
+    label_aware = name != "infonce"
+    ref_keys = keys if label_aware else list(range(6))           # InfoNCE: only the own caption is positive
+    ref_neg_keys = neg_keys if label_aware else [-1 - k for k in range(6)]
+    loss = build_loss(name)(img, txt, 10.0, torch.tensor(keys) if label_aware else None, negatives=neg,
+                            negative_keys=torch.tensor(neg_keys) if label_aware else None)
+    assert loss.item() == pytest.approx(naive_with_negatives(img, txt, neg, 10.0, ref_keys, ref_neg_keys,
+                                                             dedup=name == "label_aware_dedup"), rel=1e-6)
+
+
+def test_a_hard_negative_like_the_caption_raises_the_loss():
+    """A counterfactual report that embeds next to the image's own caption is a confusable
+    negative: the loss grows as it approaches, and its gradient pushes it away."""
+    img, noise = _embeddings()
+    txt = torch.nn.functional.normalize(img + 0.3 * noise, dim=1)  # trained pairs: each caption by its image
+    far = -txt
+    near = torch.nn.functional.normalize(txt + 0.2 * noise.roll(1, 0), dim=1).requires_grad_(True)
+    keys, neg_keys = torch.arange(6), torch.arange(6) + 100
+    for name in LOSSES:
+        kw = {"label_keys": keys, "negative_keys": neg_keys} if name != "infonce" else {}
+        base = build_loss(name)(img, txt, 10.0, **({"label_keys": keys} if name != "infonce" else {}))
+        with_far = build_loss(name)(img, txt, 10.0, negatives=far, **kw)
+        with_near = build_loss(name)(img, txt, 10.0, negatives=near, **kw)
+        assert base.item() < with_far.item() < with_near.item()
+    with_near.backward()
+    # descending the loss moves each negative away from its own image
+    assert ((near.grad * img).sum(dim=1) > 0).all()
+
+
 @pytest.mark.parametrize("name", ["label_aware", "label_aware_dedup"])
 def test_label_aware_with_distinct_keys_is_infonce(name):
     img, txt = _embeddings(seed=1)
@@ -86,6 +140,10 @@ def test_label_aware_needs_keys():
         ClipLoss(dedup=True)
     with pytest.raises(ValueError, match="train.loss"):
         build_loss("supcon")
+    with pytest.raises(ValueError, match="negative_keys"):
+        ClipLoss(label_aware=True)(img, txt, 1.0, torch.arange(6), negatives=txt)
+    with pytest.raises(ValueError, match="one hard negative per caption"):
+        ClipLoss()(img, txt, 1.0, negatives=txt[:3])
 
 
 def _fit_captions_to_lookalike_images(name: str, steps: int = 400) -> tuple[float, float]:
@@ -138,12 +196,23 @@ def _batch():
     return images, texts, keys
 
 
-def _loss_and_grads(rows: slice, name: str):
+def _negatives():
+    """Hard-negative texts and their keys (some equal to other pairs' keys: positives for those images)."""
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(WORLD * LOCAL_BATCH, 10, generator=g, dtype=torch.float64), torch.tensor([1, 0, 5, 0, 2, 6, 0, 1])
+
+
+def _loss_and_grads(rows: slice, name: str, hard: bool = False):
     image_tower, text_tower, logit_scale = _towers()
     images, texts, keys = _batch()
     img = torch.nn.functional.normalize(image_tower(images[rows]), dim=1)
     txt = torch.nn.functional.normalize(text_tower(texts[rows]), dim=1)
-    loss = build_loss(name)(img, txt, logit_scale.exp(), keys[rows])
+    extra = {}
+    if hard:
+        neg_texts, neg_keys = _negatives()
+        extra = {"negatives": torch.nn.functional.normalize(text_tower(neg_texts[rows]), dim=1),
+                 "negative_keys": neg_keys[rows]}
+    loss = build_loss(name)(img, txt, logit_scale.exp(), keys[rows], **extra)
     loss.backward()
     params = list(image_tower.parameters()) + list(text_tower.parameters()) + [logit_scale]
     return loss.detach(), [p.grad for p in params]
@@ -156,12 +225,13 @@ def _worker(rank: int, out_dir: str):
     try:
         results = {}
         for name in LOSSES:
-            loss, grads = _loss_and_grads(slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH), name)
-            # What DDP does: average the gradients (and here the loss) over ranks.
-            for t in [loss] + grads:
-                dist.all_reduce(t)
-                t /= WORLD
-            results[name] = {"loss": loss, "grads": grads}
+            for hard in (False, True):
+                loss, grads = _loss_and_grads(slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH), name, hard)
+                # What DDP does: average the gradients (and here the loss) over ranks.
+                for t in [loss] + grads:
+                    dist.all_reduce(t)
+                    t /= WORLD
+                results[name, hard] = {"loss": loss, "grads": grads}
         if rank == 0:
             torch.save(results, os.path.join(out_dir, "dist.pt"))
         dist.barrier()  # gloo aborts if one rank destroys the group while its peer still uses it
@@ -181,10 +251,11 @@ def test_two_process_gloo_equals_one_process(tmp_path):
     mp.spawn(_worker, args=(str(tmp_path),), nprocs=WORLD, join=True)
     distributed = torch.load(tmp_path / "dist.pt")
     for name in LOSSES:
-        single_loss, single_grads = _loss_and_grads(slice(None), name)
-        assert distributed[name]["loss"].item() == pytest.approx(single_loss.item(), abs=1e-10)
-        for g_dist, g_single in zip(distributed[name]["grads"], single_grads):
-            torch.testing.assert_close(g_dist, g_single, atol=1e-10, rtol=0)
+        for hard in (False, True):  # hard negatives are gathered from every rank too
+            single_loss, single_grads = _loss_and_grads(slice(None), name, hard)
+            assert distributed[name, hard]["loss"].item() == pytest.approx(single_loss.item(), abs=1e-10)
+            for g_dist, g_single in zip(distributed[name, hard]["grads"], single_grads):
+                torch.testing.assert_close(g_dist, g_single, atol=1e-10, rtol=0)
         # the gathered negatives matter: a rank-local loss would give other gradients
         assert not torch.allclose(single_grads[0], _local_only_grads(name)[0], atol=1e-6)
 

@@ -97,6 +97,7 @@ class TrainConfig:
     loss: str = _f("contrastive target; label_aware_dedup also counts each label set once in the "
                    "image->text softmax", choices=LOSSES)
     caption_language: str = _f("captions used for training", choices=("zh", "en", "both"))
+    hard_negatives: bool = _f("one counterfactual report per image (one finding flipped) as an extra negative")
     augment: bool = _f("fundus-suited image augmentation")
     checkpoint_every: int = _f("steps between checkpoints", lo=1)
     keep_checkpoints: int = _f("checkpoints kept on disk (resume falls back to older ones)", lo=1)

@@ -91,18 +91,26 @@ class ClipLoss(nn.Module):
         self.dedup = dedup
 
     def forward(self, img_emb: torch.Tensor, txt_emb: torch.Tensor, logit_scale: torch.Tensor | float,
-                label_keys: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
+                label_keys: torch.Tensor | Sequence[int] | None = None, negatives: torch.Tensor | None = None,
+                negative_keys: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
+        """`negatives` [B, D]: hard-negative captions (data.counterfactual), extra columns of the
+        image -> text softmax for every image (label-aware: a positive for images of its label set,
+        `negative_keys`); they are no rows of the text -> image direction."""
         if img_emb.shape != txt_emb.shape or img_emb.ndim != 2:
             raise ValueError(f"expected image and text embeddings of one shape [B, D], got "
                              f"{tuple(img_emb.shape)} and {tuple(txt_emb.shape)}")
+        if negatives is not None and negatives.shape != txt_emb.shape:
+            raise ValueError(f"expected one hard negative per caption, got {tuple(negatives.shape)} "
+                             f"for {tuple(txt_emb.shape)}")
         rank, _ = _distributed()
         local = img_emb.shape[0]
         # At least fp32 similarities: in bf16 a logit scaled by up to 100 loses too many digits.
         dtype = torch.promote_types(img_emb.dtype, torch.float32)
         img, txt = img_emb.to(dtype), txt_emb.to(dtype)
         all_img, all_txt = gather_with_grad(img), gather_with_grad(txt)
+        columns = all_txt if negatives is None else torch.cat([all_txt, gather_with_grad(negatives.to(dtype))])
         with torch.autocast(device_type=img.device.type, enabled=False):  # autocast would recast to bf16
-            logits_per_image = logit_scale * img @ all_txt.T  # [B, N]: local images vs every caption
+            logits_per_image = logit_scale * img @ columns.T  # [B, N or 2N]: local images vs every caption
             logits_per_text = logit_scale * txt @ all_img.T   # [B, N]: local captions vs every image
         # Row i of this rank is pair rank * B + i of the global batch.
         own = torch.arange(local, device=img.device) + rank * local
@@ -110,16 +118,24 @@ class ClipLoss(nn.Module):
         if not self.label_aware:
             return (F.cross_entropy(logits_per_image, own) + F.cross_entropy(logits_per_text, own)) / 2
 
-        if label_keys is None:
-            raise ValueError("ClipLoss(label_aware=True) needs label_keys, one per pair")
-        keys = torch.as_tensor(label_keys, device=img.device).long().view(-1)
-        if keys.shape[0] != local:
-            raise ValueError(f"label_keys has {keys.shape[0]} entries for {local} pairs")
-        all_keys = gather_no_grad(keys)
-        same = (keys[:, None] == all_keys[None, :]).float()  # [B, N], own pair always included
-        targets = same / same.sum(dim=1, keepdim=True)
+        all_keys = gather_no_grad(self._keys(label_keys, local, img.device, "label_keys"))
+        keys = all_keys[rank * local:(rank + 1) * local]
+        column_keys = all_keys if negatives is None else torch.cat(
+            [all_keys, gather_no_grad(self._keys(negative_keys, local, img.device, "negative_keys"))])
+        same = (keys[:, None] == column_keys[None, :]).float()  # [B, columns], own pair always included
         if self.dedup:  # n(j): how many captions of the global batch share caption j's label set
-            repeats = (all_keys[:, None] == all_keys[None, :]).sum(dim=0).to(logits_per_image.dtype)
+            repeats = (column_keys[:, None] == column_keys[None, :]).sum(dim=0).to(logits_per_image.dtype)
             logits_per_image = logits_per_image - repeats.log()
         # Same-label is symmetric, so a caption's positives are the images of its label set.
-        return (soft_cross_entropy(logits_per_image, targets) + soft_cross_entropy(logits_per_text, targets)) / 2
+        text_targets = same[:, :all_keys.shape[0]]
+        return (soft_cross_entropy(logits_per_image, same / same.sum(dim=1, keepdim=True))
+                + soft_cross_entropy(logits_per_text, text_targets / text_targets.sum(dim=1, keepdim=True))) / 2
+
+    @staticmethod
+    def _keys(keys, local: int, device, name: str) -> torch.Tensor:
+        if keys is None:
+            raise ValueError(f"ClipLoss(label_aware=True) needs {name}, one per pair")
+        keys = torch.as_tensor(keys, device=device).long().view(-1)
+        if keys.shape[0] != local:
+            raise ValueError(f"{name} has {keys.shape[0]} entries for {local} pairs")
+        return keys

@@ -18,33 +18,43 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from ..schema import DISEASE_FLAGS, FLAG_COLUMNS, GLOSSES
+from ..schema import DISEASE_FLAGS, FLAG_COLUMNS, GLOSSES, READABILITY_FLAGS
 from ..seeding import rng
+from .counterfactual import counterfactual_caption
 from .records import CorpusRecord
-from .table import CorpusTable
+from .table import LABEL_COLUMNS, LABEL_SET_FLAGS, CorpusTable, label_keys
 from .transforms import Preprocess, TrainAugment
 
 LANGUAGES = ("zh", "en", "both")
 LABEL_VECTOR = ("dr_grade",) + FLAG_COLUMNS  # the 15 entries of an item's "labels"
+UNREADABLE_NAMES = {"is_macular_readable": "macula not readable", "is_optic_disc_readable": "disc not readable",
+                    "is_retinal_region_readable": "retina not readable"}
 
 
 def label_set_key(row: Mapping) -> int:
-    """A stable integer id of (dr_grade, DISEASE_FLAGS): dr_grade * 2**10 + the flags as bits.
+    """A stable integer id of everything a caption states about an image: dr_grade * 2**14 + bits.
 
-    Built from the values alone (not Python's salted hash()), so it is identical in every
-    process; two rows share a key exactly when they share a grade and a set of diseases.
+    Bits 0-9 are the DISEASE_FLAGS, bits 10-13 the READABILITY_FLAGS *not* met (is_fundus = 0 sets
+    bit 10), so a readable eye keeps the id of its grade and diseases and a normal one is 0. A frame
+    that is not a fundus photograph, or an eye whose macula cannot be assessed, says so in its
+    caption: sharing the normal eye's id would make the label-aware loss teach "not a fundus" and
+    "normal fundus" as one meaning. Built from the values alone (not Python's salted hash()), so it
+    is identical in every process.
     """
-    bits = 0
-    for bit, flag in enumerate(DISEASE_FLAGS):
-        bits |= (int(row[flag]) & 1) << bit
-    return int(row["dr_grade"]) * (1 << len(DISEASE_FLAGS)) + bits
+    needed = ("dr_grade",) + LABEL_SET_FLAGS  # other columns (eye_side) do not enter the key
+    return int(label_keys(np.array([[int(row[c]) if c in needed else 0 for c in LABEL_COLUMNS]]))[0])
 
 
 def label_set_name(key: int) -> str:
-    """The label set of a label_set_key in words: 'normal', or its DR grade and diseases joined by ' + '."""
-    grade, bits = divmod(int(key), 1 << len(DISEASE_FLAGS))
+    """The label set of a label_set_key in words: 'normal', 'not a fundus photograph', or its DR grade,
+    diseases and unreadable regions joined by ' + '."""
+    grade, bits = divmod(int(key), 1 << len(LABEL_SET_FLAGS))
+    unmet = {flag for bit, flag in enumerate(LABEL_SET_FLAGS) if bits >> bit & 1}
+    if "is_fundus" in unmet:
+        return "not a fundus photograph"
     parts = [f"DR grade {grade}"] if grade else []
-    parts += [GLOSSES[flag][0] for bit, flag in enumerate(DISEASE_FLAGS) if bits >> bit & 1]
+    parts += [GLOSSES[flag][0] for flag in DISEASE_FLAGS if flag in unmet]
+    parts += [UNREADABLE_NAMES[flag] for flag in READABILITY_FLAGS if flag in unmet]
     return " + ".join(parts) or "normal"
 
 
@@ -104,10 +114,12 @@ class ImageTextDataset(Dataset):
 
     language: "zh" or "en" picks one caption; "both" draws one per (seed, epoch, index).
     augment: TrainAugment seeded by (seed, epoch, index); call set_epoch(e) each epoch.
+    hard_negatives: each item also carries a counterfactual report of its image (data.counterfactual),
+    in the item's caption language, with the flipped row's label-set key.
     """
 
     def __init__(self, records: Sequence[CorpusRecord] | CorpusTable, image_size: int, language: str = "zh",
-                 augment: bool = False, seed: int = 0):
+                 augment: bool = False, seed: int = 0, hard_negatives: bool = False):
         if language not in LANGUAGES:
             raise DataError(f"caption language {language!r}: expected one of {list(LANGUAGES)}")
         if not len(records):
@@ -119,6 +131,7 @@ class ImageTextDataset(Dataset):
         self.preprocess = Preprocess(self.image_size)  # training pads centred, never FLAIR's way
         self.augment = TrainAugment(self.image_size, self.seed) if augment else None
         self.epoch = 0
+        self.hard_negatives = bool(hard_negatives)
         self._label_keys = (records.label_keys() if isinstance(records, CorpusTable) else
                             np.array([label_set_key(r.labels) for r in self.records], dtype=np.int64))
         self._decoded: np.ndarray | None = None  # preload(): every preprocessed image, N x H x W x 3 uint8
@@ -156,12 +169,15 @@ class ImageTextDataset(Dataset):
     def label_keys(self) -> list[int]:
         return self._label_keys.tolist()
 
+    def language_of(self, i: int) -> str:
+        """The caption language of item i in this epoch."""
+        if self.language != "both":
+            return self.language
+        return "zh" if rng(self.seed, "caption_language", self.epoch, i).random() < 0.5 else "en"
+
     def caption(self, i: int) -> str:
         rec = self.records[i]
-        lang = self.language
-        if lang == "both":
-            lang = "zh" if rng(self.seed, "caption_language", self.epoch, i).random() < 0.5 else "en"
-        return rec.caption_zh if lang == "zh" else rec.caption_en
+        return rec.caption_zh if self.language_of(i) == "zh" else rec.caption_en
 
     def __getitem__(self, i: int) -> dict:
         rec = self.records[i]
@@ -170,8 +186,12 @@ class ImageTextDataset(Dataset):
         else:  # a preloaded array goes to the tensor as it is, without a PIL round trip
             image = to_tensor(self._decoded[i] if self._decoded is not None else self._image(i))
         labels = torch.from_numpy(np.array([int(rec.labels[c]) for c in LABEL_VECTOR], dtype=np.int64))
-        return {"image": image, "caption": self.caption(i), "label_key": int(self._label_keys[i]),
+        item = {"image": image, "caption": self.caption(i), "label_key": int(self._label_keys[i]),
                 "index": i, "labels": labels}
+        if self.hard_negatives:
+            text, flipped = counterfactual_caption(rec.labels, self.seed, self.epoch, i, self.language_of(i))
+            item.update(negative_caption=text, negative_label_key=label_set_key(flipped))
+        return item
 
 
 class ImageDataset(Dataset):

@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from ..schema import COLUMNS, DISEASE_FLAGS
+from ..schema import COLUMNS, DISEASE_FLAGS, READABILITY_FLAGS
 from .records import CorpusRecord
 
 LABEL_COLUMNS: tuple[str, ...] = COLUMNS[1:]  # the int columns; file_name has its own column
@@ -114,11 +114,16 @@ class StringIndex:
         return best
 
 
+# The bits of a label-set key: the diseases, then the readability flags *not* met (datasets.label_set_key).
+LABEL_SET_FLAGS = DISEASE_FLAGS + READABILITY_FLAGS
+
+
 def label_keys(labels: np.ndarray) -> np.ndarray:
     """`datasets.label_set_key` of every row of an int8 [N, LABEL_COLUMNS] matrix, as int64."""
-    keys = labels[:, LABEL_COLUMNS.index("dr_grade")].astype(np.int64) << len(DISEASE_FLAGS)
-    for bit, flag in enumerate(DISEASE_FLAGS):
-        keys |= (labels[:, LABEL_COLUMNS.index(flag)].astype(np.int64) & 1) << bit
+    keys = labels[:, LABEL_COLUMNS.index("dr_grade")].astype(np.int64) << len(LABEL_SET_FLAGS)
+    for bit, flag in enumerate(LABEL_SET_FLAGS):
+        value = labels[:, LABEL_COLUMNS.index(flag)].astype(np.int64) & 1
+        keys |= (value if flag in DISEASE_FLAGS else 1 - value) << bit
     return keys
 
 

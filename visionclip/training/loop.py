@@ -137,7 +137,7 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
             model.training_captions = records.caption_record(cfg.caption_language)
         optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
         train_ds = ImageTextDataset(splits["train"], cfg.image_size, cfg.caption_language, cfg.augment,
-                                    profile.seed)
+                                    profile.seed, hard_negatives=task.hard_negatives)
         if cfg.preload:  # the same items, decoded once: no worker competes with the model for the cores
             train_ds.preload(max_bytes=physical_memory() // 2)
         train_workers = 0 if cfg.preload else cfg.num_workers

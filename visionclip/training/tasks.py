@@ -28,7 +28,7 @@ class CaptionCollate:
 
     def __call__(self, items: Sequence[dict]) -> dict:
         tokens = self.tokenizer([it["caption"] for it in items], self.context_length)
-        return {
+        batch = {
             "image": torch.stack([it["image"] for it in items]),
             "input_ids": tokens["input_ids"],
             "attention_mask": tokens["attention_mask"],
@@ -36,6 +36,12 @@ class CaptionCollate:
             "labels": torch.stack([torch.as_tensor(it["labels"], dtype=torch.long) for it in items]),
             "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long),
         }
+        if "negative_caption" in items[0]:  # train.hard_negatives: one counterfactual report per image
+            negatives = self.tokenizer([it["negative_caption"] for it in items], self.context_length)
+            batch.update(negative_ids=negatives["input_ids"], negative_mask=negatives["attention_mask"],
+                         negative_key=torch.tensor([int(it["negative_label_key"]) for it in items],
+                                                   dtype=torch.long))
+        return batch
 
 
 def in_batch_accuracy(img: torch.Tensor, txt: torch.Tensor) -> tuple[float, float]:
@@ -82,6 +88,7 @@ class ClipTask:
         seed_everything(derive_seed(profile.seed, "init", self.name))
         self.model = build_model(profile.model, self.tokenizer.vocab_size, profile.train.image_size)
         self.loss_fn = build_loss(profile.train.loss)
+        self.hard_negatives = profile.train.hard_negatives
         self.collate = CaptionCollate(self.tokenizer, profile.model.context_length)
 
     def step_loss(self, model, batch: dict, device: torch.device) -> tuple[torch.Tensor, dict]:
@@ -89,10 +96,17 @@ class ClipTask:
         ids = batch["input_ids"].to(device, non_blocking=True)
         mask = batch["attention_mask"].to(device, non_blocking=True)
         keys = batch["label_key"].to(device, non_blocking=True)
+        hard = "negative_ids" in batch
+        if hard:  # the negatives go through the same forward (one DDP call), as more rows of text
+            ids = torch.cat([ids, batch["negative_ids"].to(device, non_blocking=True)])
+            mask = torch.cat([mask, batch["negative_mask"].to(device, non_blocking=True)])
         img, txt, logit_scale = model(images, ids, mask)
         img, txt = img.float(), txt.float()
-        loss = self.loss_fn(img, txt, logit_scale.float(),
-                            label_keys=keys if self.loss_fn.label_aware else None)
+        txt, negatives = (txt[:len(img)], txt[len(img):]) if hard else (txt, None)
+        label_aware = self.loss_fn.label_aware
+        loss = self.loss_fn(img, txt, logit_scale.float(), label_keys=keys if label_aware else None,
+                            negatives=negatives,
+                            negative_keys=batch["negative_key"].to(device) if hard and label_aware else None)
         i2t, t2i = in_batch_accuracy(img.detach(), txt.detach())
         return loss, {"logit_scale": float(logit_scale.detach().float()), "i2t_acc": i2t, "t2i_acc": t2i}
 
@@ -145,6 +159,7 @@ class SupervisedTask:
         self.profile = profile
         seed_everything(derive_seed(profile.seed, "init", self.name))
         self.model = build_image_classifier(profile.model, profile.train.image_size)
+        self.hard_negatives = False  # labels, not captions: nothing to contrast
         self.model.label_priors = label_priors(train_records)
         self.collate = _image_label_collate
 

@@ -1,0 +1,71 @@
+"""Counterfactual reports (train.hard_negatives): one statement flipped, schema kept, seeded."""
+from __future__ import annotations
+
+import pytest
+
+from visionclip.data.captions import caption
+from visionclip.data.counterfactual import counterfactual_caption, counterfactual_row
+from visionclip.data.datasets import ImageTextDataset, label_set_key, label_set_name
+from visionclip.schema import DISEASE_FLAGS, READABILITY_FLAGS
+from visionclip.synth.labels import coherent, sample_labels
+
+from test_data_datasets import corpus, row  # noqa: F401  (the fixture and the row builder)
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return sample_labels(600, seed=11)
+
+
+def _changed(a, b):
+    return {k for k in ("dr_grade",) + DISEASE_FLAGS + READABILITY_FLAGS if int(a[k]) != int(b[k])}
+
+
+def test_every_flip_changes_what_the_report_says_and_keeps_the_schema(rows):
+    kinds = set()
+    for i, r in enumerate(rows):
+        f = counterfactual_row(r, seed=1, epoch=0, index=i)
+        assert label_set_key(f) != label_set_key(r), (r, f)
+        assert coherent(dict(f)) == f                      # the schema's clinical rules hold
+        changed = _changed(r, f)
+        if not r["is_fundus"]:
+            assert label_set_name(label_set_key(f)) == "normal"
+            kinds.add("to fundus")
+        elif not f["is_fundus"]:
+            kinds.add("not fundus")
+        elif "dr_grade" in changed:
+            assert (r["dr_grade"] == 0) != (f["dr_grade"] == 0)
+            kinds.add("dr")
+        else:   # one disease flag (is_dme may bring the grade it implies)
+            assert len(changed & set(DISEASE_FLAGS) - {"is_dm"}) == 1
+            kinds.add("flag")
+    assert kinds == {"to fundus", "not fundus", "dr", "flag"}
+
+
+def test_flips_are_seeded_by_seed_epoch_and_index(rows):
+    r = next(x for x in rows if x["is_fundus"])
+    assert counterfactual_row(r, 1, 0, 5) == counterfactual_row(r, 1, 0, 5)
+    drawn = {tuple(sorted(counterfactual_row(r, 1, e, 5).items())) for e in range(12)}
+    assert len(drawn) > 2                                   # another epoch, another flip
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_the_counterfactual_report_is_in_the_language_and_differs(rows, lang):
+    for i, r in enumerate(rows[:50]):
+        text, flipped = counterfactual_caption(r, 1, 0, i, lang)
+        assert text == caption(flipped, 1, i, lang)
+        assert text != caption(r, 1, i, lang)
+        assert any("\u4e00" <= ch <= "\u9fff" for ch in text) == (lang == "zh")
+
+
+def test_dataset_items_carry_a_negative_only_when_asked(corpus):  # noqa: F811
+    plain = ImageTextDataset(corpus, 48, "zh", False, 0)
+    assert "negative_caption" not in plain[2]
+    hard = ImageTextDataset(corpus, 48, "zh", False, 0, hard_negatives=True)
+    item = hard[2]
+    text, flipped = counterfactual_caption(corpus[2].labels, 0, 0, 2, "zh")
+    assert item["negative_caption"] == text and item["negative_label_key"] == label_set_key(flipped)
+    assert item["caption"] == plain[2]["caption"] and item["negative_label_key"] != item["label_key"]
+    hard.set_epoch(1)
+    assert [hard[i]["negative_caption"] for i in range(6)] != [item["negative_caption"]] + [
+        ImageTextDataset(corpus, 48, "zh", False, 0, hard_negatives=True)[i]["negative_caption"] for i in range(1, 6)]
