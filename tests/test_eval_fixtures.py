@@ -41,7 +41,8 @@ def all_prompts() -> list[str]:
         for lang in ("zh", "en"):
             for mode in ("plain", "ek"):
                 texts += [p for ps in build_prompts(m, lang, mode) for p in ps]
-    from visionclip.eval.predict import DEFAULT_TEMPLATES, READABILITY_PROMPTS
+    from visionclip.eval.checks import READABILITY_PROMPTS
+    from visionclip.eval.predict import DEFAULT_TEMPLATES
 
     for lang, checks in READABILITY_PROMPTS.items():
         for pos, neg in checks.values():

@@ -73,6 +73,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     summary = train(profile, run_dir, resume=not args.restart, progress=not args.no_progress, device=args.device)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
         print({k: v for k, v in summary.items() if k != "final_train"})
+        if not args.supervised:  # predict's readability checks, calibrated on the val split
+            from .eval.checks import calibrate_run
+            calibrate_run(profile, run_dir)
     return 0
 
 

@@ -3,7 +3,8 @@
 Any size or crop is accepted (data.transforms.preprocess_fundus crops the fundus disk, resizes the
 long side and pads to square). Beside the class probabilities the CSV carries a readability check
 in the SynFundus-1M semantics (is_fundus, is_macular_readable, is_optic_disc_readable,
-is_retinal_region_readable), each a zero-shot choice between a positive and a negative prompt.
+is_retinal_region_readable), each a zero-shot choice between a positive and a negative prompt whose
+score is mapped to a probability by the model's calibration (eval.checks, fitted on held-out renderings).
 A file that cannot be decoded is reported on stderr, marked in the `status` column, and skipped.
 """
 from __future__ import annotations
@@ -16,31 +17,6 @@ from ..errors import ConfigError, DataError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 DEFAULT_TEMPLATES = {"en": "A fundus photograph of [CLS]", "zh": "一张眼底照片，显示[CLS]"}
-# (positive prompts, negative prompts) per SynFundus readability flag. The negative sides use the
-# phrases the corpus captioner (data/captions.py: NON_FUNDUS, READABILITY) writes for flag = 0, so
-# a model trained on the corpus has seen them; the positive sides describe an ordinary photograph.
-READABILITY_PROMPTS = {
-    "en": {
-        "is_fundus": (["a fundus photograph", "colour fundus photograph showing a normal fundus"],
-                      ["not a fundus photograph", "this image is not a retinal photograph"]),
-        "is_macular_readable": (["the macula is clearly visible", "a normal fundus without lesions"],
-                                ["the macula is obscured", "the macular region cannot be assessed"]),
-        "is_optic_disc_readable": (["the optic disc is clearly visible", "a well defined disc"],
-                                   ["the optic disc is not visible", "the disc region cannot be assessed"]),
-        "is_retinal_region_readable": (["a sharp fundus photograph of good quality", "a normal fundus without lesions"],
-                                       ["the image is blurred and of poor quality",
-                                        "media opacity obscures the retina"]),
-    },
-    "zh": {
-        "is_fundus": (["眼底照片", "彩色眼底照相可见正常眼底"], ["非眼底图像", "该图像不是眼底照片"]),
-        "is_macular_readable": (["黄斑区显示清晰", "正常眼底"], ["黄斑区显示不清", "黄斑区遮挡，无法评估"]),
-        "is_optic_disc_readable": (["视盘界清色可", "视盘区域显示清晰"], ["视盘区域显示不清", "视盘区过曝，无法评估"]),
-        "is_retinal_region_readable": (["图像清晰，质量良好", "正常眼底"],
-                                       ["图像整体模糊，质量欠佳", "屈光间质混浊，视网膜显示不清"]),
-    },
-}
-
-
 def list_images(images_or_folder: str | Path | Sequence[str | Path]) -> list[Path]:
     """Image files from a folder (recursive, sorted, by extension) and/or explicit paths."""
     items = [images_or_folder] if isinstance(images_or_folder, (str, Path)) else list(images_or_folder)
@@ -111,6 +87,8 @@ def predict(model_dir: str | Path, images_or_folder, classes: Sequence[str] | No
     from ..pretrained import load_clip
     from ..progress import progress
     from .embed import embed_batch
+    from .checks import (READABILITY_PROMPTS, calibrated_probabilities, check_prototypes, check_scores,
+                         load_calibration)
     from .zeroshot import class_prototypes, logit_scale_of, zero_shot_scores
 
     if language not in READABILITY_PROMPTS:
@@ -124,8 +102,10 @@ def predict(model_dir: str | Path, images_or_folder, classes: Sequence[str] | No
     scale = logit_scale_of(model)
     protos = class_prototypes(model, tokenizer, prompts, ctx, flair_exact=flair_exact)
     checks = READABILITY_PROMPTS[language]
-    check_protos = {flag: class_prototypes(model, tokenizer, [list(pos), list(neg)], ctx, flair_exact=flair_exact)
-                    for flag, (pos, neg) in checks.items()}
+    check_protos = check_prototypes(model, tokenizer, language, flair_exact=flair_exact)
+    # fitted on renormalised prototypes: FLAIR's raw ones give other scores, left uncalibrated
+    calibration = None if flair_exact or model_dir is None else load_calibration(model_dir)
+    calibrated = {}
 
     rows = []
     model.eval()
@@ -142,7 +122,7 @@ def predict(model_dir: str | Path, images_or_folder, classes: Sequence[str] | No
         # embedded as evaluation embeds (eval.embed.embed_batch), prompts included
         emb = embed_batch(model, torch.stack([it["image"] for it in readable])).numpy()
         probs = zero_shot_scores(emb, protos, scale)
-        check = {flag: zero_shot_scores(emb, p, scale)[:, 0] for flag, p in check_protos.items()}
+        check, calibrated = calibrated_probabilities(check_scores(emb, check_protos, scale), calibration, language)
         for j, it in enumerate(readable):
             row = {"path": str(paths[it["index"]]), "status": "ok", "predicted": names[int(probs[j].argmax())]}
             row.update({f"p_{n}": float(probs[j, k]) for k, n in enumerate(names)})
@@ -152,6 +132,12 @@ def predict(model_dir: str | Path, images_or_folder, classes: Sequence[str] | No
     order = {str(p): k for k, p in enumerate(paths)}
     df = pd.DataFrame(rows, columns=columns)
     df = df.iloc[np.argsort([order[p] for p in df["path"]], kind="stable")].reset_index(drop=True)
+    uncalibrated = [flag for flag, ok in calibrated.items() if not ok]
+    df.attrs["uncalibrated_checks"] = uncalibrated
+    if uncalibrated:
+        print(f"visionclip predict: {', '.join(uncalibrated)}: no calibration beside the model "
+              f"({'flair_exact' if flair_exact else 'eval.checks.calibrate_checks'}); p_ is the two-prompt softmax",
+              file=sys.stderr)
     if (df["status"] != "ok").all():
         raise DataError(f"predict: none of the {len(paths)} images could be read (first: {paths[0]})")
     if out_csv is not None:
@@ -159,4 +145,4 @@ def predict(model_dir: str | Path, images_or_folder, classes: Sequence[str] | No
     return df
 
 
-__all__ = ["predict", "list_images", "resolve_prompts", "READABILITY_PROMPTS", "DEFAULT_TEMPLATES"]
+__all__ = ["predict", "list_images", "resolve_prompts", "DEFAULT_TEMPLATES"]

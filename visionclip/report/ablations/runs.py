@@ -31,6 +31,7 @@ from ...data.benchmarks import load_records
 from ...data.datasets import ImageDataset
 from ...data.transforms import Preprocess
 from ...eval.benchmark import PROMPT_SETTINGS, evaluate_zero_shot
+from ...eval.checks import READABILITY_PROMPTS
 from ...eval.embed import embed_images
 from ...eval.metrics import classification_report
 from ...eval.perturb import SEVERITIES, perturb
@@ -41,10 +42,6 @@ from ...paths import STANDIN_BENCHMARKS, RunLayout
 from ...training.loop import train_clip
 from .data import nonfundus_set, prepare_ablation_data
 from .grid import Variant, profile_digest, select_variants, variant_grid, variant_profile
-
-FUNDUS_PROMPTS = {"en": ("not a fundus photograph", "a fundus photograph"),
-                  "zh": ("不是眼底照片", "一张眼底照片")}   # class 0 = not fundus, class 1 = fundus
-
 
 def _entry(report: Mapping) -> dict:
     return {k: report[k] for k in ("aca", "auc", "macro_f1", "n")}
@@ -98,7 +95,8 @@ def evaluate_variant(profile: Profile, run_dir: str | Path, model_dir: str | Pat
         y = np.array([it.label for it in items])
         emb = embed_images(model, items, preprocess, ev.batch_size, desc="embed non-fundus test")
         for lang in prompt_languages:
-            protos = class_prototypes(model, tokenizer, [[p] for p in FUNDUS_PROMPTS[lang]], model.context_length,
+            fundus, not_fundus = READABILITY_PROMPTS[lang]["is_fundus"]  # predict's is-fundus check
+            protos = class_prototypes(model, tokenizer, [list(not_fundus), list(fundus)], model.context_length,
                                       flair_exact=ev.flair_exact)
             probs = zero_shot_scores(emb, protos, logit_scale_of(model))
             rep = classification_report(y, probs, ["not fundus", "fundus"], n_boot=ev.bootstrap, seed=profile.seed)
@@ -155,4 +153,4 @@ def run_ablations(profile_name: str, run_dir: str | Path, overrides: Mapping | N
     return {"profile": base, "grid": grid, "results": results}
 
 
-__all__ = ["FUNDUS_PROMPTS", "evaluate_variant", "run_variant", "run_ablations"]
+__all__ = ["evaluate_variant", "run_variant", "run_ablations"]
