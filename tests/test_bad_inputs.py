@@ -256,6 +256,17 @@ def case_truncated_checkpoint(tmp, base):
             "--bootstrap", "10", "--out-dir", str(tmp / "eval")]
 
 
+def case_missing_gpu(tmp, base):
+    fives = _write_fives(tmp / "FIVES")
+    return ["evaluate", "--checkpoint", str(base / "model"), "--dataset", "fives", "--data-root", str(fives),
+            "--device", "cuda:99", "--out-dir", str(tmp / "eval")]
+
+
+def case_unknown_eval_device(tmp, base):
+    run = _copy_run(base, tmp / "run")
+    return _train(run, "--set", "eval.device=gpu")
+
+
 def case_unknown_profile_key(tmp, base):
     run = _copy_run(base, tmp / "run")
     text = (run / "tiny.yaml").read_text().replace("  batch_size: 8\n", "  batch_size: 8\n  batchsize: 16\n")
@@ -294,6 +305,10 @@ CASES = [
          r"step_\d+.*different.*model"),
     Case("saved model of another configuration", case_model_other_config, r"model.*(config|shape|embed)"),
     Case("truncated saved model", case_truncated_checkpoint, r"model\.safetensors"),
+    Case("evaluation on a GPU this machine lacks", case_missing_gpu,
+         r"--device: cuda:99 asked for, but this machine has \d+ GPU"),
+    Case("evaluation device that is not one (--set)", case_unknown_eval_device,
+         r"eval\.device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
     Case("unknown profile key (YAML)", case_unknown_profile_key, r"tiny\.yaml.*batchsize"),
     Case("unknown profile key (--set)", case_unknown_override, r"learning_rate"),
     Case("profile value of the wrong type (--set)", case_wrong_type_override, r"train\.batch_size.*expected an integer"),

@@ -30,9 +30,15 @@ def test_retrieval_constructed_case():
 
 
 def test_hits_by_label_set_names_what_a_miss_retrieved():
-    # images 0-2 normal (key 0), 3-4 glaucoma (key 64), 5 DR grade 1 + diabetes (key 1032);
-    # each image's top caption is the one listed in `best`
-    keys = np.array([0, 0, 0, 64, 64, 1032])
+    # images 0-2 normal, 3-4 glaucoma, 5 DR grade 1 + diabetes; each image's top caption is the one
+    # listed in `best`
+    from visionclip.data.datasets import label_set_key
+    from visionclip.schema import COLUMNS, READABILITY_FLAGS
+
+    eye = {c: int(c in READABILITY_FLAGS) for c in COLUMNS if c != "file_name"}  # a readable eye, no finding
+    normal, glaucoma, dr1_dm = (label_set_key({**eye, **extra}) for extra in ({}, {"is_gc": 1},
+                                                                                {"dr_grade": 1, "is_dm": 1}))
+    keys = np.array([normal, normal, normal, glaucoma, glaucoma, dr1_dm])
     best = [0, 1, 5, 0, 4, 2]
     img = np.eye(6, dtype=np.float32)
     txt = np.zeros((6, 6), dtype=np.float32)

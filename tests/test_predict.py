@@ -52,6 +52,21 @@ def test_dataset_prompts_and_cli(model_dir, folder, tmp_path):
     assert len(pd.read_csv(out)) == 4
 
 
+def test_workers_and_device_give_the_same_predictions(model_dir, folder, tmp_path, capsys):
+    here = predict(model_dir, folder, classes=["normal", "glaucoma"], language="en")
+    workers = predict(model_dir, folder, classes=["normal", "glaucoma"], language="en", device="cpu", num_workers=2)
+    pd.testing.assert_frame_equal(here, workers)
+    out = tmp_path / "cli.csv"
+    assert cli_main(["predict", "--checkpoint", str(model_dir), "--dataset", "refuge", "--device", "auto",
+                     "--workers", "1", "--out", str(out), str(folder)]) == 0
+    assert (pd.read_csv(out)["status"] == "ok").sum() == 3
+    capsys.readouterr()
+    assert cli_main(["predict", "--checkpoint", str(model_dir), "--dataset", "refuge", "--workers", "-1",
+                     str(folder)]) == 2
+    assert capsys.readouterr().err.strip() == ("visionclip predict: error: --workers: expected 0 or more worker "
+                                               "processes, got -1")
+
+
 def test_bad_input(model_dir, folder, tmp_path):
     with pytest.raises(DataError, match="do not match dataset 'refuge'"):
         predict(model_dir, folder, classes=["normal", "glaucoma"], dataset="refuge")

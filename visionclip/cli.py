@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .config import load_profile, parse_override
-from .errors import VisionCLIPError
+from .errors import ConfigError, VisionCLIPError
 from .paths import RunLayout, default_run_dir
 
 DATASET_HELP = "messidor2, messidor, fives or refuge"
@@ -92,7 +92,21 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--image-size", type=int, help="input side in px (default: the model's)")
     p.add_argument("--batch-size", type=int, default=64)
+    _device_args(p)
     p.add_argument("--out-dir", help="write <dataset>.json and predictions_<dataset>.csv here")
+
+
+def _device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto",
+                   help="auto (default: the GPU when there is one, as training chooses), cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="image-decoding worker processes (default: 0, in this process)")
+
+
+def _workers(n: int) -> int:
+    if n < 0:
+        raise ConfigError(f"--workers: expected 0 or more worker processes, got {n}")
+    return n
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -100,11 +114,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .eval.benchmark import evaluate_zero_shot, public_result, write_predictions
     from .eval.metrics import format_interval
     from .io import write_json
+    from .precision import choose_device
 
     check_dataset(args.dataset)
     res = evaluate_zero_shot(args.checkpoint, args.dataset, args.data_root, args.language, args.prompts,
                              args.flair_exact, image_size=args.image_size, batch_size=args.batch_size,
-                             n_boot=args.bootstrap, seed=args.seed)
+                             n_boot=args.bootstrap, seed=args.seed, device=choose_device(args.device, "--device"),
+                             num_workers=_workers(args.workers))
     rep = res["report"]
     print(f"{args.dataset} ({args.data_root}), {args.language} {args.prompts} prompts, n = {rep['n']}")
     for key in ("aca", "kappa", "quadratic_kappa", "macro_f1", "auc"):
@@ -131,15 +147,18 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, help="input side in px (default: the model's)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--flair-exact", action="store_true", help="FLAIR's unrenormalised prototypes and padding")
+    _device_args(p)
     p.add_argument("images", nargs="+", help="image files and/or folders")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .eval.predict import predict
+    from .precision import choose_device
 
     df = predict(args.checkpoint, args.images, args.classes, args.dataset, args.language, args.out,
                  mode=args.prompts, image_size=args.image_size, batch_size=args.batch_size,
-                 flair_exact=args.flair_exact)
+                 flair_exact=args.flair_exact, device=choose_device(args.device, "--device"),
+                 num_workers=_workers(args.workers))
     bad = int((df["status"] != "ok").sum())
     print(f"wrote {args.out}: {len(df) - bad} images scored, {bad} skipped")
     return 0

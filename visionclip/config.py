@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +23,10 @@ PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
 
 def _f(help: str, *, lo: float | None = None, hi: float | None = None,
-       choices: tuple | None = None) -> Any:
-    """A profile field: no default (the profile supplies it), a help text and bounds."""
-    return field(metadata={"help": help, "lo": lo, "hi": hi, "choices": choices})
+       choices: tuple | None = None, pattern: tuple[str, str] | None = None) -> Any:
+    """A profile field: no default (the profile supplies it), a help text and bounds; `pattern` is
+    (a regular expression the whole value matches, what it expects in words)."""
+    return field(metadata={"help": help, "lo": lo, "hi": hi, "choices": choices, "pattern": pattern})
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,9 @@ class EvalConfig:
     fewshot_k: list = _f("shots per class of the linear probe")
     fewshot_draws: int = _f("seeded draws per k", lo=1)
     batch_size: int = _f("images per embedding batch", lo=1)
+    device: str = _f("where evaluation embeds and ranks: auto (the GPU when there is one, as in training)",
+                     pattern=(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N"))
+    num_workers: int = _f("image-decoding worker processes of evaluation's embedding", lo=0, hi=64)
 
 
 @dataclass(frozen=True)
@@ -234,6 +239,8 @@ def _build(cls: type, raw: Any, where: str, field_path: str = "") -> Any:
         meta = f.metadata
         if meta.get("choices") is not None and v not in meta["choices"]:
             raise ConfigError(f"{key}: expected one of {list(meta['choices'])}, got {v!r}")
+        if meta.get("pattern") is not None and not re.fullmatch(meta["pattern"][0], v):
+            raise ConfigError(f"{key}: expected {meta['pattern'][1]}, got {v!r}")
         if meta.get("lo") is not None and v < meta["lo"]:
             raise ConfigError(f"{key}: expected >= {meta['lo']}, got {v!r}")
         if meta.get("hi") is not None and v > meta["hi"]:

@@ -12,11 +12,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..data.transforms import Preprocess
 from ..data.benchmarks import check_classes, check_dataset, labels_of, load_dataset_manifest, load_records
 from ..io import write_json, write_text
 from ..paths import STANDIN_BENCHMARKS, RunLayout, benchmark_dir
+from ..precision import choose_device
 from ..pretrained import chance_model, load_classifier, load_clip
 from .embed import embed_images, save_embeddings
 from .ceiling import balance_heads, ceiling_probs, classifier_heads
@@ -40,16 +42,19 @@ def zero_shot_probs(model, tokenizer, image_emb: np.ndarray, manifest: Mapping, 
 def evaluate_zero_shot(model_dir: str | Path | None, dataset: str, data_root: str | Path, language: str = "zh",
                        mode: str = "ek", flair_exact: bool = False, image_size: int | None = None,
                        batch_size: int = 64, n_boot: int = 1000, seed: int = 0, model=None, tokenizer=None,
-                       records: Sequence | None = None, image_emb: np.ndarray | None = None) -> dict:
+                       records: Sequence | None = None, image_emb: np.ndarray | None = None,
+                       device: str | torch.device = "auto", num_workers: int = 0) -> dict:
     """Zero-shot metrics of one model on one dataset in one prompt setting.
 
-    Pass `model`/`tokenizer` (instead of model_dir), `records` and `image_emb` to reuse work across
-    prompt settings. Returns {"dataset", "data_root", "language", "mode", "flair_exact", "report",
-    "y_true", "y_prob", "paths"} (the last three as arrays, for prediction files).
+    model_dir is loaded on `device` (precision.choose_device: "auto" is the GPU when there is one),
+    the images decoded in `num_workers` DataLoader workers. Pass `model`/`tokenizer` (instead of
+    model_dir), `records` and `image_emb` to reuse work across prompt settings. Returns {"dataset",
+    "data_root", "language", "mode", "flair_exact", "report", "y_true", "y_prob", "paths"} (the last
+    three as arrays, for prediction files).
     """
     check_dataset(dataset)
     if model is None:
-        model, tokenizer = load_clip(model_dir)
+        model, tokenizer = load_clip(model_dir, choose_device(str(device), "device"))
     if records is None:
         records = load_records(dataset, data_root)
     manifest = load_dataset_manifest(dataset)
@@ -57,7 +62,8 @@ def evaluate_zero_shot(model_dir: str | Path | None, dataset: str, data_root: st
     check_classes(manifest, class_names, f"{data_root}")
     if image_emb is None:
         preprocess = Preprocess(image_size or model.image_size, flair_exact)
-        image_emb = embed_images(model, records, preprocess, batch_size, desc=f"embed {dataset}")
+        image_emb = embed_images(model, records, preprocess, batch_size, desc=f"embed {dataset}",
+                                 num_workers=num_workers)
     probs = zero_shot_probs(model, tokenizer, image_emb, manifest, language, mode, flair_exact)
     report = classification_report(y_true, probs, class_names, n_boot=n_boot, seed=seed,
                                    ordinal=dataset in ORDINAL)
@@ -99,9 +105,10 @@ def run_evaluation(profile, run_dir: str | Path, variant: str = "test", datasets
     layout = RunLayout(run_dir)
     ev = profile.eval
     preprocess, n_boot, seed = Preprocess.for_evaluation(profile), ev.bootstrap, profile.seed
-    model, tokenizer = load_clip(layout.model)
-    chance = chance_model(profile, tokenizer, model.image_size) if references else None
-    classifier = load_classifier(layout.supervised) if references and layout.supervised.is_dir() else None
+    device, workers = choose_device(ev.device), ev.num_workers
+    model, tokenizer = load_clip(layout.model, device)
+    chance = chance_model(profile, tokenizer, model.image_size, device) if references else None
+    classifier = load_classifier(layout.supervised, device) if references and layout.supervised.is_dir() else None
     if datasets is None:  # the original MESSIDOR has no stand-in: evaluated when its real root is set
         datasets = list(STANDIN_BENCHMARKS) + (["messidor"] if getattr(profile.data, "messidor_root", "") else [])
 
@@ -117,7 +124,8 @@ def run_evaluation(profile, run_dir: str | Path, variant: str = "test", datasets
         manifest = load_dataset_manifest(ds)
         check_classes(manifest, class_names, str(root))
         sources[ds] = source_label(profile, run_dir, ds, variant)
-        emb = embed_images(model, records, preprocess, ev.batch_size, desc=f"embed {ds} ({variant})")
+        emb = embed_images(model, records, preprocess, ev.batch_size, desc=f"embed {ds} ({variant})",
+                           num_workers=workers)
         save_embeddings(run_dir, f"{ds}_{variant}", image=emb, label=y_true,
                         path=np.array([str(r.path) for r in records]),
                         domain=np.array([str(getattr(r, "domain", "")) for r in records]),
@@ -133,13 +141,14 @@ def run_evaluation(profile, run_dir: str | Path, variant: str = "test", datasets
         write_predictions(layout.predictions(ds, variant), headline["paths"], y_true, headline["y_prob"],
                           class_names)
         if chance is not None:
-            chance_emb = embed_images(chance, records, preprocess, ev.batch_size, desc=f"embed {ds} (chance)")
+            chance_emb = embed_images(chance, records, preprocess, ev.batch_size, desc=f"embed {ds} (chance)",
+                                      num_workers=workers)
             ch = evaluate_zero_shot(None, ds, root, ev.language, ev.prompt_mode, model=chance, tokenizer=tokenizer,
                                     image_emb=chance_emb, **common)
             results["chance"] = ch
             rows.setdefault(CHANCE_ROW, {})[ds] = ch["report"]["aca"]
         if classifier is not None:
-            heads = classifier_heads(classifier, records, preprocess, ev.batch_size)
+            heads = classifier_heads(classifier, records, preprocess, ev.batch_size, workers)
             if classifier.label_priors is not None:
                 heads = balance_heads(heads, classifier.label_priors)
             probs = ceiling_probs(heads, ds, class_names)

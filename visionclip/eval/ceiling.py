@@ -11,7 +11,7 @@ from ..data.datasets import ImageDataset, to_model_input
 from ..data.transforms import Preprocess
 from ..errors import DataError
 from ..progress import progress
-from .embed import collate_images, inference_autocast
+from .embed import collate_images, device_of, inference_autocast
 
 
 def _class_role(dataset: str, name: str) -> str:
@@ -70,16 +70,20 @@ def balance_heads(heads: Mapping[str, torch.Tensor], priors: Mapping[str, Sequen
 
 
 @torch.no_grad()
-def classifier_heads(classifier, records: Sequence, preprocess: Preprocess, batch_size: int = 64) -> dict:
+def classifier_heads(classifier, records: Sequence, preprocess: Preprocess, batch_size: int = 64,
+                     num_workers: int = 0) -> dict:
     """Concatenated head logits of the supervised classifier over records, preprocessed as the
-    zero-shot rows it is compared with (run_evaluation passes the same Preprocess)."""
+    zero-shot rows it is compared with (run_evaluation passes the same Preprocess), decoded in
+    `num_workers` DataLoader workers, on the classifier's device."""
     classifier.eval()
+    device = device_of(classifier)
     loader = torch.utils.data.DataLoader(ImageDataset(records, preprocess), batch_size=batch_size, shuffle=False,
-                                         num_workers=0, collate_fn=collate_images)
+                                         num_workers=num_workers, collate_fn=collate_images,
+                                         pin_memory=device.type == "cuda")
     out: dict[str, list] = {"dr_grade": [], "flags": []}
     for images in progress(loader, desc="supervised ceiling", total=len(loader), unit="batch"):
         with inference_autocast(classifier):
-            heads = classifier(to_model_input(images))
+            heads = classifier(to_model_input(images, device))
         for k in out:
             out[k].append(heads[k].float().cpu())
     return {k: torch.cat(v) for k, v in out.items()}

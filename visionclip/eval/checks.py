@@ -86,7 +86,7 @@ def _platt(scores: np.ndarray, labels: np.ndarray) -> dict:
 
 
 def calibrate_checks(model, tokenizer, records: Sequence, preprocess, seed: int, batch_size: int = 64,
-                     languages: Sequence[str] | None = None) -> dict:
+                     languages: Sequence[str] | None = None, num_workers: int = 0) -> dict:
     """Platt parameters of every check in every language, fitted on `records` (the corpus val split;
     a seeded subsample of MAX_CALIBRATION_IMAGES above that). A check whose labels take one value
     there gets no parameters (predict then says it is uncalibrated). `languages` defaults to those
@@ -102,7 +102,8 @@ def calibrate_checks(model, tokenizer, records: Sequence, preprocess, seed: int,
     if len(records) > MAX_CALIBRATION_IMAGES:
         keep = np.sort(rng(seed, "check_calibration").choice(len(records), MAX_CALIBRATION_IMAGES, replace=False))
         records = [records[i] for i in keep]
-    emb = embed_images(model, records, preprocess, batch_size, desc="embed val images (check calibration)")
+    emb = embed_images(model, records, preprocess, batch_size, desc="embed val images (check calibration)",
+                       num_workers=num_workers)
     scale = logit_scale_of(model)
     out: dict = {"fitted_on": "corpus val split", "images": len(records)}
     for lang in languages:
@@ -152,18 +153,20 @@ def calibrated_probabilities(scores: Mapping[str, np.ndarray], calibration: Mapp
 
 
 def calibrate_run(profile, run_dir: str | Path) -> dict:
-    """Fit the checks of run_dir's CLIP model on its corpus val split and store the fit beside it."""
+    """Fit the checks of run_dir's CLIP model on its corpus val split (embedded on eval.device) and
+    store the fit beside it."""
     from ..data.readers import read_corpus
     from ..data.splits import split_corpus
     from ..data.transforms import Preprocess
     from ..paths import RunLayout
+    from ..precision import choose_device
     from ..pretrained import load_clip
 
     model_dir = RunLayout(run_dir).model
-    model, tokenizer = load_clip(model_dir)
+    model, tokenizer = load_clip(model_dir, choose_device(profile.eval.device))
     val = split_corpus(read_corpus(profile, run_dir), profile.seed)["val"]
     calibration = calibrate_checks(model, tokenizer, val, Preprocess.for_evaluation(profile), profile.seed,
-                                   profile.eval.batch_size)
+                                   profile.eval.batch_size, num_workers=profile.eval.num_workers)
     save_calibration(model_dir, calibration)
     return calibration
 

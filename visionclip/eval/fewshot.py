@@ -25,6 +25,7 @@ from ..data.transforms import Preprocess
 from ..errors import DataError
 from ..io import write_json
 from ..paths import STANDIN_BENCHMARKS, RunLayout, benchmark_dir
+from ..precision import choose_device
 from ..pretrained import load_clip
 from ..seeding import derive_seed, rng, subsample
 
@@ -105,11 +106,11 @@ def run_fewshot(profile, run_dir: str | Path, datasets: Sequence[str] | None = N
             dev = load_embeddings(run_dir, f"{ds}_dev")
         except DataError:
             if model is None:
-                model, _ = load_clip(layout.model)
+                model, _ = load_clip(layout.model, choose_device(ev.device))
             records = load_records(ds, benchmark_dir(profile, run_dir, ds, "dev"))
             y, _names = labels_of(records)
             emb = embed_images(model, records, Preprocess.for_evaluation(profile), ev.batch_size,
-                               desc=f"embed {ds} (dev)")
+                               desc=f"embed {ds} (dev)", num_workers=ev.num_workers)
             save_embeddings(run_dir, f"{ds}_dev", image=emb, label=y,
                             path=np.array([str(r.path) for r in records]),
                             domain=np.array([str(getattr(r, "domain", "")) for r in records]))

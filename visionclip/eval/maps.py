@@ -11,6 +11,7 @@ from ..data.benchmarks import load_dataset_manifest
 from ..data.transforms import Preprocess
 from ..errors import DataError
 from ..paths import RunLayout, corpus_dir
+from ..precision import choose_device
 from ..pretrained import load_clip
 from ..seeding import subsample
 from .zeroshot import build_prompts, class_prototypes
@@ -51,12 +52,12 @@ def run_embeddings(profile, run_dir: str | Path, datasets: Sequence[str] = ("mes
     run_dir = Path(run_dir)
     language = language or profile.eval.language
     mode = mode or profile.eval.prompt_mode
-    model, tokenizer = load_clip(RunLayout(run_dir).model)
+    model, tokenizer = load_clip(RunLayout(run_dir).model, choose_device(profile.eval.device))
     records = split_corpus(read_corpus(profile, run_dir), profile.seed)["test"]
     if not len(records):
         raise DataError(f"{corpus_dir(profile, run_dir)}: the corpus test split is empty")
     emb = embed_images(model, records, Preprocess.for_evaluation(profile), profile.eval.batch_size,
-                       desc="embed corpus test images")
+                       desc="embed corpus test images", num_workers=profile.eval.num_workers)
     save_embeddings(run_dir, "corpus_test", image=emb,
                     dr_grade=np.array([int(r.labels["dr_grade"]) for r in records]),
                     disease=np.array([disease_name(r.labels) for r in records]),

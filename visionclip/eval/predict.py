@@ -67,8 +67,10 @@ def resolve_prompts(classes: Sequence[str] | None, dataset: str | None, language
 def predict(model_dir: str | Path, images_or_folder, classes: Sequence[str] | None = None,
             dataset: str | None = None, language: str = "zh", out_csv: str | Path | None = None,
             mode: str = "ek", image_size: int | None = None, batch_size: int = 32, model=None, tokenizer=None,
-            flair_exact: bool = False):
+            flair_exact: bool = False, device: str | torch.device = "cpu", num_workers: int = 0):
     """Per-class probabilities for every readable image; returns a pandas DataFrame (and writes out_csv).
+
+    model_dir is loaded on `device`; the images are decoded in `num_workers` DataLoader workers.
 
     `flair_exact` reproduces FLAIR's choices, as `visionclip evaluate --flair-exact` does: raw
     (unrenormalised) mean prototypes, for the classes and the readability checks, and zero padding
@@ -96,7 +98,7 @@ def predict(model_dir: str | Path, images_or_folder, classes: Sequence[str] | No
     paths = list_images(images_or_folder)
     names, prompts = resolve_prompts(classes, dataset, language, mode)
     if model is None:
-        model, tokenizer = load_clip(model_dir)
+        model, tokenizer = load_clip(model_dir, device)
     images = ImageDataset(paths, Preprocess(int(image_size or model.image_size), flair_exact), unreadable="report")
     ctx = model.context_length
     scale = logit_scale_of(model)
@@ -109,9 +111,10 @@ def predict(model_dir: str | Path, images_or_folder, classes: Sequence[str] | No
 
     rows = []
     model.eval()
-    starts = range(0, len(paths), batch_size)
-    for s in progress(starts, desc="predict", total=len(starts), unit="batch"):
-        items = [images[i] for i in range(s, min(s + batch_size, len(images)))]
+    # collate_fn=list: an unreadable image comes back as an item without one, reported below
+    loader = torch.utils.data.DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                         collate_fn=list)
+    for items in progress(loader, desc="predict", total=len(loader), unit="batch"):
         readable = [it for it in items if it["image"] is not None]
         for it in items:
             if it["image"] is None:

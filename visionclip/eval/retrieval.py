@@ -17,6 +17,7 @@ from ..data.transforms import Preprocess
 from ..errors import DataError
 from ..io import write_json
 from ..paths import RunLayout
+from ..precision import choose_device
 from ..pretrained import load_clip
 
 # A chunk of queries is scored against all items at once: its similarities and the masks that settle
@@ -132,31 +133,35 @@ def hits_by_label_set(image_emb, text_emb, keys, top: int | None = None, device:
 def val_pool_hits_by_label_set(profile, run_dir: str | Path, top: int | None = None):
     """hits_by_label_set for run_dir/model on the trainer's validation pool (the first val_size
     images of the corpus val split, captions in the training language), embedded under the same
-    inference autocast as the trainer's validation (batch shapes differ: bf16 results may too)."""
+    inference autocast as the trainer's validation (batch shapes differ: bf16 results may too), on
+    eval.device."""
     from ..data.datasets import val_pool
     from ..data.readers import read_corpus
     from ..data.splits import split_corpus
     from .embed import embed_images, embed_texts
 
-    model, tokenizer = load_clip(RunLayout(run_dir).model)
+    device = choose_device(profile.eval.device)
+    model, tokenizer = load_clip(RunLayout(run_dir).model, device)
     pool = val_pool(profile, split_corpus(read_corpus(profile, run_dir), profile.seed))
-    img = embed_images(model, pool, batch_size=profile.train.batch_size, desc="embed val pool")
+    img = embed_images(model, pool, batch_size=profile.train.batch_size, desc="embed val pool",
+                       num_workers=profile.eval.num_workers)
     txt = embed_texts(model, tokenizer, [pool.caption(i) for i in range(len(pool))], model.context_length,
                       desc="embed val captions")
-    return hits_by_label_set(img, txt, pool.label_keys, top)
+    return hits_by_label_set(img, txt, pool.label_keys, top, device)
 
 
 def evaluate_retrieval(model, tokenizer, records, language: str, preprocess: Preprocess, batch_size: int = 64,
                        ks: Sequence[int] = (1, 5, 10), run_dir: str | Path | None = None, name: str = "corpus_test",
-                       image_emb: np.ndarray | None = None) -> dict:
-    """Embed corpus records (CorpusRecord) and their captions in `language`; Recall@K both ways.
+                       image_emb: np.ndarray | None = None, num_workers: int = 0) -> dict:
+    """Embed corpus records (CorpusRecord) and their captions in `language`; Recall@K both ways,
+    ranked on the model's device.
 
     Pass `image_emb` to reuse image embeddings across languages (else the images are read with
-    `preprocess`). With `run_dir`, the image and text embeddings, captions, label keys, paths and
-    cameras are saved as the run's embeddings `name`.
+    `preprocess`, in `num_workers` workers). With `run_dir`, the image and text embeddings,
+    captions, label keys, paths and cameras are saved as the run's embeddings `name`.
     """
     from ..data.datasets import label_set_key
-    from .embed import embed_images, embed_texts, save_embeddings
+    from .embed import device_of, embed_images, embed_texts, save_embeddings
 
     records = list(records)
     if not records:
@@ -164,13 +169,14 @@ def evaluate_retrieval(model, tokenizer, records, language: str, preprocess: Pre
     captions = [getattr(r, f"caption_{language}") for r in records]
     keys = np.array([label_set_key(r.labels) for r in records], dtype=np.int64)
     img = image_emb if image_emb is not None else embed_images(model, records, preprocess, batch_size,
-                                                               desc="embed corpus test images")
+                                                               desc="embed corpus test images",
+                                                               num_workers=num_workers)
     txt = embed_texts(model, tokenizer, captions, model.context_length, desc=f"embed {language} captions")
     if run_dir is not None:
         save_embeddings(run_dir, name, image=img, text=txt, label_key=keys, caption=np.array(captions),
                         path=np.array([str(r.path) for r in records]),
                         domain=np.array([str(getattr(r, "domain", "")) for r in records]))
-    out = recall_at_k(img, txt, keys, keys, ks)
+    out = recall_at_k(img, txt, keys, keys, ks, device_of(model))
     out["language"] = language
     return out
 
@@ -200,20 +206,21 @@ def retrieval_examples(run_dir: str | Path, language: str = "zh", n_queries: int
 def run_retrieval(profile, run_dir: str | Path, languages: Sequence[str] = ("zh", "en"),
                   max_items: int | None = None) -> dict:
     """Recall@1/5/10 both ways on the corpus test split (exact pair and by label set), in each of
-    `languages` that the corpus has captions in (data.captions=release has no English)."""
+    `languages` that the corpus has captions in (data.captions=release has no English), on eval.device."""
     from ..data.readers import read_corpus
     from ..data.splits import split_corpus
     from .embed import embed_images
 
     layout = RunLayout(run_dir)
-    model, tokenizer = load_clip(layout.model)
+    model, tokenizer = load_clip(layout.model, choose_device(profile.eval.device))
     corpus = read_corpus(profile, run_dir)
     languages = [lang for lang in languages if corpus.caption_sources[lang] != "none"]
     records = split_corpus(corpus, profile.seed)["test"]
     if max_items:
         records = records[:max_items]
     preprocess = Preprocess.for_evaluation(profile)
-    image_emb = embed_images(model, records, preprocess, profile.eval.batch_size, desc="embed corpus test images")
+    image_emb = embed_images(model, records, preprocess, profile.eval.batch_size, desc="embed corpus test images",
+                             num_workers=profile.eval.num_workers)
     out = {}
     for lang in languages:
         out[lang] = evaluate_retrieval(model, tokenizer, records, lang, preprocess, profile.eval.batch_size,

@@ -36,6 +36,7 @@ from ...eval.embed import embed_images
 from ...eval.metrics import classification_report
 from ...eval.perturb import SEVERITIES, perturb
 from ...eval.zeroshot import class_prototypes, logit_scale_of, zero_shot_scores
+from ...precision import choose_device
 from ...pretrained import load_clip
 from ...io import write_json
 from ...paths import STANDIN_BENCHMARKS, RunLayout
@@ -58,7 +59,8 @@ def evaluate_variant(profile: Profile, run_dir: str | Path, model_dir: str | Pat
     of `prompt_languages`.
     """
     ev, preprocess = profile.eval, Preprocess.for_evaluation(profile)
-    model, tokenizer = load_clip(model_dir)
+    model, tokenizer = load_clip(model_dir, choose_device(ev.device))
+    workers = ev.num_workers
     # every row, clean, seen, perturbed or non-fundus, is read and scored the same way
     common = dict(model=model, tokenizer=tokenizer, n_boot=ev.bootstrap, seed=profile.seed, flair_exact=ev.flair_exact)
     headline = (ev.language, ev.prompt_mode)
@@ -67,7 +69,7 @@ def evaluate_variant(profile: Profile, run_dir: str | Path, model_dir: str | Pat
     for ds in STANDIN_BENCHMARKS:
         root = RunLayout(run_dir).ablation_benchmarks("test") / ds
         records = load_records(ds, root)
-        emb = embed_images(model, records, preprocess, ev.batch_size, desc=f"embed {ds}")
+        emb = embed_images(model, records, preprocess, ev.batch_size, desc=f"embed {ds}", num_workers=workers)
         res = {f"{lang}_{mode}": evaluate_zero_shot(None, ds, root, lang, mode, records=records, image_emb=emb,
                                                     **common) for lang, mode in PROMPT_SETTINGS}
         out["test"][ds] = {k: _entry(r["report"]) for k, r in res.items()}
@@ -75,7 +77,8 @@ def evaluate_variant(profile: Profile, run_dir: str | Path, model_dir: str | Pat
         if seen:
             sroot = RunLayout(run_dir).ablation_benchmarks("seen") / ds
             srecords = load_records(ds, sroot)
-            semb = embed_images(model, srecords, preprocess, ev.batch_size, desc=f"embed {ds} (seen)")
+            semb = embed_images(model, srecords, preprocess, ev.batch_size, desc=f"embed {ds} (seen)",
+                                num_workers=workers)
             sres = evaluate_zero_shot(None, ds, sroot, *headline, records=srecords, image_emb=semb, **common)
             out["seen"][ds] = {"report": _entry(sres["report"]), "y_true": head["y_true"].tolist(),
                                "pred_heldout": head["y_prob"].argmax(1).tolist(),
@@ -86,14 +89,16 @@ def evaluate_variant(profile: Profile, run_dir: str | Path, model_dir: str | Pat
                     rep = head["report"]
                 else:
                     perturbed = ImageDataset(records, preprocess, alter=partial(perturb, kind=kind, level=level))
-                    pemb = embed_images(model, perturbed, batch_size=ev.batch_size, desc=f"embed {ds} ({kind} {level})")
+                    pemb = embed_images(model, perturbed, batch_size=ev.batch_size, desc=f"embed {ds} ({kind} {level})",
+                                        num_workers=workers)
                     rep = evaluate_zero_shot(None, ds, root, *headline, records=records, image_emb=pemb,
                                              **common)["report"]
                 out["robustness"].setdefault(ds, {}).setdefault(kind, {})[str(level)] = _entry(rep)
     if nonfundus:
         items = nonfundus_set(run_dir, profile.seed)
         y = np.array([it.label for it in items])
-        emb = embed_images(model, items, preprocess, ev.batch_size, desc="embed non-fundus test")
+        emb = embed_images(model, items, preprocess, ev.batch_size, desc="embed non-fundus test",
+                           num_workers=workers)
         for lang in prompt_languages:
             fundus, not_fundus = READABILITY_PROMPTS[lang]["is_fundus"]  # predict's is-fundus check
             protos = class_prototypes(model, tokenizer, [list(not_fundus), list(fundus)], model.context_length,
