@@ -60,7 +60,7 @@ def top_matches(query_emb, item_emb, k: int = 5, device: str | torch.device = "c
         raise DataError(f"retrieval: queries {query.shape} and items {items.shape} are not embeddings "
                         "of one size")
     device = torch.device(device)
-    k = min(k, len(items))
+    k = max(0, min(k, len(items)))
     out = np.empty((len(query), k), dtype=np.int64)
     if k <= 0:
         return out
