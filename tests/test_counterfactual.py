@@ -69,3 +69,33 @@ def test_dataset_items_carry_a_negative_only_when_asked(corpus):  # noqa: F811
     hard.set_epoch(1)
     assert [hard[i]["negative_caption"] for i in range(6)] != [item["negative_caption"]] + [
         ImageTextDataset(corpus, 48, "zh", False, 0, hard_negatives=True)[i]["negative_caption"] for i in range(1, 6)]
+
+
+def test_the_trainer_trains_with_hard_negatives_and_resumes_to_the_same_weights(tmp_path):
+    """train.hard_negatives through the real loop: finite losses, and a run stopped after 2 steps and
+    resumed ends with the uninterrupted run's weights (the negatives are seeded by (seed, epoch, index))."""
+    from safetensors.torch import load_file
+    import torch
+
+    from visionclip.config import load_profile
+    from visionclip.training.loop import train_clip
+    from test_train import write_tiny_run
+
+    runs = {}
+    for name in ("full", "resumed"):
+        run = tmp_path / name
+        profile = load_profile(write_tiny_run(run, n=30, epochs=1, checkpoint_every=1, val_every=100),
+                               {"train.hard_negatives": True})
+        if name == "resumed":
+            assert train_clip(load_profile(run / "tiny.yaml", {"train.hard_negatives": True,
+                                                               "train.max_steps": 2}), run, progress=False)["steps"] == 2
+        summary = train_clip(profile, run, progress=False)
+        runs[name] = load_file(str(run / "model" / "model.safetensors"))
+        assert summary["steps"] == summary["total_steps"] >= 3
+    assert all(torch.equal(runs["full"][k], runs["resumed"][k]) for k in runs["full"])
+    # the negatives changed training: the same run without them ends elsewhere
+    plain = tmp_path / "plain"
+    train_clip(load_profile(write_tiny_run(plain, n=30, epochs=1, checkpoint_every=1, val_every=100)), plain,
+               progress=False)
+    other = load_file(str(plain / "model" / "model.safetensors"))
+    assert not all(torch.equal(runs["full"][k], other[k]) for k in other)
