@@ -63,6 +63,10 @@ def _wheels(folder: Path) -> Path:
     _disk(300, seed=3).save(retina, format="JPEG", quality=95)
     with zipfile.ZipFile(folder / f"{devset.SKIMAGE_WHEEL_PREFIX}cp311-none-any.whl", "w") as z:
         z.writestr(devset.SKIMAGE_RETINA, retina.getvalue())
+        for k, member in enumerate(devset.SKIMAGE_HELD_OUT):  # bright grey frames, one per held-out file
+            frame = io.BytesIO()
+            Image.new("L", (60 + k, 50), 230).save(frame, format="PNG")
+            z.writestr(member, frame.getvalue())
     return folder
 
 
@@ -72,10 +76,10 @@ def _built(tmp_path) -> tuple[Path, list]:
     wheels = _wheels(tmp_path)
     toolbox, skimage = devset.find_wheels(wheels)
     photos = devset.drop_repeats([p for p, r in devset.notebook_panels(toolbox) if r is None])
-    photos.append(devset.skimage_retina(skimage))
+    photos += devset.skimage_photographs(skimage)
     labels = {p.digest: ({"is_fundus": 1, "eye": str(i), "lesions": "not assessed"} if p.pixels.mean() < 200
                          else {"is_fundus": 0, "kind": "blank_flash"}) for i, p in enumerate(photos)}
-    licences = {"fundus-image-toolbox": "MIT", "scikit-image": "CC0"}
+    licences = {"fundus-image-toolbox": "MIT", **{p.package: "CC0" for p in photos if p.package != "fundus-image-toolbox"}}
     return tmp_path / "dev", devset.build_devset(wheels, tmp_path / "dev", {"licences": licences, "images": labels})
 
 
@@ -97,13 +101,15 @@ def test_build_writes_images_and_labels_from_the_manifest_only(tmp_path):
     wheels = _wheels(tmp_path)
     toolbox, skimage = devset.find_wheels(wheels)
     photos = devset.drop_repeats([p for p, r in devset.notebook_panels(toolbox) if r is None])
-    photos.append(devset.skimage_retina(skimage))
-    manifest = {"licences": {"fundus-image-toolbox": "MIT", "scikit-image": "CC0"},
+    photos += devset.skimage_photographs(skimage)
+    assert [p.package for p in photos[-4:]] == ["scikit-image retina.jpg", "scikit-image coins.png",
+                                                "scikit-image clock_motion.png", "scikit-image ihc.png"]
+    manifest = {"licences": {"fundus-image-toolbox": "MIT", **{p.package: "CC0" for p in photos[-4:]}},
                 "images": {p.digest: {"is_fundus": 1, "eye": str(i)} for i, p in enumerate(photos)}}
     out = tmp_path / "out"
     entries = devset.build_devset(wheels, out, manifest)
     assert [e["digest"] for e in entries] == [p.digest for p in photos]
-    assert entries[-1]["licence"] == "CC0" and entries[0]["licence"] == "MIT"
+    assert entries[-1]["licence"] == "CC0" and entries[0]["licence"] == "MIT" and entries[-1]["height"] == 50
     for e in entries:
         img = np.asarray(Image.open(out / e["file"]))
         assert img.shape == (e["height"], e["width"], 3)
@@ -122,16 +128,38 @@ def test_build_writes_images_and_labels_from_the_manifest_only(tmp_path):
 def test_missing_wheels_say_how_to_fetch_them(tmp_path):
     with pytest.raises(DataError, match="make devset-wheels"):
         devset.find_wheels(tmp_path)
+    wheel = tmp_path / f"{devset.SKIMAGE_WHEEL_PREFIX}x.whl"
+    retina = io.BytesIO()
+    _disk(40, seed=1).save(retina, format="JPEG")
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(devset.SKIMAGE_RETINA, retina.getvalue())
+    with pytest.raises(DataError, match="coins.png is missing"):
+        devset.skimage_photographs(wheel)
+
+
+def test_held_out_photographs_never_enter_the_corpus():
+    import skimage.data
+    from visionclip.synth.nonfundus import NATURAL_PHOTOS, _natural_photo
+
+    # pixel for pixel: none of the corpus's source photographs is one the dev set holds out
+    folder = Path(skimage.data.__file__).parent
+    held_out = [np.asarray(Image.open(folder / Path(m).name).convert("RGB")) for m in devset.SKIMAGE_HELD_OUT]
+    for name in NATURAL_PHOTOS:
+        source = np.asarray(_natural_photo(name))
+        assert not any(h.shape == source.shape and np.array_equal(h, source) for h in held_out), name
+    # and the comparison can match: skimage.data.coins() is the held-out coins.png
+    assert np.array_equal(held_out[0], np.asarray(Image.fromarray(skimage.data.coins()).convert("RGB")))
 
 
 @pytest.mark.skipif(not (DEVSET_WHEELS / devset.TOOLBOX_WHEEL).is_file(),
                     reason="the pinned wheels are fetched by `make devset-wheels` (make unit does it)")
 def test_the_real_wheels_give_the_labelled_dev_set(tmp_path):
     entries = devset.build_devset(DEVSET_WHEELS, tmp_path)
-    assert len(entries) == 15
-    assert sorted(e.get("kind") for e in entries if not e["is_fundus"]) == ["blank_flash", "room_scene", "test_chart"]
+    assert len(entries) == 18
+    assert sorted(e.get("kind") for e in entries if not e["is_fundus"]) == [
+        "blank_flash", "micrograph", "object_photo", "object_photo", "room_scene", "test_chart"]
     assert len({e["eye"] for e in entries if e["is_fundus"]}) == 10
-    assert {e["licence"].split(" ")[0] for e in entries} == {"MIT", "CC0"}
+    assert {e["licence"].split(" ")[0] for e in entries} == {"MIT", "CC0", "no", "public"}
 
 
 def test_the_model_reads_the_dev_set_and_the_figures_name_what_is_real(tmp_path):

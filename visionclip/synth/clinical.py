@@ -10,7 +10,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-GENERATOR_VERSION = "visionclip-synth-1.2"   # 1.1: pertinent negatives in captions; 1.2: translucent tapering vessels, domain-randomised corpus
+# 1.1: pertinent negatives in captions; 1.2: translucent tapering vessels, domain-randomised corpus;
+# 1.3: natural photographs (scikit-image's and matplotlib's) among the non-fundus frames
+GENERATOR_VERSION = "visionclip-synth-1.3"
 
 # Geometry of a 45-degree fundus photograph.
 GEOMETRY: dict[str, Any] = {

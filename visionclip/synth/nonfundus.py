@@ -2,8 +2,8 @@
 
 The corpus holds five kinds; two more (slit-lamp photo, document scan) are reserved for an
 ablation and never appear in the corpus, so a model can be tested on unseen non-fundus frames.
-One corpus kind is real: crops of the photographs that ship with scikit-image (NATURAL_PHOTOS), so
-"not a fundus photograph" is learnt from photographs, not only from flat drawings.
+One corpus kind is real: crops of the photographs that ship with scikit-image and matplotlib
+(NATURAL_PHOTOS), so "not a fundus photograph" is learnt from photographs, not only from flat drawings.
 """
 from __future__ import annotations
 
@@ -20,14 +20,22 @@ RESERVED_KINDS = ("slit_lamp", "document_scan")
 ALL_KINDS = CORPUS_KINDS + RESERVED_KINDS
 
 
-# scikit-image's bundled sample photographs (skimage.data; licences in data_manifests/natural_photos.yaml),
-# without its two fundus photographs (retina, microaneurysms).
+# scikit-image's bundled sample photographs (skimage.data names; licences in data_manifests/natural_photos.yaml),
+# without its two fundus photographs (retina, microaneurysms) and those the dev set holds out
+# (data.devset.SKIMAGE_HELD_OUT), and matplotlib's portrait photograph (a file of its sample data).
 NATURAL_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "brick", "grass",
-                  "gravel", "camera", "text", "cell")
+                  "gravel", "camera", "text", "cell", "grace_hopper.jpg")
 
 
 @functools.lru_cache(maxsize=None)
 def _natural_photo(name: str) -> Image.Image:
+    if name.endswith(".jpg"):  # matplotlib's sample data
+        from matplotlib.cbook import get_sample_data
+
+        from ..data.datasets import open_image_bytes
+
+        with get_sample_data(name) as f:
+            return open_image_bytes(f.read(), f"matplotlib sample data {name}").convert("RGB")
     import skimage.data
 
     return Image.fromarray(np.asarray(getattr(skimage.data, name)())).convert("RGB")
