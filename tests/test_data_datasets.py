@@ -86,27 +86,6 @@ def test_worker_processes_give_the_same_batches(corpus):
         assert torch.equal(a["image"], b["image"]) and a["caption"] == b["caption"]
 
 
-@pytest.mark.parametrize("augment", [False, True])
-def test_preloaded_items_equal_decoded_ones(corpus, augment):
-    streamed = ImageTextDataset(corpus, 48, "zh", augment=augment, seed=3)
-    preloaded = ImageTextDataset(corpus, 48, "zh", augment=augment, seed=3)
-    preloaded.preload()
-    for epoch in (0, 2):
-        streamed.set_epoch(epoch), preloaded.set_epoch(epoch)
-        for i in range(len(corpus)):
-            a, b = streamed[i], preloaded[i]
-            assert torch.equal(a["image"], b["image"]) and a["image"].is_contiguous() == b["image"].is_contiguous()
-            assert a["caption"] == b["caption"] and a["label_key"] == b["label_key"]
-    for p in (r.path for r in corpus):  # no file is read again once preloaded
-        p.unlink()
-    assert preloaded[2]["image"].shape == (3, 48, 48)
-
-
-def test_preload_larger_than_allowed_is_refused_by_name(corpus):
-    with pytest.raises(DataError, match=r"train.preload: 6 images of 48 px need .* train.preload: false"):
-        ImageTextDataset(corpus, 48, "zh").preload(max_bytes=1000)
-
-
 def test_image_dataset(tmp_path):
     # circles cut at top and bottom: wider than tall, so the square needs padding
     recs = [Record(disk_jpeg(tmp_path / f"{i}.jpg", seed=i, radius=0.6), i % 2, ("a", "b"), "refuge", "refuge")

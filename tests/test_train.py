@@ -193,14 +193,34 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, reference):
     assert _steps(run / "metrics" / "val.jsonl") == [3, 6]
 
 
-def test_preloaded_train_split_ends_bit_identical_to_streaming(tmp_path, reference):
-    """train.preload decodes the split once in the main process instead of in a worker each epoch:
-    the same items in the same order, so the same weights as the one-worker reference."""
+def test_prepared_train_split_resumes_bit_identical_to_streaming(tmp_path, reference):
+    """train.preload reads the corpus from prepared shards (data.prepare, made on first use) instead of
+    decoding each image every epoch: the same items in the same order, so, stopped after two steps and
+    resumed, the same weights as the streaming one-worker reference."""
     ref_run, _ = reference
     run = _fresh_run(tmp_path, ref_run, "preloaded")
-    train_clip(load_profile(run / "tiny.yaml", {"train.preload": True}), run, progress=False)
+    train_clip(load_profile(run / "tiny.yaml", {"train.preload": True, "train.max_steps": 2}), run, progress=False)
+    assert (run / "data" / "prepared" / "32px" / "bad_images.csv").read_text() == "file_name,reason\n"
+    summary = train_clip(load_profile(run / "tiny.yaml", {"train.preload": True}), run, progress=False)
+    assert summary["resumed_from"] == 2
     ref, ours = _weights(ref_run), _weights(run)
     assert ref.keys() == ours.keys() and all(torch.equal(ref[k], ours[k]) for k in ref)
+
+
+def test_unreadable_images_are_skipped_and_said_once_with_the_list(tmp_path, reference, capsys):
+    from visionclip.data.readers import read_synfundus
+
+    run = _fresh_run(tmp_path, reference[0], "bad")
+    for i in (3, 11):  # a truncated JPEG and a file that is no image
+        path = read_synfundus(run / "data" / "corpus")[i].path
+        path.write_bytes(path.read_bytes()[:150] if i == 3 else b"<html>not found</html>")
+    summary = train_clip(load_profile(run / "tiny.yaml", {"train.preload": True}), run, progress=False)
+    assert summary["steps"] == summary["total_steps"]
+    err = capsys.readouterr().err
+    bad_list = run / "data" / "prepared" / "32px" / "bad_images.csv"
+    assert f"train: skipping 2 unreadable image(s) of the train and val splits (2 in the corpus); the list, " \
+           f"with reasons: {bad_list}" in err
+    assert len(bad_list.read_text().splitlines()) == 3
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, reference):

@@ -1,4 +1,4 @@
-"""`visionclip` command line: synth, train, evaluate, predict, book.
+"""`visionclip` command line: synth, prepare, train, evaluate, predict, book.
 
 Every argparse shell of the package is here; each subcommand calls one library function, imported
 only when used, so that `visionclip synth` does not pay for importing torch and transformers.
@@ -48,6 +48,33 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     for variant in args.variants:
         render_benchmarks(profile, layout.benchmarks(variant), variant)
     print(f"rendered into {layout.data}")
+    return 0
+
+
+# ---------------------------------------------------------------- prepare
+
+def _prepare_args(p: argparse.ArgumentParser) -> None:
+    _profile_args(p)
+    p.add_argument("--run-dir", help="run directory whose data/prepared/ is written (default: runs/<profile>)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes (default: this machine's cores over torchrun's LOCAL_WORLD_SIZE)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from .data.prepare import prepare_run
+
+    profile = _load(args)
+    workers = None if args.workers is None else max(1, _workers(args.workers))
+    summary = prepare_run(profile, Path(args.run_dir or default_run_dir(profile.name)), workers=workers,
+                          progress=not args.no_progress)
+    where = f"{summary['folder']}"
+    if not summary["complete"]:  # under torchrun: other ranks still have shards to do
+        print(f"prepared {summary['prepared_here']} shard(s) here into {where}; others are not complete yet")
+        return 0
+    print(f"prepared {summary['images']} images at {summary['size']} px into {where} "
+          f"({summary['bytes'] / 2**30:.2f} GiB in {summary['shards']} shards); {summary['bad']} unreadable, "
+          f"listed in {summary['bad_list']}")
     return 0
 
 
@@ -194,6 +221,8 @@ def _cmd_book(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "synth": ("render the synthetic corpus and the stand-in benchmark sets", _synth_args, _cmd_synth),
+    "prepare": ("decode and crop the corpus once into memory-mapped shards for training", _prepare_args,
+                _cmd_prepare),
     "train": ("pre-train VisionCLIP (or the supervised ceiling) on the corpus", _train_args, _cmd_train),
     "evaluate": ("zero-shot evaluation of a saved model on one dataset", _evaluate_args, _cmd_evaluate),
     "predict": ("per-class probabilities for any photographs, as CSV", _predict_args, _cmd_predict),

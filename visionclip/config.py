@@ -105,8 +105,9 @@ class TrainConfig:
     keep_checkpoints: int = _f("checkpoints kept on disk (resume falls back to older ones)", lo=1)
     val_every: int = _f("steps between validation passes", lo=1)
     val_size: int = _f("val-split images used for validation retrieval", lo=2)
-    num_workers: int = _f("data-loading worker processes (unused with preload)", lo=0, hi=64)
-    preload: bool = _f("decode the train split once into memory instead of in workers every epoch")
+    num_workers: int = _f("data-loading worker processes (with preload: only when augmenting)", lo=0, hi=64)
+    preload: bool = _f("read the corpus from prepared shards (visionclip prepare: decoded and cropped once, "
+                       "memory-mapped; made on first use) instead of decoding the images every epoch")
     max_nonfinite: int = _f("non-finite steps in a row before training stops", lo=1)
     supervised_ceiling: bool = _f("also train the label-supervised reference model")
 

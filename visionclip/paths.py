@@ -66,6 +66,10 @@ class RunLayout:
         """The real-photograph dev set (data.devset): for development and the book, never for training."""
         return self.data / "devset"
 
+    def prepared(self, size: int) -> Path:
+        """The corpus decoded and cropped once at `size` px (data.prepare): memory-mapped shards."""
+        return self.data / "prepared" / f"{int(size)}px"
+
     def benchmarks(self, variant: str = "test") -> Path:
         """The stand-in renderings of one variant, one folder per dataset."""
         return self.data / "benchmarks" / variant

@@ -109,6 +109,13 @@ def read_image(path: Path | str, preprocess: Preprocess,
     return preprocess(img)
 
 
+def file_names(records: Sequence[CorpusRecord] | CorpusTable) -> list[str]:
+    """The annotation file names of a CorpusTable or of CorpusRecords, in their order."""
+    if isinstance(records, CorpusTable):
+        return [records.file_name(i) for i in range(len(records))]
+    return [r.labels["file_name"] for r in records]
+
+
 class ImageTextDataset(Dataset):
     """Corpus pairs for CLIP pre-training.
 
@@ -134,29 +141,25 @@ class ImageTextDataset(Dataset):
         self.hard_negatives = bool(hard_negatives)
         self._label_keys = (records.label_keys() if isinstance(records, CorpusTable) else
                             np.array([label_set_key(r.labels) for r in self.records], dtype=np.int64))
-        self._decoded: np.ndarray | None = None  # preload(): every preprocessed image, N x H x W x 3 uint8
+        self._prepared = None  # use_prepared(): crops read from memory-mapped shards (data.prepare)
+        self._rows: np.ndarray | None = None
 
-    def preload(self, max_bytes: int | None = None) -> None:
-        """Decode and preprocess every image once and keep it in memory, so that items cost no
-        decoding (for corpora that fit in RAM: the train split of a CPU profile, not SynFundus-1M).
-        Items are the same as without it; augmentation still runs per (seed, epoch, index)."""
-        from ..progress import progress
+    def use_prepared(self, prepared) -> None:
+        """Read every image from prepared shards (data.prepare.PreparedImages: decoded and cropped
+        once by the same read_image) instead of decoding its file. Items are byte-identical to
+        decoded ones; augmentation still runs per (seed, epoch, index)."""
+        if prepared.size != self.image_size:
+            raise DataError(f"{prepared.folder}: crops of {prepared.size} px, training at {self.image_size} px")
+        self._rows = prepared.rows_of(file_names(self.records))
+        self._prepared = prepared
 
-        n, s = len(self.records), self.image_size
-        need = n * s * s * 3
-        if max_bytes is not None and need > max_bytes:
-            raise DataError(f"train.preload: {n} images of {s} px need {need / 2**30:.1f} GiB, more than the "
-                            f"{max_bytes / 2**30:.1f} GiB allowed (half the machine's memory); set "
-                            "train.preload: false to decode in DataLoader workers instead")
-        decoded = np.empty((n, s, s, 3), dtype=np.uint8)
-        for i in progress(range(n), desc="preload train images", unit="img"):
-            decoded[i] = np.asarray(self._image(i), dtype=np.uint8)
-        self._decoded = decoded
+    def _array(self, i: int) -> np.ndarray | None:
+        return None if self._prepared is None else self._prepared.image(self._rows[i])
 
     def _image(self, i: int) -> Image.Image:
-        """Image i decoded and preprocessed (from memory after preload()), before augmentation."""
-        if self._decoded is not None:
-            return Image.fromarray(self._decoded[i])
+        """Image i decoded and preprocessed (from the prepared shards when there are), before augmentation."""
+        if self._prepared is not None:
+            return Image.fromarray(self._array(i))
         return read_image(self.records[i].path, self.preprocess)
 
     def set_epoch(self, epoch: int) -> None:
@@ -183,8 +186,8 @@ class ImageTextDataset(Dataset):
         rec = self.records[i]
         if self.augment is not None:
             image = to_tensor(self.augment(self._image(i), self.epoch, i))
-        else:  # a preloaded array goes to the tensor as it is, without a PIL round trip
-            image = to_tensor(self._decoded[i] if self._decoded is not None else self._image(i))
+        else:  # a prepared crop goes to the tensor as it is, without a PIL round trip
+            image = to_tensor(self._array(i) if self._prepared is not None else self._image(i))
         labels = torch.from_numpy(np.array([int(rec.labels[c]) for c in LABEL_VECTOR], dtype=np.int64))
         item = {"image": image, "caption": self.caption(i), "label_key": int(self._label_keys[i]),
                 "index": i, "labels": labels}
@@ -254,5 +257,5 @@ def val_pool(profile, splits: Mapping) -> ImageTextDataset:
     return ImageTextDataset(splits["val"][:cfg.val_size], cfg.image_size, cfg.caption_language, False, profile.seed)
 
 
-__all__ = ["ImageDataset", "ImageTextDataset", "LABEL_VECTOR", "label_set_key", "label_set_name", "load_image",
+__all__ = ["ImageDataset", "ImageTextDataset", "LABEL_VECTOR", "file_names", "label_set_key", "label_set_name", "load_image",
            "open_image_bytes", "read_image", "to_tensor", "to_model_input", "val_pool"]

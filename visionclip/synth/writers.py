@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
 from ..errors import ConfigError, DataError
-from ..io import sha256_file, write_bytes, write_json, write_text
+from ..io import clean_stale_temps, sha256_file, write_bytes, write_json, write_text
 from ..progress import progress as progress_bar
 from ..schema import COLUMNS, DISEASE_FLAGS, EYE_SIDES, RELEASE_COLUMNS
 from ..seeding import derive_seed
@@ -64,16 +64,8 @@ def _task(job: tuple) -> tuple[int, dict[str, Any]]:
     return index, plan["measurements"]
 
 
-def _clean_stale_temps(dirs: Iterable[Path]) -> None:
-    """A SIGKILL can leave io.atomic_path's temporary siblings behind; they are never final files."""
-    for d in dirs:
-        if d.is_dir():
-            for p in d.glob(".*.tmp"):
-                p.unlink(missing_ok=True)
-
-
 def _run_jobs(jobs: list[tuple], workers: int, desc: str, show: bool) -> list[dict[str, Any]]:
-    _clean_stale_temps({Path(j[5]).parent for j in jobs})
+    clean_stale_temps({Path(j[5]).parent for j in jobs})
     out: list[dict[str, Any] | None] = [None] * len(jobs)
     pos = {j[0]: k for k, j in enumerate(jobs)}
     bar = progress_bar(total=len(jobs), desc=desc, unit="img") if show else None

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -37,6 +38,7 @@ from torch.utils.data import DataLoader
 
 from ..config import Profile
 from ..data.datasets import val_pool
+from ..data.prepare import BAD_LIST, PreparedImages, prepare_run, without_bad
 from ..errors import CheckpointError
 from ..paths import RunLayout
 from ..precision import choose_precision
@@ -59,11 +61,6 @@ RESUME_KEYS = ("seed", "model", "train.batch_size", "train.image_size", "train.l
 
 
 # ------------------------------------------------------------------ batches
-
-def physical_memory() -> int:
-    """Bytes of RAM of this machine (POSIX)."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
 
 def seed_worker(base_seed: int, worker_id: int) -> None:
     """Worker RNGs from (run seed, epoch, rank, worker): independent of the parent's global RNG."""
@@ -110,6 +107,24 @@ def _total_steps(profile: Profile, steps_per_epoch: int) -> int:
     return max(1, int(round(profile.train.epochs * steps_per_epoch)))
 
 
+def _prepared_splits(profile: Profile, run_dir: Path, records, splits: dict, ctx, progress: bool):
+    """The corpus prepared for training (each rank its shards, then all meet), and the train and val
+    splits without the images that could not be read: said once, never a stop mid-epoch."""
+    summary = prepare_run(profile, run_dir, records, rank=ctx.rank, world_size=ctx.world_size,
+                          progress=progress and ctx.is_main)
+    dist_utils.barrier(ctx)
+    prepared = PreparedImages(summary["folder"])
+    dropped = 0
+    for name in ("train", "val"):
+        splits[name], n = without_bad(splits[name], prepared)
+        dropped += n
+    if dropped and ctx.is_main:
+        print(f"train: skipping {dropped} unreadable image(s) of the train and val splits "
+              f"({len(prepared.bad)} in the corpus); the list, with reasons: {prepared.folder / BAD_LIST}",
+              file=sys.stderr, flush=True)
+    return prepared
+
+
 def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool, progress: bool,
          device: str | None = None) -> dict:
     from ..data.datasets import ImageTextDataset
@@ -131,6 +146,9 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
             ckpt.prune_checkpoints(layout.checkpoints, keep=0)
         dist_utils.barrier(ctx)
 
+        prepared = None
+        if cfg.preload:  # decoded and cropped once (data.prepare): no worker decodes, every epoch reads the shards
+            prepared = _prepared_splits(profile, run_dir, records, splits, ctx, progress)
         task = task_cls(profile, splits["train"], state)
         model = task.model.to(ctx.device, memory_format=torch.channels_last)
         if task.name == ClipTask.name:  # its saved config says which captions it learned from
@@ -138,9 +156,10 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
         optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
         train_ds = ImageTextDataset(splits["train"], cfg.image_size, cfg.caption_language, cfg.augment,
                                     profile.seed, hard_negatives=task.hard_negatives)
-        if cfg.preload:  # the same items, decoded once: no worker competes with the model for the cores
-            train_ds.preload(max_bytes=physical_memory() // 2)
-        train_workers = 0 if cfg.preload else cfg.num_workers
+        if prepared is not None:
+            train_ds.use_prepared(prepared)
+        # Prepared crops cost a copy: workers earn their start-up only when they augment.
+        train_workers = 0 if prepared is not None and not cfg.augment else cfg.num_workers
         sampler = ResumableBatchSampler(len(train_ds), cfg.batch_size, profile.seed,
                                         rank=ctx.rank, world_size=ctx.world_size)
         total_steps = _total_steps(profile, sampler.steps_per_epoch)
@@ -175,8 +194,11 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
 
         val_batches: list = []
         if ctx.is_main:
-            val_loader = make_loader(val_pool(profile, splits), batch_size=sampler.local_batch, collate=task.collate,
-                                     num_workers=cfg.num_workers, device=ctx.device,
+            val_ds = val_pool(profile, splits)
+            if prepared is not None:
+                val_ds.use_prepared(prepared)
+            val_loader = make_loader(val_ds, batch_size=sampler.local_batch, collate=task.collate,
+                                     num_workers=0 if prepared is not None else cfg.num_workers, device=ctx.device,
                                      seed_key=(profile.seed, "val-loader"))
             # Decoded once and kept (val_size images, unaugmented): every validation sees the same
             # batches without decoding them again or starting a worker.
