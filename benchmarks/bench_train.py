@@ -8,8 +8,9 @@ streaming:       the trainer's own input path (visionclip.training.loop.make_loa
                  preprocessed and augmented in train.num_workers DataLoader workers, captions
                  tokenised in the workers' collate, the seeded resumable sampler.
 preloaded:       the trainer's path with train.preload (what the cpu profile uses): the train split
-                 decoded once into memory, items and captions collated in the main process; reported
-                 separately, it does not count for the streaming goal (the time to preload is printed).
+                 prepared once (data.prepare: decoded and cropped into memory-mapped shards), items and
+                 captions collated in the main process; reported separately, it does not count for the
+                 streaming goal (the time to prepare is printed).
 Both time forward + backward + clipping + AdamW step, after warm-up steps, in alternating rounds. The goal is
 streaming / ceiling >= 0.9. The corpus is run_dir/data/corpus; without one, a small corpus is
 rendered into a temporary directory (visionclip.synth.writers.render_corpus).
@@ -31,7 +32,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from visionclip.config import load_profile, parse_override  # noqa: E402
-from visionclip.data.datasets import ImageTextDataset  # noqa: E402
+from visionclip.data.datasets import ImageTextDataset, file_names  # noqa: E402
+from visionclip.data.prepare import PreparedImages, corpus_paths, prepare_images  # noqa: E402
+from visionclip.data.transforms import Preprocess  # noqa: E402
 from visionclip.data.readers import read_synfundus_table  # noqa: E402
 from visionclip.data.splits import split_corpus  # noqa: E402
 from visionclip.paths import corpus_dir  # noqa: E402
@@ -119,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         in_memory = ImageTextDataset(train, cfg.image_size, cfg.caption_language, cfg.augment, profile.seed,
                                    hard_negatives=task.hard_negatives)
         t = time.perf_counter()
-        in_memory.preload()
-        print(f"train.preload: {len(in_memory)} images decoded into memory in {time.perf_counter() - t:.1f} s",
+        summary = prepare_images(file_names(train), corpus_paths(train), Path(tmp) / "prepared",
+                                 Preprocess(cfg.image_size), workers=1, progress=False)
+        in_memory.use_prepared(PreparedImages(summary["folder"]))
+        print(f"train.preload: {len(in_memory)} images prepared (one process) in {time.perf_counter() - t:.1f} s",
               flush=True)
 
         auto = choose_precision(cfg.precision, device)

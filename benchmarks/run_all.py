@@ -5,6 +5,8 @@
 Every figure in the file comes from this one run (ratios where a ratio means something):
   renderer      images/s per core at 256 px and the 1 -> 2 process speed-up (bench_renderer.py)
   training      streaming input path / compute ceiling, bf16 / fp32 on CPU (bench_train.py, cpu profile)
+  prepare       input path per core, prepared shards / JPEGs at the cpu profile's 128 px and at 224 px,
+                with and without augmentation; the prepare stage's rate and size (bench_prepare.py)
   embedding     evaluation embedding, bf16 / fp32 on CPU and the cosine between the two (bench_embed.py)
   memory        peak RSS of a data-loading pass at 2k and 8k annotation rows; peak RSS of a few
                 cpu-profile training steps, which must stay < 8 GiB (bench_memory.py)
@@ -105,8 +107,32 @@ def bench_train(run_dir: Path, steps: int, rounds: int) -> dict:
             "ceiling": num(r"compute ceiling \(\w+\): ([\d.]+) img/s"), "streaming": num(r"streaming\s+\(\w+\): ([\d.]+)"),
             "per_round": (re.search(r"per round: ([\d., ]+)\)", out) or [None, "?"])[1],
             "fp32": num(r"compute ceiling \(fp32\): ([\d.]+)"), "preloaded": num(r"preloaded\s+\(\w+\): ([\d.]+)"),
-            "preload_ratio": num(r"preloaded / ceiling: ([\d.]+)"), "preload_s": num(r"into memory in ([\d.]+) s"),
+            "preload_ratio": num(r"preloaded / ceiling: ([\d.]+)"), "preload_s": num(r"prepared \(one process\) in ([\d.]+) s"),
             "raw": out, "seconds": secs}
+
+
+def bench_prepare(images: int) -> dict:
+    out, secs = run_script([str(HERE / "bench_prepare.py"), "--images", str(images)])
+    rows = {r["corpus"]: r for r in (json.loads(line) for line in out.splitlines() if line.startswith("{"))}
+    if set(rows) != {"cpu", "paper_like"}:
+        raise SystemExit(f"bench_prepare.py output not understood:\n{out}")
+    return {"rows": rows, "raw": out, "seconds": secs}
+
+
+def prepare_rows(p: dict) -> list[str]:
+    """Per-core input path rows: prepared / JPEG with and without augmentation, and the prepare stage."""
+    out = []
+    for key, label in (("cpu", "cpu profile, 128 px"), ("paper_like", "224 px from 512-px JPEGs")):
+        r = p["rows"][key]
+        out.append(f"| Input path per core, prepared shards / JPEGs ({label}) | {r['ratio_plain']:.1f}x "
+                   f"(augmented: {r['ratio_augment']:.2f}x) | goal >= 10x at 224 px; {r['prepared_plain_img_s']:.0f} vs "
+                   f"{r['jpeg_plain_img_s']:.0f} img/s, augmented {r['prepared_augment_img_s']:.0f} vs "
+                   f"{r['jpeg_augment_img_s']:.0f} (TrainAugment per item dominates) |")
+    r = p["rows"]["cpu"]
+    out.append(f"| Prepare stage, cpu profile (128 px) | {r['prepare_img_s']:.0f} img/s per core | its "
+               f"{r['cpu_corpus_images']}-image corpus: about "
+               f"{r['cpu_corpus_prepare_s']:.0f} s on one core, {r['cpu_corpus_gib']:.2f} GiB of shards |")
+    return out
 
 
 def bench_embed(run_dir: Path, images: int) -> dict:
@@ -185,8 +211,8 @@ def notebook_times() -> dict[str, dict]:
 # ---------------------------------------------------------------------------------------- report
 
 def render(results: dict) -> str:
-    r, t, e, md, mt, nbs, rt = (results[k] for k in ("renderer", "train", "embed", "memory_data", "memory_train",
-                                                     "notebooks", "retrieval"))
+    r, t, e, md, mt, nbs, rt, pr = (results[k] for k in ("renderer", "train", "embed", "memory_data",
+                                                         "memory_train", "notebooks", "retrieval", "prepare"))
     one, two = r["rows"][1], r["rows"][2]
     lines = [
         "# Benchmarks",
@@ -207,15 +233,16 @@ def render(results: dict) -> str:
         f"{t['streaming']:.1f} img/s vs ceiling {t['ceiling']:.1f} img/s, medians of alternating rounds "
         f"(per-round ratios {t['per_round']}: their spread is the machine's noise) |",
         (f"| Preloaded train split / compute ceiling (cpu profile, train.preload; not the streaming goal) | "
-         f"{t['preload_ratio']:.3f} | preloaded {t['preloaded']:.1f} img/s, after {t['preload_s']:.1f} s decoding "
-         f"the split once |" if t.get("preload_ratio") else "| Preloaded train split | not measured | |"),
+         f"{t['preload_ratio']:.3f} | preloaded {t['preloaded']:.1f} img/s, after {t['preload_s']:.1f} s preparing "
+         f"the split once (one process) |" if t.get("preload_ratio") else "| Preloaded train split | not measured | |"),
+        *prepare_rows(pr),
         (f"| bf16 / fp32 training speed on CPU | {t['bf16_fp32']:.2f}x | fp32 ceiling {t['fp32']:.1f} img/s |"
          if t["bf16_fp32"] else "| bf16 / fp32 training speed on CPU | not measured | this CPU has no native bf16: auto chose fp32 |"),
         (f"| {e['precision']} / fp32 evaluation embedding speed (cpu profile, decode + preprocess included) | "
          f"{e['ratio']:.2f}x | smallest cosine between an image's two embeddings {e['min_cos']:.4f} |"
          if e.get("ratio") else "| bf16 / fp32 evaluation embedding speed | not measured | this CPU has no native bf16 |"),
         f"| Peak RSS, cpu-profile training ({mt['steps']} steps, batch {mt['batch_size']}, {mt['image_size']} px, "
-        f"{'train split preloaded, ' if mt.get('preload') else ''}{mt['workers']} worker"
+        f"{'corpus prepared, ' if mt.get('preload') else ''}{mt['workers']} worker"
         f"{' for the val pool' if mt.get('preload') else ''}, "
         f"{mt['precision']}) | {mt['self_mib'] / 1024:.2f} GiB trainer + "
         f"{mt['children_mib'] / 1024:.2f} GiB largest worker | must stay < {RSS_LIMIT_GIB:.0f} GiB: "
@@ -264,6 +291,12 @@ def render(results: dict) -> str:
         t["raw"].rstrip(),
         "```",
         "",
+        "### bench_prepare.py",
+        "",
+        "```",
+        pr["raw"].rstrip(),
+        "```",
+        "",
         "### bench_embed.py --profile cpu",
         "",
         "```",
@@ -305,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         # Single rounds of the data path / ceiling ratio swing by +-0.05 on two shared cores: five
         # alternating rounds of 20 steps each make the medians steadier.
         results["train"] = bench_train(run_dir, 6 if a.quick else 20, 3 if a.quick else 5)
+        say("input path per core: prepared shards against JPEGs ...")
+        results["prepare"] = bench_prepare(80 if a.quick else 160)
         say("evaluation embedding, bf16 against fp32 ...")
         results["embed"] = bench_embed(run_dir, 256 if a.quick else 512)
         say("training peak RSS ...")

@@ -188,6 +188,17 @@ def case_corrupt_jpeg_in_worker(tmp, base):
     return [*argv, "--set", "train.num_workers=1"]  # torch re-raises a worker's error with its traceback
 
 
+def case_prepared_otherwise(tmp, base):
+    from visionclip.config import load_profile
+    from visionclip.data.prepare import STAMP, prepare_run
+
+    run = _copy_run(base, tmp / "run")
+    summary = prepare_run(load_profile(run / "tiny.yaml"), run, workers=1, progress=False)
+    stamp = Path(summary["folder"]) / STAMP  # as if made by a version that padded FLAIR's way
+    stamp.write_text(stamp.read_text().replace('"flair_exact": false', '"flair_exact": true'))
+    return ["prepare", "--profile", str(run / "tiny.yaml"), "--run-dir", str(run)]
+
+
 def case_zero_byte_image(tmp, base):
     run = _copy_run(base, tmp / "run")
     _first_image(run).write_bytes(b"")
@@ -296,6 +307,8 @@ CASES = [
     Case("flag not 0/1", case_flag_not_binary, r"annotations\.csv.*(row|line) \d+.*is_amd.*expected"),
     Case("corrupt JPEG", case_corrupt_jpeg, r"img_\d+\.jpg: cannot decode image"),
     Case("corrupt JPEG read in a DataLoader worker", case_corrupt_jpeg_in_worker, r"img_\d+\.jpg: cannot decode image"),
+    Case("prepared shards made with other preprocessing", case_prepared_otherwise,
+         r"prepared/32px: already prepared with other parameters \(preprocess: stored .*'flair_exact': True"),
     Case("zero-byte image", case_zero_byte_image, r"img_00002\.jpg.*empty"),
     Case("empty split (corpus too small)", case_empty_split, r"split.*empty"),
     Case("empty dataset folder", case_empty_dataset, r"FIVES.*no labelled images"),

@@ -70,7 +70,11 @@ def test_workers_and_ranks_write_the_same_shards(corpus, tmp_path):
     _prepare(corpus, tmp_path / "pool", workers=2)
     first = _prepare(corpus, tmp_path / "ranks", rank=1, world_size=2)
     assert not first["complete"] and not (tmp_path / "ranks" / prep.BAD_LIST).exists()
+    writing = tmp_path / "ranks" / ".shard_00001.npy.r1.tmp"  # as if rank 1 were writing shard 1 again
+    writing.write_bytes(b"in progress")
     assert _prepare(corpus, tmp_path / "ranks", rank=0, world_size=2)["complete"]
+    assert writing.exists()  # rank 0 cleans up after itself only
+    writing.unlink()
     assert _files(tmp_path / "one") == _files(tmp_path / "pool") == _files(tmp_path / "ranks")
     with pytest.raises(DataError, match=r"1 shard\(s\) not prepared yet .*shard_00001\.npy"):
         _prepare(corpus, tmp_path / "half", rank=0, world_size=2)

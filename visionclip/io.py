@@ -32,12 +32,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def clean_stale_temps(dirs: Iterable[str | os.PathLike]) -> None:
-    """Remove the temporary siblings atomic_path leaves behind when a process is SIGKILLed (never final files)."""
+def clean_stale_temps(dirs: Iterable[str | os.PathLike], names: Iterable[str] | None = None) -> None:
+    """Remove the temporary siblings atomic_path leaves behind when a process is SIGKILLed (never final
+    files): all of them, or only those of the final file `names` (others may be another process's)."""
+    patterns = [".*.tmp"] if names is None else [f".{name}.*.tmp" for name in names]
     for d in map(Path, dirs):
         if d.is_dir():
-            for p in d.glob(".*.tmp"):
-                p.unlink(missing_ok=True)
+            for pattern in patterns:
+                for p in d.glob(pattern):
+                    p.unlink(missing_ok=True)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -55,7 +55,7 @@ def prepare_params(preprocess: Preprocess, names: Sequence[str], shard_images: i
     """What decides a prepared folder's contents: the preprocessing, the layout and the file list."""
     digest = hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()
     return {"format_version": FORMAT_VERSION, "size": int(preprocess.size) + MARGIN, "margin": MARGIN,
-            "preprocess": {"size": int(preprocess.size), "flair_exact": bool(preprocess.flair_exact)},
+            "preprocess": {"flair_exact": bool(preprocess.flair_exact), "size": int(preprocess.size)},
             "shard_images": int(shard_images), "images": len(names), "file_names_sha256": digest}
 
 
@@ -139,9 +139,10 @@ def prepare_images(names: Sequence[str], paths: Sequence[Path], folder: str | os
     params = prepare_params(preprocess, names, shard_images)
     if _check_stamp(folder, params):
         write_json(folder / STAMP, params)
-    clean_stale_temps([folder])
     n_shards = -(-len(names) // shard_images)
     todo = [k for k in range(rank, n_shards, world_size) if not _shard_done(folder, k)]
+    # only this rank's leftovers: another rank may be writing its own shards into the folder now
+    clean_stale_temps([folder], [_shard_path(folder, k, sfx).name for k in todo for sfx in (".npy", ".json")])
     s = params["size"]
     _check_disk(folder, sum(min(shard_images, len(names) - k * shard_images) for k in todo) * s * s * 3)
     jobs = [(folder, k, list(names[k * shard_images:(k + 1) * shard_images]),
