@@ -143,3 +143,39 @@ def test_cli_prepare_reports_and_refuses_other_settings_with_exit_2(tmp_path, ca
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "32px: already prepared with other parameters (margin: stored 8" in err
+
+
+# ---------------------------------------------------------------------------- batched augmentation
+
+def _asymmetric_disk(s: int = 48) -> np.ndarray:
+    """A disk whose colour runs across and down it, with a bright patch up and right: a wrong crop,
+    rotation direction or flip moves visible structure."""
+    yy, xx = np.mgrid[:s, :s]
+    inside = (xx - s / 2) ** 2 + (yy - s / 2) ** 2 < (0.45 * s) ** 2
+    arr = np.zeros((s, s, 3), np.uint8)
+    arr[..., 0] = np.where(inside, 60 + 3 * xx, 0)
+    arr[..., 1] = np.where(inside, 40 + 3 * yy, 0)
+    arr[..., 2] = np.where(inside & (xx > 0.6 * s) & (yy < 0.4 * s), 230, np.where(inside, 30, 0))
+    return arr
+
+
+def test_batched_augmentation_applies_the_per_item_draws_and_is_a_function_of_the_indices():
+    from PIL import Image
+
+    from visionclip.data.batch_augment import BatchAugment
+    from visionclip.data.transforms import TrainAugment
+
+    arr, n = _asymmetric_disk(), 40
+    batch = torch.from_numpy(np.ascontiguousarray(np.stack([arr] * n).transpose(0, 3, 1, 2)))
+    out = BatchAugment(48, 3)(batch, 2, list(range(n)))
+    assert out.shape == (n, 3, 48, 48) and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
+    per_item = [np.asarray(TrainAugment(48, 3)(Image.fromarray(arr), 2, k), np.float32) / 255 for k in range(n)]
+    got = out.permute(0, 2, 3, 1).numpy()
+    same = [np.abs(got[k] - per_item[k]).mean() for k in range(n)]
+    other = [np.abs(got[k] - per_item[(k + 1) % n]).mean() for k in range(n)]
+    # one resampling instead of PIL's two: close to its own draw, far from another image's
+    assert max(same) < 0.015 < min(other)
+    assert any(TrainAugment(48, 3).draw(2, k).blur_radius for k in range(n))  # the blur was exercised
+    again = BatchAugment(48, 3)(batch[[7, 3]], 2, [7, 3])  # another batch, another order: same images
+    assert torch.equal(again[0], out[7]) and torch.equal(again[1], out[3])
+    assert not torch.equal(BatchAugment(48, 3)(batch[:1], 3, [0])[0], out[0])  # a new epoch, new draws

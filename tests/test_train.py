@@ -207,6 +207,21 @@ def test_prepared_train_split_resumes_bit_identical_to_streaming(tmp_path, refer
     assert ref.keys() == ours.keys() and all(torch.equal(ref[k], ours[k]) for k in ref)
 
 
+def test_batched_augmentation_on_the_device_resumes_bit_identical(tmp_path, reference):
+    """train.augment_on: batches augments each batch after it reaches the device, with the per-item
+    draws of (seed, epoch, index): a run stopped after two steps and resumed ends on the same weights."""
+    ref_run, _ = reference
+    over = {"train.preload": True, "train.augment_on": "batches"}
+    whole = _fresh_run(tmp_path, ref_run, "batches")
+    train_clip(load_profile(whole / "tiny.yaml", over), whole, progress=False)
+    stopped = _fresh_run(tmp_path, ref_run, "batches_resumed")
+    train_clip(load_profile(stopped / "tiny.yaml", {**over, "train.max_steps": 2}), stopped, progress=False)
+    assert train_clip(load_profile(stopped / "tiny.yaml", over), stopped, progress=False)["resumed_from"] == 2
+    a, b, ref = _weights(whole), _weights(stopped), _weights(ref_run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], ref[k]) for k in a)  # not the per-item (PIL) pixels
+
+
 def test_unreadable_images_are_skipped_and_said_once_with_the_list(tmp_path, reference, capsys):
     from visionclip.data.readers import read_synfundus
 

@@ -101,6 +101,8 @@ class TrainConfig:
     caption_language: str = _f("captions used for training", choices=("zh", "en", "both"))
     hard_negatives: bool = _f("one counterfactual report per image (one finding flipped) as an extra negative")
     augment: bool = _f("fundus-suited image augmentation")
+    augment_on: str = _f("where it runs: items (PIL, each image in the loader) or batches (the same draws on "
+                         "the batch, on the training device: data.batch_augment)", choices=("items", "batches"))
     checkpoint_every: int = _f("steps between checkpoints", lo=1)
     keep_checkpoints: int = _f("checkpoints kept on disk (resume falls back to older ones)", lo=1)
     val_every: int = _f("steps between validation passes", lo=1)

@@ -17,7 +17,7 @@ from scipy import ndimage
 from ..seeding import rng
 
 _WORK_SIDE = 128          # long side of the thumbnail the foreground mask is computed on
-_MIN_LEVEL = 15           # 8-bit level under which a pixel is camera black, whatever the exposure
+_MIN_LEVEL = MIN_LEVEL = 15  # 8-bit level under which a pixel is camera black, whatever the exposure
 _REL_LEVEL = 0.10         # ... or under this share of the image's bright level (99th percentile)
 _MIN_AREA = 0.01          # a foreground smaller than this share of the frame is not a fundus disk
 
@@ -210,6 +210,24 @@ class Preprocess:
         return cls(int(profile.train.image_size), bool(profile.eval.flair_exact))
 
 
+LUMA = (0.299, 0.587, 0.114)  # grey level of an RGB pixel (ITU-R 601), for contrast and saturation
+
+
+@dataclass(frozen=True)
+class AugmentDraw:
+    """One image's augmentation: the crop box in pixels of the square, the rotation in degrees
+    (counter-clockwise), a vertical flip, the photometric factors, and the blur radius (0: none)."""
+    crop: tuple[float, float, float, float]
+    rotation: float
+    vflip: bool
+    brightness: float
+    contrast: float
+    saturation: float
+    cast: np.ndarray
+    gamma: float
+    blur_radius: float
+
+
 class TrainAugment:
     """Fundus-suited augmentation of a preprocessed square image, a pure function of (seed, epoch, index).
 
@@ -232,42 +250,56 @@ class TrainAugment:
         self.brightness, self.contrast, self.saturation = brightness, contrast, saturation
         self.gamma, self.colour_cast, self.blur_p = gamma, colour_cast, blur_p
 
-    def __call__(self, img: Image.Image, epoch: int, index: int) -> Image.Image:
+    def draw(self, epoch: int, index: int) -> AugmentDraw:
+        """Every random number of one image's augmentation, from its own (seed, epoch, index) generator;
+        the per-item (PIL) and the batched (data.batch_augment) versions apply the same draws."""
         g = rng(self.seed, "augment", int(epoch), int(index))
-        img = to_rgb(img)
-        if img.size != (self.size, self.size):
-            img = preprocess_fundus(img, self.size)
         s = self.size
-
-        # Random resized crop with mild scale and aspect, resampled once back to size.
         area = g.uniform(self.min_area, 1.0)
         aspect = math.exp(g.uniform(math.log(0.9), math.log(1.1)))
         cw, ch = min(s, s * math.sqrt(area * aspect)), min(s, s * math.sqrt(area / aspect))
         x0, y0 = g.uniform(0, s - cw), g.uniform(0, s - ch)
-        img = img.resize((s, s), Image.BILINEAR, box=(x0, y0, x0 + cw, y0 + ch))
-        img = img.rotate(g.uniform(-self.max_rotation, self.max_rotation), Image.BILINEAR, fillcolor=(0, 0, 0))
-        if g.random() < self.vflip_p:
+        rotation = g.uniform(-self.max_rotation, self.max_rotation)
+        vflip = g.random() < self.vflip_p
+        brightness = g.uniform(1 - self.brightness, 1 + self.brightness)
+        contrast = g.uniform(1 - self.contrast, 1 + self.contrast)
+        saturation = g.uniform(1 - self.saturation, 1 + self.saturation)
+        cast = g.uniform(1 - self.colour_cast, 1 + self.colour_cast, size=3).astype(np.float32)
+        gamma = math.exp(g.uniform(-self.gamma, self.gamma))
+        blur = g.random() < self.blur_p
+        radius = g.uniform(0.2, 0.8) * s / 128.0  # drawn always, so later draws do not shift
+        return AugmentDraw((x0, y0, x0 + cw, y0 + ch), rotation, vflip, brightness, contrast, saturation, cast,
+                           gamma, radius if blur else 0.0)
+
+    def __call__(self, img: Image.Image, epoch: int, index: int) -> Image.Image:
+        img = to_rgb(img)
+        if img.size != (self.size, self.size):
+            img = preprocess_fundus(img, self.size)
+        d, s = self.draw(epoch, index), self.size
+
+        # Random resized crop with mild scale and aspect, resampled once back to size.
+        img = img.resize((s, s), Image.BILINEAR, box=d.crop)
+        img = img.rotate(d.rotation, Image.BILINEAR, fillcolor=(0, 0, 0))
+        if d.vflip:
             img = img.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
 
         # Photometric jitter on the disk only: the camera surround stays black.
         inside = (np.asarray(_channel_max(img)) > _MIN_LEVEL)[..., None].astype(np.float32)
         x = np.asarray(img, dtype=np.float32) * (1.0 / 255.0)
-        x = x * g.uniform(1 - self.brightness, 1 + self.brightness)
-        grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
+        x = x * d.brightness
+        grey = x @ np.array(LUMA, np.float32)
         mean = float((grey * inside[..., 0]).sum()) / max(float(inside.sum()), 1.0)
-        x = (x - mean) * g.uniform(1 - self.contrast, 1 + self.contrast) + mean
-        grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
-        x = grey[..., None] + (x - grey[..., None]) * g.uniform(1 - self.saturation, 1 + self.saturation)
-        x = x * g.uniform(1 - self.colour_cast, 1 + self.colour_cast, size=3).astype(np.float32)
-        x = np.clip(x, 0.0, 1.0) ** math.exp(g.uniform(-self.gamma, self.gamma))
+        x = (x - mean) * d.contrast + mean
+        grey = x @ np.array(LUMA, np.float32)
+        x = grey[..., None] + (x - grey[..., None]) * d.saturation
+        x = x * d.cast
+        x = np.clip(x, 0.0, 1.0) ** d.gamma
         x = x * inside
         img = Image.fromarray(np.rint(x * 255.0).astype(np.uint8), "RGB")
 
-        blur = g.random() < self.blur_p
-        radius = g.uniform(0.2, 0.8) * s / 128.0  # drawn always, so later draws do not shift
-        if blur:
-            img = img.filter(ImageFilter.GaussianBlur(radius))
+        if d.blur_radius:
+            img = img.filter(ImageFilter.GaussianBlur(d.blur_radius))
         return img
 
 
-__all__ = ["Preprocess", "TrainAugment", "crop_fundus", "foreground_box", "preprocess_fundus", "to_rgb"]
+__all__ = ["AugmentDraw", "LUMA", "MIN_LEVEL", "Preprocess", "TrainAugment", "crop_fundus", "foreground_box", "preprocess_fundus", "to_rgb"]

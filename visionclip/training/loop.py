@@ -10,8 +10,8 @@ One loop serves one CPU, one GPU and torchrun's many processes:
     train.max_steps: stop after N steps of the full schedule (a short run of any profile)
 
 Exact resume rests on four things: the batch order is a pure function of (seed, epoch) and the
-sampler starts at the checkpoint's step; augmentation is seeded per (seed, epoch, index) by the
-dataset; DataLoader workers are seeded from their own generator, never the global RNG; the
+sampler starts at the checkpoint's step; augmentation is seeded per (seed, epoch, index), by the
+dataset or, under train.augment_on: batches, by data.batch_augment on the device; DataLoader workers are seeded from their own generator, never the global RNG; the
 global RNG states (dropout) are saved and restored. Metric logs are cut back to the checkpoint's
 step so a replayed step is logged once.
 
@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 
 from ..config import Profile
 from ..data.datasets import val_pool
+from ..data.batch_augment import BatchAugment
 from ..data.prepare import BAD_LIST, PreparedImages, prepare_run, without_bad
 from ..errors import CheckpointError
 from ..paths import RunLayout
@@ -57,7 +58,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenisation runs in
 
 # Profile values that must match for a checkpoint to be resumed into this run.
 RESUME_KEYS = ("seed", "model", "train.batch_size", "train.image_size", "train.loss",
-               "train.caption_language", "train.augment")
+               "train.caption_language", "train.augment", "train.augment_on")
 
 
 # ------------------------------------------------------------------ batches
@@ -97,6 +98,8 @@ def resume_signature(profile: Profile) -> dict:
 def _check_resumable(state: ckpt.TrainState, profile: Profile) -> None:
     saved = state.extra.get("signature")
     now = resume_signature(profile)
+    if saved is not None:  # saved before train.augment_on existed: augmentation ran per item
+        saved = {"train.augment_on": "items", **saved}
     if saved is not None and saved != now:
         diff = sorted(k for k in now if saved.get(k) != now[k])
         raise CheckpointError(f"{state.path}: saved by a run with different {diff}; resume with the same "
@@ -154,12 +157,16 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
         if task.name == ClipTask.name:  # its saved config says which captions it learned from
             model.training_captions = records.caption_record(cfg.caption_language)
         optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
-        train_ds = ImageTextDataset(splits["train"], cfg.image_size, cfg.caption_language, cfg.augment,
+        # train.augment_on: batches augments each batch on the device with the same (seed, epoch, index) draws
+        batch_augment = (BatchAugment(cfg.image_size, profile.seed) if cfg.augment and cfg.augment_on == "batches"
+                         else None)
+        item_augment = cfg.augment and batch_augment is None
+        train_ds = ImageTextDataset(splits["train"], cfg.image_size, cfg.caption_language, item_augment,
                                     profile.seed, hard_negatives=task.hard_negatives)
         if prepared is not None:
             train_ds.use_prepared(prepared)
         # Prepared crops cost a copy: workers earn their start-up only when they augment.
-        train_workers = 0 if prepared is not None and not cfg.augment else cfg.num_workers
+        train_workers = 0 if prepared is not None and not item_augment else cfg.num_workers
         sampler = ResumableBatchSampler(len(train_ds), cfg.batch_size, profile.seed,
                                         rank=ctx.rank, world_size=ctx.world_size)
         total_steps = _total_steps(profile, sampler.steps_per_epoch)
@@ -247,6 +254,9 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
                                  seed_key=(profile.seed, "train-loader", task.name, sampler.epoch, ctx.rank))
             tick = time.perf_counter()
             for batch in loader:
+                if batch_augment is not None:
+                    batch["image"] = batch_augment(batch["image"].to(ctx.device, non_blocking=True), sampler.epoch,
+                                                   batch["index"].tolist())
                 with precision.autocast():
                     loss, extras = task.step_loss(ddp_model, batch, ctx.device)
                 optimizer.zero_grad(set_to_none=True)
