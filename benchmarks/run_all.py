@@ -125,7 +125,8 @@ def prepare_rows(p: dict) -> list[str]:
     for key, label in (("cpu", "cpu profile, 128 px"), ("paper_like", "224 px from 512-px JPEGs")):
         r = p["rows"][key]
         out.append(f"| Input path per core, prepared shards / JPEGs ({label}) | {r['ratio_plain']:.1f}x "
-                   f"(augmented per item: {r['ratio_augment']:.2f}x, in batches on this CPU: {r['ratio_batched']:.2f}x) | "
+                   f"(augmented per item: {r['ratio_augment']:.2f}x, in batches on this CPU: "
+                   f"{r['ratio_batched']:.2f}x) | "
                    f"goal >= 10x at 224 px; {r['prepared_plain_img_s']:.0f} vs {r['jpeg_plain_img_s']:.0f} img/s; "
                    f"augmented: prepared {r['prepared_augment_img_s']:.0f} per item, {r['prepared_batched_img_s']:.0f} "
                    f"in batches, vs JPEG {r['jpeg_augment_img_s']:.0f} per item (on a GPU the batches cost the cores "

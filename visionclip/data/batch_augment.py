@@ -31,7 +31,8 @@ class BatchAugment:
     def __call__(self, images: torch.Tensor, epoch: int, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
         b, c, h, w = images.shape
         if (c, h, w) != (3, self.size, self.size):
-            raise ValueError(f"BatchAugment({self.size}): expected [B, 3, {self.size}, {self.size}], got {list(images.shape)}")
+            raise ValueError(f"BatchAugment({self.size}): expected [B, 3, {self.size}, {self.size}], "
+                             f"got {list(images.shape)}")
         draws = [self.draws.draw(epoch, int(i)) for i in indices]
         dev = images.device
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()

@@ -257,5 +257,5 @@ def val_pool(profile, splits: Mapping) -> ImageTextDataset:
     return ImageTextDataset(splits["val"][:cfg.val_size], cfg.image_size, cfg.caption_language, False, profile.seed)
 
 
-__all__ = ["ImageDataset", "ImageTextDataset", "LABEL_VECTOR", "file_names", "label_set_key", "label_set_name", "load_image",
-           "open_image_bytes", "read_image", "to_tensor", "to_model_input", "val_pool"]
+__all__ = ["ImageDataset", "ImageTextDataset", "LABEL_VECTOR", "file_names", "label_set_key", "label_set_name",
+           "load_image", "open_image_bytes", "read_image", "to_tensor", "to_model_input", "val_pool"]

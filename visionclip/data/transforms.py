@@ -302,4 +302,5 @@ class TrainAugment:
         return img
 
 
-__all__ = ["AugmentDraw", "LUMA", "MIN_LEVEL", "Preprocess", "TrainAugment", "crop_fundus", "foreground_box", "preprocess_fundus", "to_rgb"]
+__all__ = ["AugmentDraw", "LUMA", "MIN_LEVEL", "Preprocess", "TrainAugment", "crop_fundus", "foreground_box",
+           "preprocess_fundus", "to_rgb"]

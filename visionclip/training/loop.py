@@ -11,9 +11,10 @@ One loop serves one CPU, one GPU and torchrun's many processes:
 
 Exact resume rests on four things: the batch order is a pure function of (seed, epoch) and the
 sampler starts at the checkpoint's step; augmentation is seeded per (seed, epoch, index), by the
-dataset or, under train.augment_on: batches, by data.batch_augment on the device; DataLoader workers are seeded from their own generator, never the global RNG; the
-global RNG states (dropout) are saved and restored. Metric logs are cut back to the checkpoint's
-step so a replayed step is logged once.
+dataset or, under train.augment_on: batches, by data.batch_augment on the device; DataLoader
+workers are seeded from their own generator, never the global RNG; the global RNG states
+(dropout) are saved and restored. Metric logs are cut back to the checkpoint's step so a replayed
+step is logged once.
 
 Run it: `visionclip train --profile cpu`, `python -m visionclip train --profile cpu`, or
 `torchrun --nproc_per_node N -m visionclip train --profile paper` (multi-node: add torchrun's
@@ -248,14 +249,15 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
         start_step = step
         while step < stop_step:
             sampler.set_position(step)
-            train_ds.set_epoch(sampler.epoch)
+            epoch = sampler.epoch  # this loader's epoch, whatever the sampler does while prefetching
+            train_ds.set_epoch(epoch)
             loader = make_loader(train_ds, batch_sampler=sampler, collate=task.collate,
                                  num_workers=train_workers, device=ctx.device,
-                                 seed_key=(profile.seed, "train-loader", task.name, sampler.epoch, ctx.rank))
+                                 seed_key=(profile.seed, "train-loader", task.name, epoch, ctx.rank))
             tick = time.perf_counter()
             for batch in loader:
                 if batch_augment is not None:
-                    batch["image"] = batch_augment(batch["image"].to(ctx.device, non_blocking=True), sampler.epoch,
+                    batch["image"] = batch_augment(batch["image"].to(ctx.device, non_blocking=True), epoch,
                                                    batch["index"].tolist())
                 with precision.autocast():
                     loss, extras = task.step_loss(ddp_model, batch, ctx.device)
