@@ -162,3 +162,16 @@ def test_nonfinite_guard_counts_resets_and_raises():
     g.record(True, 4); g.record(True, 5)
     with pytest.raises(TrainingError, match="3 steps in a row"):
         g.record(True, 6)
+
+
+def test_checkpoints_from_before_augment_on_resume_as_per_item_augmentation(tmp_path):
+    from visionclip.config import load_profile
+    from visionclip.training.checkpoint import TrainState
+    from visionclip.training.loop import _check_resumable, resume_signature
+
+    profile = load_profile("tiny")
+    old = {k: v for k, v in resume_signature(profile).items() if k != "train.augment_on"}
+    state = TrainState(2, 16, {}, {}, {}, None, ({}, {}), {"signature": old}, tmp_path / "step_0000002")
+    _check_resumable(state, profile)  # items: what every run did before the key existed
+    with pytest.raises(CheckpointError, match=r"step_0000002: saved by a run with different \['train.augment_on'\]"):
+        _check_resumable(state, load_profile("tiny", {"train.augment_on": "batches"}))

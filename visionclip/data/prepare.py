@@ -107,7 +107,8 @@ def _check_stamp(folder: Path, params: dict) -> bool:
             raise DataError(f"{folder}: already prepared with other parameters ({'; '.join(diffs)}); "
                             f"prepare into another run directory or delete {folder}")
         return False
-    if folder.is_dir() and any(folder.glob("shard_*.npy")):
+    # A rank writes the stamp before any shard, so shards next to no stamp, checked after them, are foreign.
+    if folder.is_dir() and any(folder.glob("shard_*.npy")) and not path.is_file():
         raise DataError(f"{folder}: holds shards but no {STAMP}, so how they were made cannot be verified; "
                         f"delete {folder} and prepare again")
     return True
