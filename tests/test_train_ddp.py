@@ -12,6 +12,7 @@ from test_train import ENV, N_IMAGES, ROOT, _weights, write_tiny_run
 
 DDP_WORKER = r"""
 import sys, torch
+import visionclip.data.prepare as prepare
 import visionclip.model as vm
 from visionclip.config import load_profile
 from visionclip.training.loop import train_clip
@@ -29,6 +30,7 @@ def deterministic_build(*a, **k):
             m.train = lambda mode=True, m=m: m
     return model
 vm.build_model = deterministic_build
+prepare.SHARD_IMAGES = 8  # with train.preload: five shards, split over the ranks
 train_clip(load_profile(sys.argv[1], {"train.epochs": 1, "train.checkpoint_every": 100, "train.val_every": 100}), sys.argv[2], progress=False)
 """
 
@@ -39,10 +41,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_gloo_ranks_follow_the_single_process_loss_curve(tmp_path):
+@pytest.mark.parametrize("preload", ["false", "true"])
+def test_two_gloo_ranks_follow_the_single_process_loss_curve(tmp_path, preload):
+    """Also with train.preload: each rank prepares its shards of the corpus, then both read all of them."""
     one, two = tmp_path / "one", tmp_path / "two"
-    write_tiny_run(one, n=N_IMAGES)
-    write_tiny_run(two, n=N_IMAGES)
+    write_tiny_run(one, n=N_IMAGES, preload=preload)
+    write_tiny_run(two, n=N_IMAGES, preload=preload)
     port = _free_port()
     procs = [subprocess.Popen([sys.executable, "-c", DDP_WORKER, str(one / "tiny.yaml"), str(one)],
                               env=ENV, cwd=ROOT, stderr=subprocess.PIPE)]
@@ -62,6 +66,9 @@ def test_two_gloo_ranks_follow_the_single_process_loss_curve(tmp_path):
     print("loss |1 rank - 2 ranks| per step:", [abs(a["loss"] - b["loss"]) for a, b in zip(rows1, rows2)])
     for a, b in zip(rows1, rows2):
         assert b["loss"] == pytest.approx(a["loss"], abs=1e-5), (a, b)
+    if preload == "true":
+        shards = sorted(p.name for p in (two / "data" / "prepared" / "32px").glob("shard_*.npy"))
+        assert shards == [f"shard_{k:05d}.npy" for k in range(5)]
     w1, w2 = _weights(one), _weights(two)
     weight_diff = max((w1[k] - w2[k]).abs().max().item() for k in w1)
     print("max |weight difference|:", weight_diff)

@@ -129,7 +129,7 @@ def default_workers() -> int:
 
 
 def prepare_images(names: Sequence[str], paths: Sequence[Path], folder: str | os.PathLike, preprocess: Preprocess,
-                   *, workers: int = 1, rank: int = 0, world_size: int = 1, shard_images: int = SHARD_IMAGES,
+                   *, workers: int = 1, rank: int = 0, world_size: int = 1, shard_images: int | None = None,
                    progress: bool = True) -> dict:
     """Prepare this rank's shards of (names, paths) into folder; resumable. Returns a summary:
     shards done here and in all, images, unreadable images, and whether every shard is complete
@@ -137,6 +137,7 @@ def prepare_images(names: Sequence[str], paths: Sequence[Path], folder: str | os
     if len(names) != len(paths) or not len(names):
         raise DataError(f"{folder}: nothing to prepare ({len(names)} names, {len(paths)} paths)")
     folder = Path(folder)
+    shard_images = SHARD_IMAGES if shard_images is None else int(shard_images)
     params = prepare_params(preprocess, names, shard_images)
     if _check_stamp(folder, params):
         write_json(folder / STAMP, params)
