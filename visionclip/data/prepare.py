@@ -35,8 +35,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DataError
-from ..paths import RunLayout
 from ..io import atomic_path, clean_stale_temps, write_json, write_text
+from ..paths import RunLayout
 from ..progress import progress as progress_bar
 from .datasets import file_names, read_image
 from .readers import read_corpus
@@ -155,7 +155,7 @@ def prepare_images(names: Sequence[str], paths: Sequence[Path], folder: str | os
         for _, n, _ in results:
             if bar is not None:
                 bar.update(n)
-    else:  # fork: the jobs' paths are not pickled again per worker
+    else:  # processes as rendering starts them (synth.writers): fork where there is one
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         with ctx.Pool(min(workers, len(jobs))) as pool:
             for _, n, _ in pool.imap_unordered(_write_shard, jobs):
@@ -176,7 +176,6 @@ def prepare_images(names: Sequence[str], paths: Sequence[Path], folder: str | os
 @dataclass(frozen=True)
 class _Shard:
     path: Path
-    start: int
     length: int
 
 
@@ -205,7 +204,7 @@ class PreparedImages:
         self._shards: list[_Shard] = []
         for k in range(-(-n // per)):
             meta = _read_json(_shard_path(self.folder, k, ".json"), "shard index")
-            self._shards.append(_Shard(_shard_path(self.folder, k, ".npy"), k * per, len(meta["names"])))
+            self._shards.append(_Shard(_shard_path(self.folder, k, ".npy"), len(meta["names"])))
             self.rows.update((name, k * per + i) for i, name in enumerate(meta["names"]))
             self.bad.update(meta["bad"])
         self._maps: list[np.ndarray] | None = None
@@ -238,6 +237,7 @@ class PreparedImages:
         return self._open()[k][i]
 
     def rows_of(self, names: Sequence[str]) -> np.ndarray:
+        """The rows of these file names; a name that was never prepared is an error naming the folder."""
         try:
             return np.fromiter((self.rows[n] for n in names), dtype=np.int64, count=len(names))
         except KeyError as e:
@@ -245,6 +245,7 @@ class PreparedImages:
                             f"delete {self.folder} and prepare again") from None
 
     def write_bad_list(self) -> Path:
+        """bad_images.csv: file_name, reason of every image that could not be read, sorted by name."""
         buf = _io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["file_name", "reason"])
