@@ -129,8 +129,8 @@ def prepare_rows(p: dict) -> list[str]:
                    f"{r['ratio_batched']:.2f}x) | "
                    f"goal >= 10x at 224 px; {r['prepared_plain_img_s']:.0f} vs {r['jpeg_plain_img_s']:.0f} img/s; "
                    f"augmented: prepared {r['prepared_augment_img_s']:.0f} per item, {r['prepared_batched_img_s']:.0f} "
-                   f"in batches, vs JPEG {r['jpeg_augment_img_s']:.0f} per item (on a GPU the batches cost the cores "
-                   f"nothing: not measured here) |")
+                   f"in batches, vs JPEG {r['jpeg_augment_img_s']:.0f} per item (on a GPU the augmentation "
+                   f"leaves the cores: not measured here) |")
     r = p["rows"]["cpu"]
     out.append(f"| Prepare stage, cpu profile (128 px) | {r['prepare_img_s']:.0f} img/s per core | its "
                f"{r['cpu_corpus_images']}-image corpus: about "
