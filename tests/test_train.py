@@ -224,13 +224,18 @@ def test_batched_augmentation_on_the_device_resumes_bit_identical(tmp_path, refe
 
 def test_unreadable_images_are_skipped_and_said_once_with_the_list(tmp_path, reference, capsys):
     from visionclip.data.readers import read_synfundus
+    from visionclip.data.splits import split_corpus
+    from visionclip.eval.checks import calibrate_run
 
     run = _fresh_run(tmp_path, reference[0], "bad")
-    for i in (3, 11):  # a truncated JPEG and a file that is no image
-        path = read_synfundus(run / "data" / "corpus")[i].path
-        path.write_bytes(path.read_bytes()[:150] if i == 3 else b"<html>not found</html>")
-    summary = train_clip(load_profile(run / "tiny.yaml", {"train.preload": True}), run, progress=False)
+    profile = load_profile(run / "tiny.yaml", {"train.preload": True})
+    splits = split_corpus(read_synfundus(run / "data" / "corpus"), profile.seed)
+    truncated, not_an_image = splits["train"][3].path, splits["val"][1].path
+    truncated.write_bytes(truncated.read_bytes()[:150])
+    not_an_image.write_bytes(b"<html>not found</html>")
+    summary = train_clip(profile, run, progress=False)
     assert summary["steps"] == summary["total_steps"]
+    calibrate_run(profile, run)  # what `visionclip train` does next reads the val split: it skips them too
     err = capsys.readouterr().err
     bad_list = run / "data" / "prepared" / "32px" / "bad_images.csv"
     assert f"train: skipping 2 unreadable image(s) of the train and val splits (2 in the corpus); the list, " \

@@ -287,5 +287,15 @@ def without_bad(records, prepared: PreparedImages):
     return kept, len(names) - len(keep)
 
 
+def readable(records, profile, run_dir: str | os.PathLike):
+    """The records without the images the run's prepare stage could not read (train.preload), for
+    whoever reads the corpus after training (the readability checks' calibration); unchanged when
+    the run has no complete prepared folder."""
+    folder = RunLayout(run_dir).prepared(int(profile.train.image_size))
+    if not profile.train.preload or not (folder / STAMP).is_file():
+        return records
+    return without_bad(records, PreparedImages(folder))[0]
+
+
 __all__ = ["BAD_LIST", "MARGIN", "PreparedImages", "SHARD_IMAGES", "corpus_paths", "default_workers",
-           "prepare_images", "prepare_params", "prepare_run", "without_bad"]
+           "prepare_images", "prepare_params", "prepare_run", "readable", "without_bad"]

@@ -155,6 +155,7 @@ def calibrated_probabilities(scores: Mapping[str, np.ndarray], calibration: Mapp
 def calibrate_run(profile, run_dir: str | Path) -> dict:
     """Fit the checks of run_dir's CLIP model on its corpus val split (embedded on eval.device) and
     store the fit beside it."""
+    from ..data.prepare import readable
     from ..data.readers import read_corpus
     from ..data.splits import split_corpus
     from ..data.transforms import Preprocess
@@ -164,7 +165,8 @@ def calibrate_run(profile, run_dir: str | Path) -> dict:
 
     model_dir = RunLayout(run_dir).model
     model, tokenizer = load_clip(model_dir, choose_device(profile.eval.device))
-    val = split_corpus(read_corpus(profile, run_dir), profile.seed)["val"]
+    # the val images training skipped as unreadable are skipped here too (data.prepare's list)
+    val = readable(split_corpus(read_corpus(profile, run_dir), profile.seed)["val"], profile, run_dir)
     calibration = calibrate_checks(model, tokenizer, val, Preprocess.for_evaluation(profile), profile.seed,
                                    profile.eval.batch_size, num_workers=profile.eval.num_workers)
     save_calibration(model_dir, calibration)
