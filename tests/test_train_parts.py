@@ -175,3 +175,18 @@ def test_checkpoints_from_before_augment_on_resume_as_per_item_augmentation(tmp_
     _check_resumable(state, profile)  # items: what every run did before the key existed
     with pytest.raises(CheckpointError, match=r"step_0000002: saved by a run with different \['train.augment_on'\]"):
         _check_resumable(state, load_profile("tiny", {"train.augment_on": "batches"}))
+
+
+def test_caption_choice_quality_filter_and_hard_negatives_are_resume_keys(tmp_path):
+    from visionclip.config import load_profile
+    from visionclip.training.checkpoint import TrainState
+    from visionclip.training.loop import _check_resumable, resume_signature
+
+    profile = load_profile("tiny")
+    newer = ("train.hard_negatives", "data.captions", "data.min_quality")
+    old = {k: v for k, v in resume_signature(profile).items() if k not in newer}
+    state = TrainState(2, 16, {}, {}, {}, None, ({}, {}), {"signature": old}, tmp_path / "step_0000002")
+    _check_resumable(state, profile)  # saved before the keys: generated captions, no filter, no negatives
+    for key, value in (("train.hard_negatives", True), ("data.min_quality", 0.5)):
+        with pytest.raises(CheckpointError, match=rf"different \['{key}'\]"):
+            _check_resumable(state, load_profile("tiny", {key: value}))

@@ -59,7 +59,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenisation runs in
 
 # Profile values that must match for a checkpoint to be resumed into this run.
 RESUME_KEYS = ("seed", "model", "train.batch_size", "train.image_size", "train.loss",
-               "train.caption_language", "train.augment", "train.augment_on")
+               "train.caption_language", "train.augment", "train.augment_on", "train.hard_negatives",
+               "data.captions", "data.min_quality")
+# What checkpoints saved before a key existed trained with.
+RESUME_DEFAULTS = {"train.augment_on": "items", "train.hard_negatives": False, "data.captions": "generated",
+                   "data.min_quality": 0.0}
 
 
 # ------------------------------------------------------------------ batches
@@ -99,8 +103,8 @@ def resume_signature(profile: Profile) -> dict:
 def _check_resumable(state: ckpt.TrainState, profile: Profile) -> None:
     saved = state.extra.get("signature")
     now = resume_signature(profile)
-    if saved is not None:  # saved before train.augment_on existed: augmentation ran per item
-        saved = {"train.augment_on": "items", **saved}
+    if saved is not None:  # keys newer than the checkpoint read as what it trained with
+        saved = {**RESUME_DEFAULTS, **saved}
     if saved is not None and saved != now:
         diff = sorted(k for k in now if saved.get(k) != now[k])
         raise CheckpointError(f"{state.path}: saved by a run with different {diff}; resume with the same "
