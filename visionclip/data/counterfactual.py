@@ -30,8 +30,7 @@ P_NOT_FUNDUS, P_DR = 0.2, 0.4
 
 
 def _normal_eye(row: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(row, dr_grade=0, **{f: 0 for f in DISEASE_FLAGS}, **{f: 1 for f in READABILITY_FLAGS})
-    return out
+    return dict(row, dr_grade=0, **{f: 0 for f in DISEASE_FLAGS}, **{f: 1 for f in READABILITY_FLAGS})
 
 
 def counterfactual_row(row: Mapping[str, Any], seed: int, epoch: int, index: int) -> dict[str, Any]:

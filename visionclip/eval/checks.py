@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..data.captions import NON_FUNDUS, READABILITY
 from ..errors import CheckpointError
 
 CALIBRATION_FILE = "check_calibration.json"
@@ -27,28 +28,24 @@ CALIBRATION_FILE = "check_calibration.json"
 # check need far fewer; embedding a 100k val split would cost more than the fit is worth.
 MAX_CALIBRATION_IMAGES = 5000
 
-# (positive prompts, negative prompts) per SynFundus readability flag. The negative sides use the
-# phrases the corpus captioner (data/captions.py: NON_FUNDUS, READABILITY) writes for flag = 0, so
-# a model trained on the corpus has seen them; the positive sides describe an ordinary photograph.
+# (positive prompts, negative prompts) per SynFundus readability flag. The negative sides are the
+# phrases the corpus captioner (data.captions: NON_FUNDUS, READABILITY) writes for flag = 0, so a
+# model trained on the corpus has seen them; the positive sides describe an ordinary photograph.
+_POSITIVE_PROMPTS = {
+    "en": {"is_fundus": ["a fundus photograph", "colour fundus photograph showing a normal fundus"],
+           "is_macular_readable": ["the macula is clearly visible", "a normal fundus without lesions"],
+           "is_optic_disc_readable": ["the optic disc is clearly visible", "a well defined disc"],
+           "is_retinal_region_readable": ["a sharp fundus photograph of good quality",
+                                          "a normal fundus without lesions"]},
+    "zh": {"is_fundus": ["眼底照片", "彩色眼底照相可见正常眼底"],
+           "is_macular_readable": ["黄斑区显示清晰", "正常眼底"],
+           "is_optic_disc_readable": ["视盘界清色可", "视盘区域显示清晰"],
+           "is_retinal_region_readable": ["图像清晰，质量良好", "正常眼底"]},
+}
 READABILITY_PROMPTS = {
-    "en": {
-        "is_fundus": (["a fundus photograph", "colour fundus photograph showing a normal fundus"],
-                      ["not a fundus photograph", "this image is not a retinal photograph"]),
-        "is_macular_readable": (["the macula is clearly visible", "a normal fundus without lesions"],
-                                ["the macula is obscured", "the macular region cannot be assessed"]),
-        "is_optic_disc_readable": (["the optic disc is clearly visible", "a well defined disc"],
-                                   ["the optic disc is not visible", "the disc region cannot be assessed"]),
-        "is_retinal_region_readable": (["a sharp fundus photograph of good quality", "a normal fundus without lesions"],
-                                       ["the image is blurred and of poor quality",
-                                        "media opacity obscures the retina"]),
-    },
-    "zh": {
-        "is_fundus": (["眼底照片", "彩色眼底照相可见正常眼底"], ["非眼底图像", "该图像不是眼底照片"]),
-        "is_macular_readable": (["黄斑区显示清晰", "正常眼底"], ["黄斑区显示不清", "黄斑区遮挡，无法评估"]),
-        "is_optic_disc_readable": (["视盘界清色可", "视盘区域显示清晰"], ["视盘区域显示不清", "视盘区过曝，无法评估"]),
-        "is_retinal_region_readable": (["图像清晰，质量良好", "正常眼底"],
-                                       ["图像整体模糊，质量欠佳", "屈光间质混浊，视网膜显示不清"]),
-    },
+    lang: {flag: (pos, list(NON_FUNDUS[li][:2] if flag == "is_fundus" else READABILITY[flag][li]))
+           for flag, pos in _POSITIVE_PROMPTS[lang].items()}
+    for lang, li in (("en", 1), ("zh", 0))  # li: the language's index in the captioner's (zh, en) pairs
 }
 CHECKS = tuple(READABILITY_PROMPTS["en"])
 
