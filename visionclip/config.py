@@ -111,6 +111,11 @@ class TrainConfig:
     preload: bool = _f("read the corpus from prepared shards (visionclip prepare: decoded and cropped once, "
                        "memory-mapped; made on first use) instead of decoding the images every epoch")
     max_nonfinite: int = _f("non-finite steps in a row before training stops", lo=1)
+    sync_batchnorm: bool = _f("BatchNorm statistics over every rank's images (torchrun on GPUs; for small "
+                              "per-GPU batches)")
+    compile: bool = _f("torch.compile the model (the first steps compile it)")
+    dist_timeout_min: float = _f("minutes a torchrun collective may wait, the first included (rank 0 builds "
+                                 "the corpus table while the others wait)", lo=1.0)
     supervised_ceiling: bool = _f("also train the label-supervised reference model")
 
 

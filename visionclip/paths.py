@@ -62,6 +62,11 @@ class RunLayout:
         return self.data / "corpus"
 
     @property
+    def corpus_tables(self) -> Path:
+        """The corpus table saved once for every later reader (data.table_cache)."""
+        return self.data / "corpus_tables"
+
+    @property
     def devset(self) -> Path:
         """The real-photograph dev set (data.devset): for development and the book, never for training."""
         return self.data / "devset"

@@ -172,27 +172,31 @@ class ImageTextDataset(Dataset):
     def label_keys(self) -> list[int]:
         return self._label_keys.tolist()
 
-    def language_of(self, i: int) -> str:
-        """The caption language of item i in this epoch."""
+    def language_of(self, i: int, epoch: int | None = None) -> str:
+        """The caption language of item i in this epoch (or in `epoch`)."""
         if self.language != "both":
             return self.language
-        return "zh" if rng(self.seed, "caption_language", self.epoch, i).random() < 0.5 else "en"
+        epoch = self.epoch if epoch is None else epoch
+        return "zh" if rng(self.seed, "caption_language", epoch, i).random() < 0.5 else "en"
 
-    def caption(self, i: int) -> str:
+    def caption(self, i: int, epoch: int | None = None) -> str:
         rec = self.records[i]
-        return rec.caption_zh if self.language_of(i) == "zh" else rec.caption_en
+        return rec.caption_zh if self.language_of(i, epoch) == "zh" else rec.caption_en
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """Item i of this epoch, or of `epoch` for key (epoch, i): persistent DataLoader workers
+        hold a copy of the dataset made once, so the epoch travels with the index."""
+        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
         rec = self.records[i]
         if self.augment is not None:
-            image = to_tensor(self.augment(self._image(i), self.epoch, i))
+            image = to_tensor(self.augment(self._image(i), epoch, i))
         else:  # a prepared crop goes to the tensor as it is, without a PIL round trip
             image = to_tensor(self._array(i) if self._prepared is not None else self._image(i))
         labels = torch.from_numpy(np.array([int(rec.labels[c]) for c in LABEL_VECTOR], dtype=np.int64))
-        item = {"image": image, "caption": self.caption(i), "label_key": int(self._label_keys[i]),
+        item = {"image": image, "caption": self.caption(i, epoch), "label_key": int(self._label_keys[i]),
                 "index": i, "labels": labels}
         if self.hard_negatives:
-            text, flipped = counterfactual_caption(rec.labels, self.seed, self.epoch, i, self.language_of(i))
+            text, flipped = counterfactual_caption(rec.labels, self.seed, epoch, i, self.language_of(i, epoch))
             item.update(negative_caption=text, negative_label_key=label_set_key(flipped))
         return item
 

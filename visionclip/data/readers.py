@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from array import array
 from pathlib import Path
 from typing import Callable, Iterable
@@ -17,13 +18,14 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..errors import DataError
-from ..paths import corpus_dir
+from ..paths import RunLayout, corpus_dir
 from ..schema import EXTRA_FLAGS
 from .annotations import PAPER, RELEASE, Schema, check_md5, closest_schema, parse_labels, parse_release, schema_of
 from .delimited import DelimitedRows, read_header, read_rows
 from .fields import parse_int
 from .file_index import IMAGE_EXTS, ImageFiles
 from .manifests import class_names, load_manifest, verify_root
+from . import table_cache
 from .records import CorpusRecord, Record
 from .table import LABEL_COLUMNS, CorpusTable, ReleaseColumns, StringColumn, StringIndex
 
@@ -376,12 +378,31 @@ def read_synfundus(root: str | os.PathLike, caption_seed: int = 0, verify: bool 
     return list(read_synfundus_table(root, caption_seed, verify, **options))
 
 
-def read_corpus(profile, run_dir: str | os.PathLike) -> CorpusTable:
+def read_corpus(profile, run_dir: str | os.PathLike, *, save: bool = True) -> CorpusTable:
     """A run's corpus as its profile reads it: the configured release or the stand-in, with the
-    profile's caption source (data.captions), quality filter (data.min_quality) and md5 check."""
+    profile's caption source (data.captions), quality filter (data.min_quality) and md5 check.
+
+    Built once and saved under the run directory (data.table_cache); later calls with the same
+    annotation file, options and code load it. `save=False` builds without writing (a torchrun
+    rank that missed rank 0's file: one writer is enough).
+    """
     d = profile.data
-    return read_synfundus_table(corpus_dir(profile, run_dir), caption_seed=int(profile.seed),
-                                captions=d.captions, min_quality=d.min_quality, verify_md5=d.verify_md5)
+    root = _require_root(corpus_dir(profile, run_dir), "synfundus")
+    options = {"caption_seed": int(profile.seed), "captions": d.captions, "min_quality": float(d.min_quality),
+               "verify_md5": bool(d.verify_md5)}
+    folder = RunLayout(run_dir).corpus_tables
+    path = table_cache.cache_path(folder, table_cache.cache_key(_find_annotations(root)[0], options))
+    table = table_cache.load_table(path)
+    if table is not None:
+        return table
+    table = read_synfundus_table(root, **options)
+    if save:
+        try:
+            table_cache.save_table(table, path)
+            table_cache.prune(folder, keep=path)
+        except OSError as e:  # a read-only run directory costs the next reader a rebuild, nothing more
+            print(f"corpus table not saved ({e}); every reader builds it again", file=sys.stderr)
+    return table
 
 # --------------------------------------------------------------------------- MESSIDOR-2
 

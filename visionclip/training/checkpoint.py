@@ -3,7 +3,8 @@
 A checkpoint is a directory `checkpoints/step_XXXXXXX/`:
     model.safetensors       weights
     optimizer.safetensors   every optimizer-state tensor, keyed "state.<param index>.<key>"
-    rng.safetensors         torch (CPU and CUDA), numpy and python RNG states as tensors
+    rng.safetensors         torch (CPU and CUDA), numpy and python RNG states as tensors (rank 0's)
+    rng_rank<r>.safetensors the same for rank r >= 1 of a torchrun run (each rank has its own streams)
     state.json              step, consumed samples, config, scheduler / scaler state, the optimizer's
                             param groups and the non-tensor parts of the RNG states, file checksums
 It is written into a hidden temporary sibling and renamed into place, so a killed process leaves
@@ -19,7 +20,7 @@ import random
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,14 +112,20 @@ class TrainState:
     rng: tuple[dict[str, torch.Tensor], dict]
     extra: dict
     path: Path | None = None
+    rank_rngs: dict[int, tuple[dict[str, torch.Tensor], dict]] = field(default_factory=dict)  # ranks >= 1
+
+    def rng_of(self, rank: int) -> tuple[dict[str, torch.Tensor], dict] | None:
+        """Rank `rank`'s RNG states, None when the saving run had fewer ranks."""
+        return self.rng if rank == 0 else self.rank_rngs.get(rank)
 
 
 def save_checkpoint(root: str | os.PathLike, *, step: int, samples: int, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler, scaler=None, extra: dict | None = None,
-                    keep: int = 2, write_side_files=None) -> Path:
+                    keep: int = 2, write_side_files=None, rng_states: list | None = None) -> Path:
     """Write checkpoint `step` under `root` atomically; keep the `keep` newest ones.
 
     `write_side_files(tmp_dir)` may add files (the tokenizer) before the checkpoint is sealed.
+    `rng_states`: every rank's capture_rng(), in rank order (default: this process's alone).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -126,10 +133,12 @@ def save_checkpoint(root: str | os.PathLike, *, step: int, samples: int, model: 
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
     try:
         opt_tensors, opt_structure = flatten_optimizer(optimizer.state_dict())
-        rng_tensors, rng_meta = capture_rng()
+        (rng_tensors, rng_meta), *other_ranks = rng_states or [capture_rng()]
+        files = [("model.safetensors", model_tensors(model)), ("optimizer.safetensors", opt_tensors),
+                 ("rng.safetensors", rng_tensors)]
+        files += [(f"rng_rank{r}.safetensors", t) for r, (t, _) in enumerate(other_ranks, start=1)]
         digests = {}
-        for name, tensors in (("model.safetensors", model_tensors(model)),
-                              ("optimizer.safetensors", opt_tensors), ("rng.safetensors", rng_tensors)):
+        for name, tensors in files:
             data = st_save(tensors)
             write_bytes(tmp / name, data)
             digests[name] = hashlib.sha256(data).hexdigest()  # from memory: no second read of the file
@@ -143,7 +152,7 @@ def save_checkpoint(root: str | os.PathLike, *, step: int, samples: int, model: 
             "format_version": FORMAT_VERSION, "step": step, "samples": samples,
             "optimizer": opt_structure, "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng": rng_meta, "extra": extra or {},
+            "rng": rng_meta, "rng_ranks": [meta for _, meta in other_ranks], "extra": extra or {},
             "sha256": dict(sorted(digests.items())),
         }
         write_json(tmp / "state.json", state)
@@ -207,7 +216,9 @@ def load_checkpoint(path: str | os.PathLike) -> TrainState:
         step=int(state["step"]), samples=int(state["samples"]), model=tensors("model.safetensors"),
         optimizer=unflatten_optimizer(tensors("optimizer.safetensors"), state["optimizer"]),
         scheduler=state["scheduler"], scaler=state.get("scaler"),
-        rng=(tensors("rng.safetensors"), state["rng"]), extra=state.get("extra", {}), path=path)
+        rng=(tensors("rng.safetensors"), state["rng"]), extra=state.get("extra", {}), path=path,
+        rank_rngs={r: (tensors(f"rng_rank{r}.safetensors"), meta)
+                   for r, meta in enumerate(state.get("rng_ranks", []), start=1)})
 
 
 def load_latest(root: str | os.PathLike) -> TrainState | None:

@@ -1,12 +1,20 @@
-"""torchrun / DDP helpers: one process group per run, gloo on CPU and NCCL on GPU."""
+"""torchrun / DDP helpers: one process group per run, gloo on CPU and NCCL on GPU.
+
+Per step the loop meets the other ranks once besides DDP's own gradient all-reduce: `reduce_step`
+sums one float64 vector holding the step's flags (non-finite, stop requested) and its logged
+scalars, and reads it back in one device -> host copy.
+"""
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -26,19 +34,34 @@ class DistContext:
         return self.world_size > 1
 
 
-def setup(device: str | None = None) -> DistContext:
-    """Join the torchrun group when WORLD_SIZE > 1, pick this rank's device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+def launched_world_size() -> int:
+    """The number of ranks torchrun started (1 outside torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def setup(device: str | None = None, timeout_min: float = 60.0) -> DistContext:
+    """Join the torchrun group when WORLD_SIZE > 1, pick this rank's device.
+
+    `timeout_min` bounds every collective, the first included: it must cover rank 0 building the
+    corpus table while the other ranks wait for it (torch's default is 10 minutes for NCCL).
+    """
+    world = launched_world_size()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        if world > 1:  # every rank would pick cuda:0
+            raise ConfigError(f"--device {device}: under torchrun ({world} ranks) name no GPU (each rank takes "
+                              "cuda:LOCAL_RANK) or a full cuda:N")
+        dev = torch.device("cuda", torch.cuda.current_device())
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     owns = False
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo",
+                                timeout=dt.timedelta(minutes=timeout_min))
         owns = True
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
@@ -58,21 +81,37 @@ def teardown(ctx: DistContext, clean: bool = True) -> None:
         dist.destroy_process_group()
 
 
-def any_true(flag: bool, ctx: DistContext) -> bool:
-    """True on every rank when it is true on any rank (so all ranks skip a step together)."""
-    if not ctx.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+def reduce_step(flags: list[torch.Tensor], values: list[torch.Tensor], ctx: DistContext
+                ) -> tuple[list[bool], list[float]]:
+    """Flags true on any rank, and values averaged over the ranks: one all-reduce of one vector
+    and one read of it on the host (the step's only synchronisation besides DDP's gradients)."""
+    parts = [f.detach().reshape(()).to(ctx.device, torch.float64) for f in flags]
+    parts += [v.detach().reshape(()).to(ctx.device, torch.float64) for v in values]
+    fused = torch.stack(parts)
+    if ctx.enabled:
+        dist.all_reduce(fused)
+    host = fused.tolist()
+    k = len(flags)
+    means = [x / ctx.world_size for x in host[k:]] if ctx.enabled else host[k:]
+    return [x > 0 for x in host[:k]], means
 
 
-def mean(values: list[float], ctx: DistContext) -> list[float]:
+def broadcast_int(value: int, ctx: DistContext) -> int:
+    """Rank 0's value on every rank."""
     if not ctx.enabled:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
-    dist.all_reduce(t)
-    return (t / ctx.world_size).tolist()
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=ctx.device)
+    dist.broadcast(t, src=0)
+    return int(t.item())
+
+
+def gather_to_main(obj, ctx: DistContext) -> list | None:
+    """Every rank's `obj` (small, picklable) on rank 0, in rank order; None elsewhere."""
+    if not ctx.enabled:
+        return [obj]
+    out = [None] * ctx.world_size if ctx.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
 
 
 def barrier(ctx: DistContext) -> None:

@@ -12,9 +12,14 @@ One loop serves one CPU, one GPU and torchrun's many processes:
 Exact resume rests on four things: the batch order is a pure function of (seed, epoch) and the
 sampler starts at the checkpoint's step; augmentation is seeded per (seed, epoch, index), by the
 dataset or, under train.augment_on: batches, by data.batch_augment on the device; DataLoader
-workers are seeded from their own generator, never the global RNG; the global RNG states
-(dropout) are saved and restored. Metric logs are cut back to the checkpoint's step so a replayed
-step is logged once.
+workers are seeded from their own generator, never the global RNG; every rank's global RNG states
+(dropout) are saved and restored, each rank its own. Rank 0 chooses the checkpoint and the other
+ranks load the same one. Metric logs are cut back to the checkpoint's step so a replayed step is
+logged once.
+
+Under torchrun rank 0 builds the corpus table once (data.table_cache) while the others wait; per
+step the ranks meet once besides DDP's gradient all-reduce (distributed.reduce_step: the step's
+flags and logged scalars in one vector, read once on the host).
 
 Run it: `visionclip train --profile cpu`, `python -m visionclip train --profile cpu`, or
 `torchrun --nproc_per_node N -m visionclip train --profile paper` (multi-node: add torchrun's
@@ -41,7 +46,7 @@ from ..config import Profile
 from ..data.datasets import val_pool
 from ..data.batch_augment import BatchAugment
 from ..data.prepare import BAD_LIST, PreparedImages, prepare_run, without_bad
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError, DataError
 from ..paths import RunLayout
 from ..precision import choose_precision
 from ..progress import progress as progress_bar
@@ -51,7 +56,7 @@ from . import distributed as dist_utils
 from .guard import NonFiniteGuard
 from .logs import JsonlLog
 from .optim import build_optimizer
-from .sampler import ResumableBatchSampler
+from .sampler import EpochTagged, ResumableBatchSampler
 from .schedule import build_scheduler
 from .tasks import ClipTask, SupervisedTask
 
@@ -77,11 +82,12 @@ def seed_worker(base_seed: int, worker_id: int) -> None:
 
 
 def make_loader(dataset, *, batch_sampler=None, batch_size: int | None = None, collate, num_workers: int,
-                device: torch.device, seed_key: tuple) -> DataLoader:
+                device: torch.device, seed_key: tuple, persistent: bool = False) -> DataLoader:
     seed = derive_seed(*seed_key)
     kwargs: dict[str, Any] = {}
     if num_workers > 0:
-        kwargs.update(worker_init_fn=partial(seed_worker, seed), prefetch_factor=4)
+        kwargs.update(worker_init_fn=partial(seed_worker, seed), prefetch_factor=4,
+                      persistent_workers=persistent)
     if batch_sampler is not None:
         kwargs["batch_sampler"] = batch_sampler
     else:
@@ -133,32 +139,85 @@ def _prepared_splits(profile: Profile, run_dir: Path, records, splits: dict, ctx
     return prepared
 
 
-def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool, progress: bool,
-         device: str | None = None) -> dict:
-    from ..data.datasets import ImageTextDataset
+def _read_corpus_once(profile: Profile, run_dir: Path, ctx):
+    """The corpus table: rank 0 builds it (and saves it, data.table_cache), then the other ranks load
+    rank 0's file instead of walking a million files each. Rank 0's failure releases them at once."""
     from ..data.readers import read_corpus
+
+    if not ctx.enabled:
+        return read_corpus(profile, run_dir)
+    if ctx.is_main:
+        try:
+            records = read_corpus(profile, run_dir)
+        except BaseException:
+            dist_utils.broadcast_int(1, ctx)
+            raise
+        dist_utils.broadcast_int(0, ctx)
+        return records
+    if dist_utils.broadcast_int(0, ctx):
+        raise DataError(f"{run_dir}: rank 0 could not read the corpus (its error says why); rank {ctx.rank} stops too")
+    return read_corpus(profile, run_dir, save=False)
+
+
+def _resume_state(layout, resume: bool, profile: Profile, ctx) -> ckpt.TrainState | None:
+    """Rank 0 picks the newest valid checkpoint and every rank loads that one (not each its own
+    newest: a checkpoint being pruned or sealed could differ between ranks' listings)."""
+    step = -1
+    state = None
+    if ctx.is_main:
+        if resume:
+            state = ckpt.load_latest(layout.checkpoints)
+        else:
+            ckpt.prune_checkpoints(layout.checkpoints, keep=0)
+        step = state.step if state is not None else -1
+    step = dist_utils.broadcast_int(step, ctx)
+    if step >= 0 and state is None:
+        state = ckpt.load_checkpoint(layout.checkpoints / ckpt.step_dir_name(step))
+    if state is not None:
+        _check_resumable(state, profile)
+        saved_world = int(state.extra.get("world_size", 1))
+        if saved_world != ctx.world_size and ctx.is_main:
+            print(f"train: resuming {state.path.name}, saved by {saved_world} rank(s), on {ctx.world_size}: the "
+                  "batch order and schedule continue exactly, but gradients are summed in another order and "
+                  f"ranks without saved random streams start fresh ones: not bit-identical to an uninterrupted "
+                  f"{saved_world}-rank run", file=sys.stderr, flush=True)
+    return state
+
+
+def _restore_rng(state: ckpt.TrainState, profile: Profile, task_name: str, rank: int) -> None:
+    saved = state.rng_of(rank)
+    if saved is not None:
+        ckpt.restore_rng(*saved)
+    else:  # a rank the saving run did not have: a fresh stream of its own (said by _resume_state)
+        seed_everything(derive_seed(profile.seed, "train", task_name, rank, "resumed", state.step))
+
+
+def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool, progress: bool,
+         device: str | None = None, should_stop=lambda: False) -> dict:
+    from ..data.datasets import ImageTextDataset
     from ..data.splits import split_corpus
 
-    ctx = dist_utils.setup(device)
+    cfg = profile.train
+    ctx = dist_utils.setup(device, timeout_min=cfg.dist_timeout_min)
     finished = False
+    logs: list[JsonlLog] = []
     try:
         run_dir = Path(run_dir)
-        cfg = profile.train
-        records = read_corpus(profile, run_dir)  # columns, not a record per row; data.captions applied
+        records = _read_corpus_once(profile, run_dir, ctx)  # columns, not a record per row; data.captions applied
         splits = split_corpus(records, profile.seed)
         layout = RunLayout(run_dir).training(task_cls.name)  # final model, checkpoints, logs
-        state = ckpt.load_latest(layout.checkpoints) if resume else None
-        if state is not None:
-            _check_resumable(state, profile)
-        elif ctx.is_main and not resume:
-            ckpt.prune_checkpoints(layout.checkpoints, keep=0)
-        dist_utils.barrier(ctx)
+        state = _resume_state(layout, resume, profile, ctx)
 
         prepared = None
         if cfg.preload:  # decoded and cropped once (data.prepare): no worker decodes, every epoch reads the shards
             prepared = _prepared_splits(profile, run_dir, records, splits, ctx, progress)
         task = task_cls(profile, splits["train"], state)
         model = task.model.to(ctx.device, memory_format=torch.channels_last)
+        if cfg.sync_batchnorm and ctx.enabled:
+            if ctx.device.type != "cuda":
+                raise ConfigError("train.sync_batchnorm: torch's SyncBatchNorm runs on CUDA devices only; "
+                                  "set it false for CPU ranks")
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if task.name == ClipTask.name:  # its saved config says which captions it learned from
             model.training_captions = records.caption_record(cfg.caption_language)
         optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
@@ -195,12 +254,13 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
             guard.in_a_row = int(state.extra.get("nonfinite_in_a_row", 0))
             guard.total_skipped = int(state.extra.get("nonfinite_total", 0))
             step = state.step
-            ckpt.restore_rng(*state.rng)
+            _restore_rng(state, profile, task.name, ctx.rank)
         else:  # dropout streams differ per rank, like independent workers
             seed_everything(derive_seed(profile.seed, "train", task.name, ctx.rank))
 
         train_log = JsonlLog(layout.train_log, enabled=ctx.is_main)
         val_log = JsonlLog(layout.val_log, enabled=ctx.is_main)
+        logs += [train_log, val_log]
         train_log.truncate_after(step if state is not None else -1)
         val_log.truncate_after(step if state is not None else -1)
 
@@ -220,6 +280,8 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
         if ctx.enabled:
             ddp_model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
+        if cfg.compile:  # checkpoints keep saving `model`: its parameter names carry no compile prefix
+            ddp_model = torch.compile(ddp_model)
         params = [p for p in model.parameters() if p.requires_grad]
 
         def validate() -> dict:
@@ -234,11 +296,12 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
             return row
 
         def save() -> None:
+            rng_states = dist_utils.gather_to_main(ckpt.capture_rng(), ctx)  # each rank's own streams
             if ctx.is_main:
                 ckpt.save_checkpoint(
                     layout.checkpoints, step=step, samples=step * cfg.batch_size, model=model,
                     optimizer=optimizer, scheduler=scheduler, scaler=scaler, keep=cfg.keep_checkpoints,
-                    write_side_files=task.save_side_files,
+                    write_side_files=task.save_side_files, rng_states=rng_states,
                     extra={"signature": resume_signature(profile), "profile": profile.to_dict(),
                            "task": task.name, "total_steps": total_steps, "world_size": ctx.world_size,
                            "nonfinite_in_a_row": guard.in_a_row, "nonfinite_total": guard.total_skipped})
@@ -251,13 +314,16 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
         last_row: dict = {}
         last_val: dict = {}
         start_step = step
+        stop = False  # a stop requested on any rank (should_stop): checkpoint at this step and return
+        # One loader for the run: its workers live across epochs (the epoch travels with each index,
+        # EpochTagged) and never touch the global RNG, so they need no per-epoch seed.
+        loader = make_loader(train_ds, batch_sampler=EpochTagged(sampler), collate=task.collate,
+                             num_workers=train_workers, device=ctx.device, persistent=True,
+                             seed_key=(profile.seed, "train-loader", task.name, ctx.rank))
         while step < stop_step:
             sampler.set_position(step)
             epoch = sampler.epoch  # this loader's epoch, whatever the sampler does while prefetching
             train_ds.set_epoch(epoch)
-            loader = make_loader(train_ds, batch_sampler=sampler, collate=task.collate,
-                                 num_workers=train_workers, device=ctx.device,
-                                 seed_key=(profile.seed, "train-loader", task.name, epoch, ctx.rank))
             tick = time.perf_counter()
             for batch in loader:
                 if batch_augment is not None:
@@ -273,10 +339,13 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
                     loss.backward()
                 max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-                bad_loss, bad_grad = (not torch.isfinite(loss.detach()).item(),
-                                      not torch.isfinite(grad_norm).item())
-                # fp16: an overflowing gradient is the scaler's business (it skips and lowers the scale)
-                nonfinite = dist_utils.any_true(bad_loss or (bad_grad and scaler is None), ctx)
+                bad = ~torch.isfinite(loss.detach())
+                if scaler is None:  # fp16: an overflowing gradient is the scaler's business (it skips, lowers the scale)
+                    bad = bad | ~torch.isfinite(grad_norm)
+                # the step's one meeting and one host read: the skip decision needs it before the update
+                (nonfinite, stop), (loss_value, grad_value, *extra_values) = dist_utils.reduce_step(
+                    [bad, torch.tensor(float(should_stop()))], [loss.detach().float(), grad_norm, *extras.values()],
+                    ctx)
                 if guard.record(nonfinite, step + 1):
                     optimizer.zero_grad(set_to_none=True)
                     if scaler is not None:
@@ -290,11 +359,9 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
                 scheduler.step()
                 step += 1
 
-                loss_value, *extra_values = dist_utils.mean([loss.detach().float().item()]
-                                                            + [float(v) for v in extras.values()], ctx)
                 now = time.perf_counter()
                 last_row = {"step": step, "epoch": step / sampler.steps_per_epoch, "loss": loss_value,
-                            "lr": lr, "grad_norm": float(grad_norm), "skipped": bool(nonfinite),
+                            "lr": lr, "grad_norm": grad_value, "skipped": bool(nonfinite),
                             "images_per_s": cfg.batch_size / max(now - tick, 1e-9),
                             **dict(zip(extras.keys(), extra_values))}
                 train_log.append(last_row)
@@ -303,25 +370,30 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
                     bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
                 if step % cfg.val_every == 0 or step == stop_step:
                     last_val = validate()
-                if step % cfg.checkpoint_every == 0 or step == stop_step:
+                if step % cfg.checkpoint_every == 0 or step == stop_step or stop:
                     save()
-                if step >= stop_step:
+                if step >= stop_step or stop:
                     break
                 tick = time.perf_counter()  # images/s measures training, not validation or saving
-            del loader
+            if stop:
+                break
+        del loader
         if bar is not None:
             bar.close()
-        if ctx.is_main:
+        if ctx.is_main and not stop:  # stopped on request: the checkpoint of this step is the result
             task.save_final(model, layout.final)
         dist_utils.barrier(ctx)
         elapsed = time.perf_counter() - started
         finished = True
-        return {"task": task.name, "steps": step, "total_steps": total_steps, "resumed_from": start_step if state else None,
+        return {"task": task.name, "steps": step, "total_steps": total_steps, "stopped": stop,
+                "resumed_from": start_step if state else None,
                 "epochs": step / sampler.steps_per_epoch, "samples": step * cfg.batch_size,
                 "seconds": elapsed, "precision": precision.name, "world_size": ctx.world_size,
                 "nonfinite_skipped": guard.total_skipped, "final_train": last_row, "final_val": last_val,
                 "output": str(layout.final)}
     finally:
+        for log in logs:
+            log.close()
         dist_utils.teardown(ctx, clean=finished)
 
 

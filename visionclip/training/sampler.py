@@ -51,3 +51,18 @@ class ResumableBatchSampler:
 
     def __len__(self) -> int:
         return self.steps_per_epoch - self.start_step
+
+
+class EpochTagged:
+    """The sampler's batches as (epoch, index) keys (ImageTextDataset reads the epoch from them), so
+    persistent DataLoader workers, whose dataset copy never sees set_epoch, draw each epoch's items."""
+
+    def __init__(self, sampler: ResumableBatchSampler):
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch = self.sampler.epoch
+        return ([(epoch, i) for i in batch] for batch in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)

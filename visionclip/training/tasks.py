@@ -44,11 +44,11 @@ class CaptionCollate:
         return batch
 
 
-def in_batch_accuracy(img: torch.Tensor, txt: torch.Tensor) -> tuple[float, float]:
+def in_batch_accuracy(img: torch.Tensor, txt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image->text and text->image top-1 accuracy in the batch, as 0-d tensors (no host sync)."""
     sim = img.float() @ txt.float().T
     target = torch.arange(sim.shape[0], device=sim.device)
-    return ((sim.argmax(1) == target).float().mean().item(),
-            (sim.argmax(0) == target).float().mean().item())
+    return (sim.argmax(1) == target).float().mean(), (sim.argmax(0) == target).float().mean()
 
 
 def local_clip_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -108,7 +108,8 @@ class ClipTask:
                             negatives=negatives,
                             negative_keys=batch["negative_key"].to(device) if hard and label_aware else None)
         i2t, t2i = in_batch_accuracy(img.detach(), txt.detach())
-        return loss, {"logit_scale": float(logit_scale.detach().float()), "i2t_acc": i2t, "t2i_acc": t2i}
+        # the logged scalars stay tensors: the loop reads them with the step's flags in one copy
+        return loss, {"logit_scale": logit_scale.detach().float(), "i2t_acc": i2t, "t2i_acc": t2i}
 
     @torch.no_grad()
     def validate(self, model, loader, device: torch.device, precision: Precision) -> dict:
@@ -171,7 +172,7 @@ class SupervisedTask:
     def step_loss(self, model, batch: dict, device: torch.device) -> tuple[torch.Tensor, dict]:
         labels = batch["labels"].to(device, non_blocking=True)
         out = model(to_model_input(batch["image"], device))
-        acc = (out["dr_grade"].detach().argmax(1) == labels[:, 0]).float().mean().item()
+        acc = (out["dr_grade"].detach().argmax(1) == labels[:, 0]).float().mean()
         return self._loss(out, labels), {"dr_grade_acc": acc}
 
     @torch.no_grad()
