@@ -1,0 +1,109 @@
+"""DDP as 32 ranks need it, shown on two gloo ranks: the corpus table built once, one fused
+all-reduce per step, and a resumed two-rank run bit-identical to an uninterrupted one."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import torch
+
+from test_train import ENV, N_IMAGES, ROOT, _weights, write_tiny_run
+from test_train_ddp import _free_port
+
+# Counts, per rank, what the issue is about: corpus tables built, all-reduces issued by the loop
+# (DDP's gradient buckets go through its C++ reducer, not this function) and the host reads
+# (.item(), .tolist()) that visionclip's own code makes between two of them, i.e. per step
+# (torch's own, such as AdamW's step counters, are not the loop's to remove).
+WORKER = r"""
+import json, sys, torch
+import torch.distributed as dist
+import visionclip.data.readers as readers
+from visionclip.config import load_profile
+from visionclip.training.loop import train_clip
+
+counts = {"tables_built": 0, "all_reduce": 0, "reads_between_reduces": []}
+reads = [0]
+real_build, real_all_reduce = readers.read_synfundus_table, dist.all_reduce
+def build(*a, **k):
+    counts["tables_built"] += 1
+    return real_build(*a, **k)
+def all_reduce(*a, **k):
+    counts["all_reduce"] += 1
+    counts["reads_between_reduces"].append(reads[0])
+    reads[0] = 0
+    return real_all_reduce(*a, **k)
+def counted(name):
+    real = getattr(torch.Tensor, name)
+    def read(self, *a, **k):
+        if sys._getframe(1).f_globals.get("__name__", "").startswith("visionclip"):
+            reads[0] += 1
+        return real(self, *a, **k)
+    setattr(torch.Tensor, name, read)
+counted("item"); counted("tolist")
+readers.read_synfundus_table, dist.all_reduce = build, all_reduce
+
+overrides = json.loads(sys.argv[3])
+out = train_clip(load_profile(sys.argv[1], overrides), sys.argv[2], progress=False)
+counts["steps_run"] = out["steps"] - (out["resumed_from"] or 0)
+rank = dist.get_rank() if dist.is_initialized() else int(__import__("os").environ.get("RANK", 0))
+with open(f"{sys.argv[2]}/counts_rank{rank}.json", "w") as f:
+    json.dump(counts, f)
+"""
+
+# 40 images -> 32 in the train split -> 4 steps of 8 per epoch; no validation or checkpoint inside
+# the measured steps, so every all-reduce and host read counted belongs to the steps themselves.
+BASE = {"train.epochs": 2, "train.val_every": 100, "train.checkpoint_every": 100}
+
+
+def _two_ranks(run_dir, overrides: dict) -> list[dict]:
+    port = _free_port()
+    procs = []
+    for rank in (0, 1):
+        env = {**ENV, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, str(run_dir / "tiny.yaml"), str(run_dir),
+                                       json.dumps({**BASE, **overrides})],
+                                      env=env, cwd=ROOT, stderr=subprocess.PIPE))
+    for p in procs:
+        _, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err.decode()[-3000:]
+    return [json.loads((run_dir / f"counts_rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def _rows(run_dir, name: str) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics" / f"{name}.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]
+
+
+def test_two_ranks_build_the_table_once_fuse_the_step_and_resume_bit_identically(tmp_path):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    for d in (whole, split):
+        write_tiny_run(d, n=N_IMAGES)
+
+    counts = _two_ranks(whole, {})
+    assert counts[0]["steps_run"] == counts[1]["steps_run"] == 8
+    # the table: rank 0 built it, rank 1 loaded rank 0's file
+    assert [c["tables_built"] for c in counts] == [1, 0], counts
+    assert len(list((whole / "data" / "corpus_tables").glob("table_*.npz"))) == 1
+    # one all-reduce per step from the loop (flags + scalars fused) and one host read
+    for c in counts:
+        assert c["all_reduce"] == c["steps_run"], counts
+        # between two steps' reduces: that step's one read of the fused vector, nothing else
+        assert c["reads_between_reduces"][1:] == [1] * (c["steps_run"] - 1), counts
+
+    # stopped after 3 steps (checkpoint there), resumed on two ranks: the same run, bit for bit
+    first = _two_ranks(split, {"train.max_steps": 3, "train.checkpoint_every": 3})
+    assert first[0]["steps_run"] == 3 and first[0]["tables_built"] == 1
+    state = json.loads(next((split / "checkpoints").glob("step_0000003/state.json")).read_text())
+    assert "rng_rank1.safetensors" in state["sha256"], "rank 1's random streams are not in the checkpoint"
+    resumed = _two_ranks(split, {})
+    assert resumed[0]["steps_run"] == 5
+    assert [c["tables_built"] for c in resumed] == [0, 0], "the saved table was not reused"
+
+    assert _rows(split, "train") == _rows(whole, "train")
+    # the stopped run also validated where it stopped (a max_steps run validates its last step)
+    assert [r for r in _rows(split, "val") if r["step"] != 3] == _rows(whole, "val")
+    a, b = _weights(whole), _weights(split)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed two-rank weights differ from the uninterrupted run's"
