@@ -12,7 +12,13 @@ preloaded:       the trainer's path with train.preload (what the cpu profile use
                  captions collated in the main process; reported separately, it does not count for the
                  streaming goal (the time to prepare is printed).
 Both time forward + backward + clipping + AdamW step, after warm-up steps, in alternating rounds. The goal is
-streaming / ceiling >= 0.9. The corpus is run_dir/data/corpus; without one, a small corpus is
+streaming / ceiling >= 0.9. The "compute ceiling" is empirical (what this model does from memory), not a
+physical limit; the physical one is measured too:
+matmul peak:     square fp32 and bf16 matrix products on the torch threads (best of several), GFLOP/s;
+model FLOP/s:    one training step's floating-point operations (torch.utils.flop_counter: forward and
+                 backward, matmuls and convolutions) times the steps per second, and its share of the
+                 matmul peak in the precision the step runs in.
+--compile adds torch.compile's model (train.compile) against the eager one on the in-memory batches. The corpus is run_dir/data/corpus; without one, a small corpus is
 rendered into a temporary directory (visionclip.synth.writers.render_corpus).
 Timings are wall-clock on whatever else the machine is doing: report them with the load.
 """
@@ -76,6 +82,31 @@ def timed_steps(task: ClipTask, model, optimizer, batches, precision: Precision,
     return steps * batch_size / (time.perf_counter() - start)
 
 
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of the best of `repeats` n x n matrix products in `dtype` (2 n^3 operations each)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.mm(a, b)  # first call: kernel selection, page faults
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
+def step_flops(task: ClipTask, model, batch, precision: Precision) -> float:
+    """Floating-point operations of one training step's forward and backward (optimizer excluded)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        with precision.autocast():
+            loss, _ = task.step_loss(model, batch, torch.device("cpu"))
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
 def profile_parser(description: str, reads: str) -> argparse.ArgumentParser:
     """--profile, --set and --run-dir, shared by the benchmarks that read a profile's run directory."""
     ap = argparse.ArgumentParser(description=description)
@@ -97,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps before each measurement")
     ap.add_argument("--rounds", type=int, default=3, help="alternating ceiling / streaming rounds (medians compared)")
     ap.add_argument("--render-images", type=int, default=600, help="corpus size when one must be rendered")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile's model (train.compile)")
     args = ap.parse_args(argv)
 
     profile, run_dir = load_profile_args(args)
@@ -161,6 +193,28 @@ def main(argv: list[str] | None = None) -> int:
             print(f"compute ceiling (fp32): {fp32:.1f} img/s; bf16 / fp32: {ceiling / fp32:.2f}")
         else:
             print("bf16 vs fp32: this CPU has no native bf16, auto chose fp32")
+
+        # The physical ceiling: what the cores do on the operation the model is made of.
+        peaks = {name: matmul_peak(dtype) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+        print(f"matmul peak: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s "
+              f"(2048 x 2048, best of 5, {torch.get_num_threads()} threads)")
+        flops = step_flops(task, model, preloaded[0], auto)
+        peak = peaks["bf16" if auto.name == "bf16" else "fp32"]
+        for name, rate in (("compute ceiling", ceiling), ("preloaded", preloaded_rate), ("streaming", streaming)):
+            model_gflops = flops / cfg.batch_size * rate / 1e9
+            print(f"model FLOP/s, {name}: {model_gflops:.1f} GFLOP/s = {model_gflops / peak:.3f} of the "
+                  f"{auto.name} matmul peak ({flops / 1e9:.2f} GFLOP per step of {cfg.batch_size}, forward + backward)")
+
+        if args.compile:
+            compiled = torch.compile(model)
+            t = time.perf_counter()
+            timed_steps(task, compiled, optimizer, cycle(), auto, steps=1, warmup=1, batch_size=cfg.batch_size,
+                        grad_clip=cfg.grad_clip)
+            print(f"torch.compile: first steps (compiling) {time.perf_counter() - t:.0f} s", flush=True)
+            eager = timed_steps(task, model, optimizer, cycle(), auto, **common)
+            comp = timed_steps(task, compiled, optimizer, cycle(), auto, **common)
+            print(f"compiled / eager ({auto.name}, in-memory batches): {comp / eager:.2f} "
+                  f"({comp:.1f} vs {eager:.1f} img/s)")
     return 0
 
 

@@ -108,7 +108,18 @@ def bench_train(run_dir: Path, steps: int, rounds: int) -> dict:
             "per_round": (re.search(r"per round: ([\d., ]+)\)", out) or [None, "?"])[1],
             "fp32": num(r"compute ceiling \(fp32\): ([\d.]+)"), "preloaded": num(r"preloaded\s+\(\w+\): ([\d.]+)"),
             "preload_ratio": num(r"preloaded / ceiling: ([\d.]+)"), "preload_s": num(r"prepared \(one process\) in ([\d.]+) s"),
+            "peak_fp32": num(r"matmul peak: fp32 ([\d.]+) GFLOP/s"), "peak_bf16": num(r"bf16 ([\d.]+) GFLOP/s \(2048"),
+            "step_gflop": num(r"\(([\d.]+) GFLOP per step"),
+            "share_ceiling": num(r"model FLOP/s, compute ceiling: [\d.]+ GFLOP/s = ([\d.]+) of"),
+            "share_preloaded": num(r"model FLOP/s, preloaded: [\d.]+ GFLOP/s = ([\d.]+) of"),
+            "share_streaming": num(r"model FLOP/s, streaming: [\d.]+ GFLOP/s = ([\d.]+) of"),
+            "step_precision": (re.search(r"of the (\w+) matmul peak", out) or [None, "?"])[1],
             "raw": out, "seconds": secs}
+
+
+def torch_threads(t: dict) -> str:
+    m = re.search(r"torch threads (\d+)", t["raw"])
+    return f"{m.group(1)} torch threads" if m else "the torch threads"
 
 
 def bench_prepare(images: int) -> dict:
@@ -238,6 +249,14 @@ def render(results: dict) -> str:
         (f"| Preloaded train split / compute ceiling (cpu profile, train.preload; not the streaming goal) | "
          f"{t['preload_ratio']:.3f} | preloaded {t['preloaded']:.1f} img/s, after {t['preload_s']:.1f} s preparing "
          f"the split once (one process) |" if t.get("preload_ratio") else "| Preloaded train split | not measured | |"),
+        (f"| Physical ceiling: matmul peak on {torch_threads(t)} | fp32 {t['peak_fp32']:.0f} GFLOP/s, bf16 "
+         f"{t['peak_bf16']:.0f} GFLOP/s | 2048 x 2048 products, best of 5 |" if t.get("peak_fp32") else
+         "| Physical ceiling: matmul peak | not measured | |"),
+        (f"| Training step's model FLOP/s / {t['step_precision']} matmul peak (cpu profile) | "
+         f"{t['share_preloaded']:.3f} preloaded, {t['share_streaming']:.3f} streaming, {t['share_ceiling']:.3f} "
+         f"from memory | {t['step_gflop']:.1f} GFLOP per step (forward + backward, torch.utils.flop_counter); the "
+         f"rest of the peak goes to what is not a large matmul (normalisation, activations, the optimizer) |"
+         if t.get("share_preloaded") is not None else "| Step's share of the matmul peak | not measured | |"),
         *prepare_rows(pr),
         (f"| bf16 / fp32 training speed on CPU | {t['bf16_fp32']:.2f}x | fp32 ceiling {t['fp32']:.1f} img/s |"
          if t["bf16_fp32"] else "| bf16 / fp32 training speed on CPU | not measured | this CPU has no native bf16: auto chose fp32 |"),
