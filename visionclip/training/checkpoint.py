@@ -242,20 +242,23 @@ def load_checkpoint(path: str | os.PathLike) -> TrainState:
 
 
 def load_latest(root: str | os.PathLike) -> TrainState | None:
-    """The newest checkpoint that verifies; a corrupt one is skipped with a warning. None when there
-    is no checkpoint; CheckpointError naming each one when none verifies: starting again at step 0
-    would truncate the metrics logs and overwrite what may be a copy still in progress."""
+    """The newest checkpoint that verifies; the corrupt ones newer than it are named in a warning.
+    None when there is no checkpoint; CheckpointError naming each one when none verifies: starting
+    again at step 0 would truncate the metrics logs."""
     problems = []
     for path in list_checkpoints(root):
         try:
-            return load_checkpoint(path)
+            state = load_checkpoint(path)
         except CheckpointError as e:
-            problems.append(str(e))
-            warnings.warn(f"skipping corrupt checkpoint {path}: {e}; falling back to an older one",
+            problems.append((path, e))
+            continue
+        for skipped, e in problems:
+            warnings.warn(f"skipping corrupt checkpoint {skipped}: {e}; falling back to an older one",
                           RuntimeWarning, stacklevel=2)
+        return state
     if problems:
-        raise CheckpointError(f"{root}: no checkpoint verifies ({'; '.join(problems)}); resuming would start "
-                              "again at step 0: restore them, or start over with --restart")
+        raise CheckpointError(f"{root}: no checkpoint verifies ({'; '.join(str(e) for _, e in problems)}); "
+                              "resuming would start again at step 0: restore them, or start over with --restart")
     return None
 
 
