@@ -129,7 +129,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     restarts = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     if args.restart and restarts.isdigit() and int(restarts) > 0:  # torchrun replays the command line
         checkpoints = RunLayout(run_dir).training("supervised" if args.supervised else "clip").checkpoints
-        raise ConfigError(f"--restart: refused under torchrun's elastic restart {restarts} (TORCHELASTIC_RESTART_COUNT): "
+        raise ConfigError(f"--restart: refused under torchrun's elastic restart {restarts} "
+                          "(TORCHELASTIC_RESTART_COUNT): "
                           f"it would delete the checkpoints in {checkpoints} this job saved before the restart; "
                           "start over with a single `visionclip train --restart`, then launch torchrun without it")
     train = train_supervised if args.supervised else train_clip

@@ -4,10 +4,11 @@ become a flag that long stages read between items, so they stop where a re-run r
     with StopRequest() as stop:
         for item in items:
             if stop.requested:
-                raise Preempted(f"{stop.signal_name}: stopped after ...; resume with ...")
+                raise Preempted(f"{stop.signal_name} received: stopped ... with 3 of 8 shards finished")
             do(item)
 
-`visionclip` exits with PREEMPTED_EXIT (75, EX_TEMPFAIL: "try again") on Preempted, distinct from
+A library stage says where it stopped; the `visionclip` command around it appends "; resume with:
+<the command>" and exits with PREEMPTED_EXIT (75, EX_TEMPFAIL: "try again") on Preempted, distinct from
 2 (bad input). Worker processes ignore both signals (`ignore_stop_signals`, a pool initializer): a
 whole process group is signalled at once, and the parent, not each worker, decides when to stop.
 """
@@ -78,9 +79,10 @@ def map_unordered(fn: Callable[[Any], Any], jobs: Iterable, workers: int, stop: 
     """fn(job) of every job, as they finish: in this process when workers <= 1, else in `workers`
     processes (fork where there is one) that ignore the stop signals. Once `stop` is requested the
     jobs not yet handed to a worker are cancelled, the running ones (and the executor's one queued
-    call) finish, their files complete, and the iteration ends early: the caller checks `stop`. A pool, not Pool.terminate: terminate kills workers mid-job
-    with SIGTERM, which they ignore; and a worker killed from outside breaks the pool (an error)
-    instead of leaving imap waiting forever for its result."""
+    call) finish, their files complete, and the iteration ends early: the caller checks `stop`.
+    concurrent.futures, not multiprocessing.Pool: Pool.terminate stops workers with SIGTERM, which
+    they ignore (it would hang), and a worker killed from outside breaks the executor (an error)
+    where Pool.imap would wait forever for its result."""
     jobs = list(jobs)
     if workers <= 1:
         for job in jobs:
@@ -100,4 +102,5 @@ def map_unordered(fn: Callable[[Any], Any], jobs: Iterable, workers: int, stop: 
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-__all__ = ["map_unordered", "PREEMPTED_EXIT", "Preempted", "STOP_SIGNALS", "StopRequest", "ignore_stop_signals", "requested"]
+__all__ = ["PREEMPTED_EXIT", "Preempted", "STOP_SIGNALS", "StopRequest", "ignore_stop_signals", "map_unordered",
+           "requested"]
