@@ -99,6 +99,7 @@ class Case:
     name: str          # the row of the table
     setup: Callable    # (tmp, base) -> argv for visionclip.cli.main
     expect: str        # regex the message must match (names the file/row/field and what was expected)
+    env: dict | None = None   # environment variables set while the command runs
 
 
 def _train(run: Path, *extra: str) -> list[str]:
@@ -246,6 +247,27 @@ def case_checkpoint_other_config(tmp, base):
     return _train(run, "--set", "model.embed_dim=48")
 
 
+def case_all_checkpoints_corrupt(tmp, base):
+    run = _copy_run(base, tmp / "run", with_training=True)
+    shutil.copytree(base / "metrics", run / "metrics")  # a resume at step 0 would truncate them
+    shutil.rmtree(run / "model")
+    for weights in (run / "checkpoints").glob("step_*/model.safetensors"):
+        weights.write_bytes(weights.read_bytes()[:100])  # half-copied
+    return _train(run)
+
+
+def case_restart_under_elastic_restart(tmp, base):
+    run = _copy_run(base, tmp / "run", with_training=True)
+    return _train(run, "--restart")
+
+
+def case_run_dir_in_use(tmp, base):
+    run = _copy_run(base, tmp / "run", with_training=True)
+    (run / "visionclip.lock").write_text(json.dumps({"host": "node-17", "pid": 4242, "job": "torchrun:8841",
+                                                     "since": "2026-12-01 08:00:00 UTC"}))
+    return _train(run)
+
+
 def case_model_other_config(tmp, base):
     fives = _write_fives(tmp / "FIVES")
     model = tmp / "model"
@@ -316,6 +338,12 @@ CASES = [
     Case("vocab file of the wrong kind", case_vocab_wrong_kind, r"annotations\.csv.*expected"),
     Case("training checkpoint of another model configuration", case_checkpoint_other_config,
          r"step_\d+.*different.*model"),
+    Case("every training checkpoint corrupt", case_all_checkpoints_corrupt,
+         r"checkpoints: no checkpoint verifies \(.*step_0000002/model\.safetensors: checksum mismatch"),
+    Case("--restart replayed by torchrun's elastic restart", case_restart_under_elastic_restart,
+         r"--restart: refused under torchrun's elastic restart 1 .*checkpoints", {"TORCHELASTIC_RESTART_COUNT": "1"}),
+    Case("run directory in use by another job", case_run_dir_in_use,
+         r"run: in use by another job \(host node-17, pid 4242, job torchrun:8841, since 2026-12-01 08:00:00 UTC\)"),
     Case("saved model of another configuration", case_model_other_config, r"model.*(config|shape|embed)"),
     Case("truncated saved model", case_truncated_checkpoint, r"model\.safetensors"),
     Case("evaluation on a GPU this machine lacks", case_missing_gpu,
@@ -343,8 +371,14 @@ def run_case(case: Case, tmp: Path, base: Path) -> tuple[int, str, list[str]]:
     argv = case.setup(tmp, base)
     before = _snapshot(tmp)
     err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        rc = cli.main(argv)
+    saved = {k: os.environ.get(k) for k in case.env or {}}
+    os.environ.update(case.env or {})
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            rc = cli.main(argv)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     after = _snapshot(tmp)
     left = sorted(p for p in after if TEMP_NAME.search(p))
     assert not left, f"{case.name}: temporary files left behind: {left}"
@@ -415,6 +449,34 @@ def _markdown_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+# Not bad input: what a stopped command says (tests/test_preempt.py and tests/test_runlock.py check these).
+STOPPED = [
+    "",
+    "## Stopped, not failed: exit 75",
+    "",
+    "SIGTERM or SIGUSR1 (what Slurm, Kubernetes and torchrun send before a kill) makes `visionclip synth`,",
+    "`prepare` and `book` finish the image, shard or notebook at hand, keep every finished file, and exit",
+    "with status 75 and the command that resumes; that command ends byte-identical to an uninterrupted run",
+    "(`tests/test_preempt.py`, the signal sent to the whole process group, workers included):",
+    "",
+    "| Stopped | Message |",
+    "|---|---|",
+    "| rendering | exit 75: visionclip synth: stopped: SIGTERM received: stopped rendering <tmp>/data/corpus/Fundus "
+    "with 24 of 64 images finished (kept; the tables and manifest.json are written once all are); resume with: "
+    "visionclip synth --profile tiny --run-dir <tmp> --variants --set synth.workers=2 |",
+    "| prepare | exit 75: visionclip prepare: stopped: SIGTERM received: stopped preparing <tmp>/data/prepared/32px "
+    "with 6 of 32 shards finished (kept; bad_images.csv is written once all are); resume with: visionclip prepare "
+    "--profile tiny --run-dir <tmp> --workers 2 --no-progress |",
+    "| the book pipeline | exit 75: visionclip book: stopped: SIGTERM received: stopped before notebook 02_next "
+    "(2 of 2); the 1 before it are executed in <tmp>/run/notebooks; resume with: visionclip book --profile tiny "
+    "--run-dir <tmp>/run --no-book --resume |",
+    "",
+    "A lock left by a job that died on this host is taken over with a warning (`tests/test_runlock.py`):",
+    "`RuntimeWarning: <tmp>/run/visionclip.lock: taking over the stale lock of a job that is no longer running "
+    "(host <host>, pid 73012, job torchrun:old, since 2026-01-01 00:00:00 UTC)`.",
+]
+
+
 def write_appendix(path: Path = APPENDIX) -> None:
     """Run every case and write the table of real messages (temporary paths shown as <tmp>)."""
     import tempfile
@@ -429,7 +491,8 @@ def write_appendix(path: Path = APPENDIX) -> None:
             tmp.mkdir()
             rc, err, argv = run_case(case, tmp, base)
             msg = err.strip().replace(str(tmp), "<tmp>").replace(str(base), "<base>").replace(str(ROOT) + "/", "")
-            cmd = " ".join(["visionclip", *argv]).replace(str(tmp), "<tmp>").replace(str(base), "<base>")
+            env = [f"{k}={v}" for k, v in (case.env or {}).items()]
+            cmd = " ".join([*env, "visionclip", *argv]).replace(str(tmp), "<tmp>").replace(str(base), "<base>")
             rows.append((case.name, cmd, f"exit {rc}: {msg}"))
         for name, params, _ in PAPERMILL_CASES:
             tmp = Path(d) / re.sub(r"\W+", "_", name)
@@ -452,6 +515,7 @@ def write_appendix(path: Path = APPENDIX) -> None:
         "|---|---|---|",
     ]
     lines += [f"| {_markdown_cell(a)} | `{_markdown_cell(b)}` | {_markdown_cell(c)} |" for a, b, c in rows]
+    lines += STOPPED
     write_text(path, "\n".join(lines) + "\n")
     print(f"wrote {path} ({len(rows)} cases)")
 

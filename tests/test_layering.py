@@ -395,7 +395,8 @@ def test_read_layers_parses_the_real_block():
     assert [layer.name for layer in layers] == ["base", "data", "model", "synth", "training", "eval", "report", "cli"]
     assert {name: layer.rank for name, layer in by_name.items()} == {
         "base": 1, "data": 2, "model": 3, "synth": 3, "training": 4, "eval": 4, "report": 5, "cli": 6}
-    assert by_name["base"].units == ("errors", "io", "seeding", "progress", "schema", "config", "paths")
+    assert by_name["base"].units == ("errors", "io", "seeding", "progress", "schema", "config", "paths", "preempt",
+                                     "runlock")
     assert by_name["cli"].units == ("cli", "__main__")
 
 

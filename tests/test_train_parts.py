@@ -120,9 +120,11 @@ def test_keeps_newest_and_falls_back_from_a_corrupt_checkpoint(tmp_path):
         state = ckpt.load_latest(tmp_path)
     assert state.step == 2
     (tmp_path / "step_0000002" / "state.json").write_text("{")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # none verifies: an error naming both, not a silent start at step 0
         warnings.simplefilter("ignore")
-        assert ckpt.load_latest(tmp_path) is None
+        with pytest.raises(CheckpointError, match=r"no checkpoint verifies .*step_0000003.*step_0000002"):
+            ckpt.load_latest(tmp_path)
+    assert ckpt.load_latest(tmp_path / "none") is None
 
 
 def test_sampler_shards_the_global_batch_and_resumes_at_any_step():

@@ -7,15 +7,26 @@ only when used, so that `visionclip synth` does not pay for importing torch and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shlex
 import sys
 from pathlib import Path
+from typing import Iterator, Sequence
 
 from .config import load_profile, parse_override
 from .errors import ConfigError, VisionCLIPError
 from .paths import RunLayout, default_run_dir
+from .preempt import PREEMPTED_EXIT, Preempted, StopRequest
+from .runlock import run_lock
 
 DATASET_HELP = "messidor2, messidor, fives or refuge"
+EXIT_CODES = f"""exit status:
+  0   done
+  2   bad input, or the run directory is in use by another job: a one-line message names the file,
+      row, field or the job holding the run directory
+  {PREEMPTED_EXIT}  stopped by SIGTERM or SIGUSR1 (a scheduler's preemption) with every finished file kept:
+      the message gives the command that resumes (synth, prepare, train, book)"""
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
@@ -26,6 +37,23 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
 
 def _load(args: argparse.Namespace):
     return load_profile(args.profile, dict(parse_override(o) for o in args.overrides))
+
+
+def _resume_command(args: argparse.Namespace, drop: Sequence[str] = (), add: Sequence[str] = ()) -> str:
+    argv = [a for a in getattr(args, "argv", sys.argv[1:]) if a not in drop]
+    return shlex.join(["visionclip", *argv, *(a for a in add if a not in argv)])
+
+
+@contextlib.contextmanager
+def _job(args: argparse.Namespace, run_dir: Path, drop: Sequence[str] = (),
+         add: Sequence[str] = ()) -> Iterator[StopRequest]:
+    """One job on run_dir: its lock, held until the command ends (however it ends), and a stop request
+    (SIGTERM, SIGUSR1) whose Preempted message gains the command that resumes the work."""
+    with run_lock(run_dir), StopRequest() as stop:
+        try:
+            yield stop
+        except Preempted as e:
+            raise Preempted(f"{e}; resume with: {_resume_command(args, drop, add)}") from None
 
 
 # ---------------------------------------------------------------- synth
@@ -43,10 +71,11 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     profile = _load(args)
     layout = RunLayout(args.run_dir or default_run_dir(profile.name))
-    if not args.benchmarks_only:
-        render_corpus(profile, layout.corpus)
-    for variant in args.variants:
-        render_benchmarks(profile, layout.benchmarks(variant), variant)
+    with _job(args, layout.root) as stop:
+        if not args.benchmarks_only:
+            render_corpus(profile, layout.corpus, stop=stop)
+        for variant in args.variants:
+            render_benchmarks(profile, layout.benchmarks(variant), variant, stop=stop)
     print(f"rendered into {layout.data}")
     return 0
 
@@ -66,8 +95,9 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
     profile = _load(args)
     workers = None if args.workers is None else max(1, _workers(args.workers))
-    summary = prepare_run(profile, Path(args.run_dir or default_run_dir(profile.name)), workers=workers,
-                          progress=not args.no_progress)
+    run_dir = Path(args.run_dir or default_run_dir(profile.name))
+    with _job(args, run_dir) as stop:
+        summary = prepare_run(profile, run_dir, workers=workers, progress=not args.no_progress, stop=stop)
     where = f"{summary['folder']}"
     if not summary["complete"]:  # under torchrun: other ranks still have shards to do
         print(f"prepared {summary['prepared_here']} shard(s) here into {where}; others are not complete yet")
@@ -96,13 +126,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     profile = _load(args)
     run_dir = Path(args.run_dir or default_run_dir(profile.name))
+    restarts = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if args.restart and restarts.isdigit() and int(restarts) > 0:  # torchrun replays the command line
+        checkpoints = RunLayout(run_dir).training("supervised" if args.supervised else "clip").checkpoints
+        raise ConfigError(f"--restart: refused under torchrun's elastic restart {restarts} "
+                          "(TORCHELASTIC_RESTART_COUNT): "
+                          f"it would delete the checkpoints in {checkpoints} this job saved before the restart; "
+                          "start over with a single `visionclip train --restart`, then launch torchrun without it")
     train = train_supervised if args.supervised else train_clip
-    summary = train(profile, run_dir, resume=not args.restart, progress=not args.no_progress, device=args.device)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
-        print({k: v for k, v in summary.items() if k != "final_train"})
-        if not args.supervised:  # predict's readability checks, calibrated on the val split
-            from .eval.checks import calibrate_run
-            calibrate_run(profile, run_dir)
+    with run_lock(run_dir):  # every rank of the job passes (runlock.job_id: torchrun's run id)
+        summary = train(profile, run_dir, resume=not args.restart, progress=not args.no_progress,
+                        device=args.device)
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
+            print({k: v for k, v in summary.items() if k != "final_train"})
+            if not args.supervised:  # predict's readability checks, calibrated on the val split
+                from .eval.checks import calibrate_run
+                calibrate_run(profile, run_dir)
     return 0
 
 
@@ -213,9 +252,12 @@ def _cmd_book(args: argparse.Namespace) -> int:
     params = dict(parse_override(x) for x in args.parameter)
     if args.book_only:
         pipeline.build_only(args.profile, args.run_dir, params, args.skip_ablations)
-    else:
+        return 0
+    _, run_dir = pipeline.resolve_run_dir(args.profile, params, args.run_dir)
+    # the notebooks' kernels inherit the job id (runlock.JOB_ENV): what they start passes the lock
+    with _job(args, run_dir, add=["--resume"]) as stop:
         pipeline.run(args.profile, args.run_dir, params, args.only, args.skip_ablations, args.resume,
-                     book=not args.no_book)
+                     book=not args.no_book, stop=stop)
     return 0
 
 
@@ -231,7 +273,8 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="visionclip", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="visionclip", description=__doc__.splitlines()[0], epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, add_args, run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
@@ -253,8 +296,12 @@ def error_line(e: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a stop message says to run again
     try:
         return int(args.func(args) or 0)
+    except Preempted as e:
+        print(f"visionclip {args.command}: stopped: {e}", file=sys.stderr)
+        return e.exit_code
     except VisionCLIPError as e:
         print(f"visionclip {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2

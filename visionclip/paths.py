@@ -98,6 +98,11 @@ class RunLayout:
         return TrainingPaths(self.root / task, self.root / f"checkpoints_{task}", self.metrics(f"{task}_train"),
                              self.metrics(f"{task}_val"))
 
+    @property
+    def lock(self) -> Path:
+        """The run-directory lock (runlock): which job works in this run directory now."""
+        return self.root / "visionclip.lock"
+
     # ---- evaluation
     def eval(self, variant: str = "test") -> Path:
         """The reported (test) evaluation at eval/, the dev and seen renderings below it."""

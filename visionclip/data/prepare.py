@@ -25,7 +25,6 @@ import csv
 import hashlib
 import io as _io
 import json
-import multiprocessing as mp
 import os
 import shutil
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import numpy as np
 from ..errors import DataError
 from ..io import atomic_path, clean_stale_temps, write_json, write_text
 from ..paths import RunLayout
+from ..preempt import Preempted, StopRequest, map_unordered, requested
 from ..progress import progress as progress_bar
 from .datasets import file_names, read_image
 from .readers import read_corpus
@@ -130,10 +130,11 @@ def default_workers() -> int:
 
 def prepare_images(names: Sequence[str], paths: Sequence[Path], folder: str | os.PathLike, preprocess: Preprocess,
                    *, workers: int = 1, rank: int = 0, world_size: int = 1, shard_images: int | None = None,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, stop: StopRequest | None = None) -> dict:
     """Prepare this rank's shards of (names, paths) into folder; resumable. Returns a summary:
     shards done here and in all, images, unreadable images, and whether every shard is complete
-    (then bad_images.csv is written)."""
+    (then bad_images.csv is written). Once `stop` is requested no further shard starts, the ones
+    being written finish, and Preempted says how many are done (a re-run does the rest)."""
     if len(names) != len(paths) or not len(names):
         raise DataError(f"{folder}: nothing to prepare ({len(names)} names, {len(paths)} paths)")
     folder = Path(folder)
@@ -150,20 +151,16 @@ def prepare_images(names: Sequence[str], paths: Sequence[Path], folder: str | os
     jobs = [(folder, k, list(names[k * shard_images:(k + 1) * shard_images]),
              [Path(p) for p in paths[k * shard_images:(k + 1) * shard_images]], preprocess) for k in todo]
     bar = progress_bar(total=sum(len(j[2]) for j in jobs), desc="prepare images", unit="img") if progress else None
-    if workers <= 1 or len(jobs) <= 1:
-        results = map(_write_shard, jobs)
-        for _, n, _ in results:
-            if bar is not None:
-                bar.update(n)
-    else:  # processes as rendering starts them (synth.writers): fork where there is one
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ctx.Pool(min(workers, len(jobs))) as pool:
-            for _, n, _ in pool.imap_unordered(_write_shard, jobs):
-                if bar is not None:
-                    bar.update(n)
+    for _, n, _ in map_unordered(_write_shard, jobs, min(workers, len(jobs)), stop):
+        if bar is not None:
+            bar.update(n)
     if bar is not None:
         bar.close()
     complete = all(_shard_done(folder, k) for k in range(n_shards))
+    if requested(stop) and not all(_shard_done(folder, k) for k in todo):
+        done = sum(_shard_done(folder, k) for k in range(n_shards))
+        raise Preempted(f"{stop.signal_name} received: stopped preparing {folder} with {done} of {n_shards} "
+                        "shards finished (kept; bad_images.csv is written once all are)")
     summary = {"folder": str(folder), "images": len(names), "shards": n_shards, "prepared_here": len(todo),
                "complete": complete, "size": s}
     if complete:  # every rank that finds it complete writes the same list, atomically
@@ -264,7 +261,7 @@ def corpus_paths(records: Sequence[CorpusRecord] | CorpusTable) -> list[Path]:
 
 def prepare_run(profile, run_dir: str | os.PathLike, records: CorpusTable | None = None, *,
                 rank: int | None = None, world_size: int | None = None, workers: int | None = None,
-                progress: bool = True) -> dict:
+                progress: bool = True, stop: StopRequest | None = None) -> dict:
     """A run's corpus (read_corpus: data.corpus_root, data.min_quality applied) prepared at
     train.image_size into RunLayout(run_dir).prepared(size), the way training reads it. rank and
     world_size default to torchrun's RANK and WORLD_SIZE, workers to default_workers()."""
@@ -274,7 +271,7 @@ def prepare_run(profile, run_dir: str | os.PathLike, records: CorpusTable | None
     world_size = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else world_size
     return prepare_images(file_names(records), corpus_paths(records), RunLayout(run_dir).prepared(size),
                           Preprocess(size), workers=default_workers() if workers is None else workers,
-                          rank=rank, world_size=world_size, progress=progress)
+                          rank=rank, world_size=world_size, progress=progress, stop=stop)
 
 
 def without_bad(records, prepared: PreparedImages):

@@ -29,6 +29,7 @@ from ..config import load_profile, resolve_profile_path
 from ..errors import ConfigError, VisionCLIPError
 from ..io import atomic_path
 from ..paths import BOOK_DIR, NOTEBOOK_DIR, REPOSITORY, RunLayout, default_run_dir, staged_notebooks
+from ..preempt import Preempted, StopRequest, requested
 
 ABLATIONS = "05_ablations"
 KERNEL = "python3"
@@ -159,8 +160,10 @@ def resolve_run_dir(profile: str, params: Mapping[str, Any] | None, run_dir: str
 def run_notebooks(profile: str = "cpu", run_dir: str | Path | None = None,
                   params: Mapping[str, Any] | None = None, only: Sequence[str] = (),
                   skip_ablations: bool = False, resume: bool = False,
-                  notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
-    """Validate the profile, then execute the selected notebooks in order; returns executed paths."""
+                  notebook_dir: Path = NOTEBOOK_DIR, stop: StopRequest | None = None) -> list[Path]:
+    """Validate the profile, then execute the selected notebooks in order; returns executed paths.
+    Once `stop` is requested the running notebook finishes (its kernel runs in a session of its own,
+    out of reach of a signal to this process's group) and Preempted is raised before the next one."""
     params = dict(params or {})
     resolved, run_dir = resolve_run_dir(profile, params, run_dir)
     notebooks = discover_notebooks(notebook_dir, only, skip_ablations)
@@ -175,6 +178,9 @@ def run_notebooks(profile: str = "cpu", run_dir: str | Path | None = None,
     executed_paths, total = [], 0.0
     for i, source in enumerate(notebooks, 1):
         executed = RunLayout(run_dir).notebooks / source.name
+        if requested(stop):
+            raise Preempted(f"{stop.signal_name} received: stopped before notebook {source.stem} ({i} of "
+                            f"{len(notebooks)}); the {i - 1} before it are executed in {executed.parent}")
         if resume and is_up_to_date(executed, source, parameters, inputs):
             say(f"[{i}/{len(notebooks)}] {source.stem}: up to date, skipped (--resume)")
         else:
@@ -184,6 +190,9 @@ def run_notebooks(profile: str = "cpu", run_dir: str | Path | None = None,
             except Exception as e:
                 say(f"[{i}/{len(notebooks)}] {source.stem}: FAILED; partial notebook: "
                     f"{executed.with_suffix('.failed.ipynb')}")
+                if requested(stop):  # its kernel got the signal too (a scheduler signals every process)
+                    raise Preempted(f"{stop.signal_name} received: notebook {source.stem} ({i} of {len(notebooks)}) "
+                                    f"was stopped with it ({_first_line(e)}); it runs again on resume") from e
                 raise VisionCLIPError(f"notebook {source.name} failed: {_first_line(e)}") from e
             total += seconds
             say(f"[{i}/{len(notebooks)}] {source.stem}: done in {seconds:.1f} s -> {executed}")
@@ -340,13 +349,17 @@ def build_only(profile: str = "cpu", run_dir: str | Path | None = None, params: 
 
 def run(profile: str = "cpu", run_dir: str | Path | None = None, params: Mapping[str, Any] | None = None,
         only: Sequence[str] = (), skip_ablations: bool = False, resume: bool = False,
-        book: bool = True, notebook_dir: Path = NOTEBOOK_DIR, book_dir: Path = BOOK_DIR) -> Path | None:
-    """Execute the notebooks, stage them into the book and build it; returns the HTML index."""
+        book: bool = True, notebook_dir: Path = NOTEBOOK_DIR, book_dir: Path = BOOK_DIR,
+        stop: StopRequest | None = None) -> Path | None:
+    """Execute the notebooks, stage them into the book and build it; returns the HTML index.
+    Preempted between notebooks once `stop` is requested (run_notebooks), or before the build."""
     start = time.perf_counter()
     _, run_dir = resolve_run_dir(profile, params, run_dir)
-    run_notebooks(profile, run_dir, params, only, skip_ablations, resume, notebook_dir)
+    run_notebooks(profile, run_dir, params, only, skip_ablations, resume, notebook_dir, stop)
     if not book:
         return None
+    if requested(stop):
+        raise Preempted(f"{stop.signal_name} received: stopped after the notebooks, before building the book")
     stage_book_notebooks(run_dir, book_dir, skipped=[ABLATIONS] if skip_ablations else [])
     html = build_book(book_dir)
     index = html / "index.html"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io as _io
 import json
-import multiprocessing as mp
 import os
 from collections import Counter
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Iterable, NamedTuple, Sequence
 
 from ..errors import ConfigError, DataError
 from ..io import clean_stale_temps, sha256_file, write_bytes, write_json, write_text
+from ..preempt import Preempted, StopRequest, map_unordered, requested
 from ..progress import progress as progress_bar
 from ..schema import COLUMNS, DISEASE_FLAGS, EYE_SIDES, RELEASE_COLUMNS
 from ..seeding import derive_seed
@@ -64,27 +64,27 @@ def _task(job: tuple) -> tuple[int, dict[str, Any]]:
     return index, plan["measurements"]
 
 
-def _run_jobs(jobs: list[tuple], workers: int, desc: str, show: bool) -> list[dict[str, Any]]:
+def _run_jobs(jobs: list[tuple], workers: int, desc: str, show: bool,
+              stop: StopRequest | None = None) -> list[dict[str, Any]]:
+    """Every job's measurements, in job order. On a stop request the jobs not started are skipped
+    and Preempted names the folder and how many of its images are finished (all kept)."""
     clean_stale_temps({Path(j[5]).parent for j in jobs})
     out: list[dict[str, Any] | None] = [None] * len(jobs)
     pos = {j[0]: k for k, j in enumerate(jobs)}
     bar = progress_bar(total=len(jobs), desc=desc, unit="img") if show else None
-    if workers <= 1 or len(jobs) < 8:
-        results = map(_task, jobs)
-        for index, m in results:
-            out[pos[index]] = m
-            if bar is not None:
-                bar.update(1)
-    else:
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        chunk = max(1, min(64, len(jobs) // (workers * 8)))
-        with ctx.Pool(workers) as pool:
-            for index, m in pool.imap_unordered(_task, jobs, chunksize=chunk):
-                out[pos[index]] = m
-                if bar is not None:
-                    bar.update(1)
+    serial = workers <= 1 or len(jobs) < 8
+    chunk = max(1, min(64, len(jobs) // (max(1, workers) * 8)))
+    for index, m in map_unordered(_task, jobs, 1 if serial else workers, stop, chunk):
+        out[pos[index]] = m
+        if bar is not None:
+            bar.update(1)
     if bar is not None:
         bar.close()
+    if requested(stop) and any(m is None for m in out):
+        done = sum(Path(j[5]).exists() for j in jobs)
+        folder = os.path.commonpath([str(Path(j[5]).parent) for j in jobs])
+        raise Preempted(f"{stop.signal_name} received: stopped rendering {folder} with {done} of {len(jobs)} "
+                        "images finished (kept; the tables and manifest.json are written once all are)")
     return out  # type: ignore[return-value]
 
 
@@ -225,9 +225,11 @@ def _annotation_text(fmt: str, rows: Sequence[dict[str, Any]], out: Path) -> str
     return _csv_text(RELEASE_COLUMNS, ([v[c] for c in RELEASE_COLUMNS] for v in release), delimiter="\t")
 
 
-def render_corpus(profile, out_dir: str | os.PathLike, progress: bool = True) -> Path:
+def render_corpus(profile, out_dir: str | os.PathLike, progress: bool = True,
+                  stop: StopRequest | None = None) -> Path:
     """Render profile.synth.corpus_size images in the SynFundus-1M layout under out_dir, annotated in
-    synth.corpus_format (ANNOTATION_FILES); resumable."""
+    synth.corpus_format (ANNOTATION_FILES); resumable. Preempted once `stop` is requested, before the
+    tables and manifest are written (every finished image is kept; a re-run completes them)."""
     s = profile.synth
     check_disjoint(s.train_cameras, s.heldout_cameras)
     out = Path(out_dir)
@@ -238,7 +240,7 @@ def render_corpus(profile, out_dir: str | os.PathLike, progress: bool = True) ->
     cams = [_camera_for(seed, "corpus", i, s.train_cameras) for i in range(len(rows))]
     # domain randomisation: the corpus alone; the benchmark stand-ins keep their cameras' own looks
     jobs = [(i, row, seed, size, cams[i], dests[i], "jpg", CORPUS_KINDS, True) for i, row in enumerate(rows)]
-    meas = _run_jobs(jobs, int(s.workers), "render corpus", progress)
+    meas = _run_jobs(jobs, int(s.workers), "render corpus", progress, stop)
 
     fmt = s.corpus_format
     write_text(out / ANNOTATION_FILES[fmt], _annotation_text(fmt, rows, out))
@@ -338,12 +340,12 @@ def _benchmark_params(st: _Set, variant: str, seed: int, size: int, cameras: lis
 
 
 def _write_dataset(root: Path, st: _Set, seed: int, size: int, cameras: list[str], workers: int,
-                   show: bool, variant: str) -> Path:
+                   show: bool, variant: str, stop: StopRequest | None = None) -> Path:
     img_seed = derive_seed(seed, st.name)          # each dataset holds different eyes
     cams = [_camera_for(seed, st.name, i, cameras) for i in range(len(st.rows))]
     jobs = [(i, row, img_seed, size, cams[i], str(root / rel), st.fmt, CORPUS_KINDS, False)
             for i, (row, rel) in enumerate(zip(st.rows, st.rels))]
-    meas = _run_jobs(jobs, workers, f"render {variant}/{st.name}", show)
+    meas = _run_jobs(jobs, workers, f"render {variant}/{st.name}", show, stop)
     for rel, text in st.extra_files.items():
         write_text(root / rel, text)
     write_text(root / "render_meta.csv", _csv_text(("path",) + META_COLUMNS,
@@ -357,8 +359,9 @@ def _write_dataset(root: Path, st: _Set, seed: int, size: int, cameras: list[str
 
 
 def render_benchmarks(profile, out_dir: str | os.PathLike, variant: str = "test",
-                      progress: bool = True) -> dict[str, Path]:
-    """MESSIDOR-2, FIVES and REFUGE stand-ins in their real layouts under out_dir/<dataset>/."""
+                      progress: bool = True, stop: StopRequest | None = None) -> dict[str, Path]:
+    """MESSIDOR-2, FIVES and REFUGE stand-ins in their real layouts under out_dir/<dataset>/;
+    resumable, and Preempted between images once `stop` is requested (as render_corpus)."""
     s = profile.synth
     check_disjoint(s.train_cameras, s.heldout_cameras)
     seed, cameras = _variant(profile, variant)
@@ -367,7 +370,7 @@ def render_benchmarks(profile, out_dir: str | os.PathLike, variant: str = "test"
             _refuge_set(int(s.refuge_size), seed)]
     _stamp_all([(out / st.name, _benchmark_params(st, variant, seed, size, cameras),
                  [str(out / st.name / rel) for rel in st.rels]) for st in sets])
-    return {st.name: _write_dataset(out / st.name, st, seed, size, cameras, workers, progress, variant)
+    return {st.name: _write_dataset(out / st.name, st, seed, size, cameras, workers, progress, variant, stop)
             for st in sets}
 
 

@@ -22,7 +22,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -162,7 +162,7 @@ def save_checkpoint(root: str | os.PathLike, *, step: int, samples: int, model: 
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    prune_checkpoints(root, keep)
+    prune_checkpoints(root, keep, known_good=[final])
     return final
 
 
@@ -178,33 +178,64 @@ def list_checkpoints(root: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
-def prune_checkpoints(root: str | os.PathLike, keep: int) -> None:
+def prune_checkpoints(root: str | os.PathLike, keep: int, known_good: Sequence[str | os.PathLike] = ()) -> None:
+    """Keep the `keep` newest checkpoints that verify (verify_checkpoint; `known_good` ones, just
+    written, are not read again) and delete every checkpoint older than the last of them: a corrupt
+    newer one never pushes a good one out. Corrupt ones newer than that stay (a resume re-saves their
+    step). keep=0 deletes them all."""
     root = Path(root)
-    for p in list_checkpoints(root)[keep:]:
+    good = {Path(p) for p in known_good}
+    found = list_checkpoints(root)
+    kept = 0
+    cut = 0 if keep <= 0 else len(found)  # index of the first checkpoint to delete
+    for i, p in enumerate(found):
+        if keep <= 0:
+            break
+        try:
+            if p not in good:
+                verify_checkpoint(p)
+        except CheckpointError:
+            continue
+        kept += 1
+        if kept == keep:
+            cut = i + 1
+            break
+    for p in found[cut:]:
         shutil.rmtree(p, ignore_errors=True)
-    for p in root.glob(f".{STEP_PREFIX}*.tmp"):  # leftovers of a killed save
+    # Leftovers of a killed save. They cannot be another job's save in progress: the run-directory
+    # lock (runlock, held by `visionclip train` and the pipeline) admits one job per run directory,
+    # and within a job only the main rank saves, after its own temporary was renamed into place.
+    for p in root.glob(f".{STEP_PREFIX}*.tmp"):
         shutil.rmtree(p, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- load
 
-def load_checkpoint(path: str | os.PathLike) -> TrainState:
-    """Read and verify one checkpoint; CheckpointError names the file that is wrong."""
+def verify_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint's state.json once every file it lists matches its checksum; CheckpointError
+    names the file that is wrong."""
     path = Path(path)
     state_file = path / "state.json"
     try:
         state = json.loads(state_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{state_file}: unreadable checkpoint state ({e})") from None
-    if state.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{state_file}: format_version {state.get('format_version')!r}, "
-                              f"expected {FORMAT_VERSION}")
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        found = state.get("format_version") if isinstance(state, dict) else state
+        raise CheckpointError(f"{state_file}: format_version {found!r}, expected {FORMAT_VERSION}")
     for rel, digest in state.get("sha256", {}).items():
         f = path / rel
         if not f.is_file():
             raise CheckpointError(f"{f}: missing from checkpoint")
         if sha256_file(f) != digest:
             raise CheckpointError(f"{f}: checksum mismatch (truncated or corrupted file)")
+    return state
+
+
+def load_checkpoint(path: str | os.PathLike) -> TrainState:
+    """Read and verify one checkpoint; CheckpointError names the file that is wrong."""
+    path = Path(path)
+    state = verify_checkpoint(path)
 
     def tensors(name: str) -> dict[str, torch.Tensor]:
         try:
@@ -222,13 +253,23 @@ def load_checkpoint(path: str | os.PathLike) -> TrainState:
 
 
 def load_latest(root: str | os.PathLike) -> TrainState | None:
-    """The newest checkpoint that verifies; a corrupt one is skipped with a warning."""
+    """The newest checkpoint that verifies; the corrupt ones newer than it are named in a warning.
+    None when there is no checkpoint; CheckpointError naming each one when none verifies: starting
+    again at step 0 would truncate the metrics logs."""
+    problems = []
     for path in list_checkpoints(root):
         try:
-            return load_checkpoint(path)
+            state = load_checkpoint(path)
         except CheckpointError as e:
-            warnings.warn(f"skipping corrupt checkpoint {path}: {e}; falling back to an older one",
+            problems.append((path, e))
+            continue
+        for skipped, e in problems:
+            warnings.warn(f"skipping corrupt checkpoint {skipped}: {e}; falling back to an older one",
                           RuntimeWarning, stacklevel=2)
+        return state
+    if problems:
+        raise CheckpointError(f"{root}: no checkpoint verifies ({'; '.join(str(e) for _, e in problems)}); "
+                              "resuming would start again at step 0: restore them, or start over with --restart")
     return None
 
 
