@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .config import load_profile, parse_override
 from .errors import ConfigError, VisionCLIPError
+from .io import os_error_line
 from .paths import RunLayout, default_run_dir
 
 DATASET_HELP = "messidor2, messidor, fives or refuge"
@@ -257,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except VisionCLIPError as e:
         print(f"visionclip {args.command}: error: {error_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full or read-only disk, a permission: the path and what the errno means
+        print(f"visionclip {args.command}: error: {os_error_line(e) if e.errno else error_line(e)}",
+              file=sys.stderr)
         return 2
 
 
