@@ -345,11 +345,14 @@ def _save_unit(directory: Path, write) -> None:
             old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", suffix=".tmp", dir=directory.parent))
             os.replace(directory, old)  # onto the empty directory mkdtemp made
         os.replace(tmp, directory)
-    except BaseException:
+    except BaseException as e:
         if old is not None and not directory.exists():
             os.replace(old, directory)
             old = None
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno is not None and str(e.filename or "").startswith(str(tmp)):
+            # the file it was writing under its final name, not the temporary directory's
+            raise OSError(e.errno, os.strerror(e.errno), str(directory) + str(e.filename)[len(str(tmp)):]) from e
         raise
     finally:
         if old is not None:
