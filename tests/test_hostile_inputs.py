@@ -210,11 +210,15 @@ def test_predict_skips_a_photograph_larger_than_any_fundus_camera_takes(tmp_path
 def test_a_save_that_fails_leaves_the_previous_model_whole(tmp_path):
     from visionclip.model import VisionCLIP
 
+    from visionclip.text import CaptionTokenizer
+
     model, tok = save_tiny_model(tmp_path / "model", image_size=32)
     before = {p.name: p.read_bytes() for p in (tmp_path / "model").iterdir()}
+    tokens = tok.tokens()
+    other = CaptionTokenizer.from_tokens(tokens[:-2] + tokens[-2:][::-1])  # another save's, same size
     with mock.patch("visionclip.model._save_weights", side_effect=OSError(errno.ENOSPC, "x", "weights")):
         with pytest.raises(OSError):
-            model.save_pretrained(tmp_path / "model", tok)  # the new tokenizer is written, the weights fail
+            model.save_pretrained(tmp_path / "model", other)  # the tokenizer is written, the weights fail
     assert {p.name: p.read_bytes() for p in (tmp_path / "model").iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary directory left
     VisionCLIP.from_pretrained(tmp_path / "model")
