@@ -81,7 +81,11 @@ def load_image(path: Path, size: int) -> Image.Image:
     """
     try:
         img = Image.open(path)
-        check_pixels(img, str(path))
+        try:
+            check_pixels(img, str(path))
+        except DataError:
+            img.close()
+            raise
         if img.format == "JPEG" and min(img.size) >= 2 * size:
             img.draft("RGB", (size, size))
         img.load()
