@@ -65,6 +65,31 @@ def test_training_on_a_full_tmpfs_says_so_in_one_line(tmp_path):
         assert not left and not (run / "model").exists(), left
 
 
+PREPARE_AFTER_THE_CHECK = r"""
+import shutil, sys
+from collections import namedtuple
+from visionclip import cli
+shutil.disk_usage = lambda path: namedtuple("U", "total used free")(1 << 40, 0, 1 << 40)  # another job fills it later
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_disk_filled_while_preparing_is_an_error_not_a_sigbus(tmp_path):
+    """prepare checks the free space first; a disk another job fills afterwards used to kill it with SIGBUS
+    (a memory-mapped shard's page with no block behind it): its blocks are now reserved up front."""
+    with _mounted(tmp_path / "small", "-t", "tmpfs", "-o", "size=1m", "tmpfs") as small:
+        run = small / "run"
+        profile = write_tiny_run(run, n=40)
+        profile.write_text(profile.read_text().replace("image_size: 32", "image_size: 128"))  # 2.2 MB of crops
+        done = subprocess.run([sys.executable, "-c", PREPARE_AFTER_THE_CHECK, "prepare", "--profile", str(profile),
+                               "--run-dir", str(run), "--workers", "1", "--no-progress"],
+                              env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+        assert done.stderr.strip() == (f"visionclip prepare: error: {run}/data/prepared/128px/shard_00000.npy: "
+                                       "No space left on device"), done.stderr
+        assert not [p for p in run.rglob("*") if ".tmp" in p.name]
+
+
 def test_writing_to_a_read_only_mount_says_so_in_one_line(tmp_path):
     run = tmp_path / "run"
     profile = write_tiny_run(run, n=24)
