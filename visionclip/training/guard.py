@@ -48,6 +48,7 @@ class NormBuffers:
         self.counters = [m.num_batches_tracked for m in norms if m.num_batches_tracked is not None]
         self._live = self.stats + self.counters
         self._saved = [b.detach().clone() for b in self._live]
+        self.device = next(iter(self._live), next(model.parameters(), torch.empty(0))).device
 
     def __bool__(self) -> bool:
         return bool(self._live)
@@ -59,7 +60,7 @@ class NormBuffers:
     def bad(self) -> torch.Tensor:
         """True (as a tensor) when any running statistic is NaN or infinite."""
         if not self.stats:
-            return torch.zeros((), dtype=torch.bool)
+            return torch.zeros((), dtype=torch.bool, device=self.device)
         return ~torch.isfinite(torch.cat([b.reshape(-1) for b in self.stats])).all()
 
     def restore(self) -> None:
