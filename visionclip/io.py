@@ -42,6 +42,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def errors_named_as(tmp_dir: str | os.PathLike, final_dir: str | os.PathLike) -> Iterator[None]:
+    """Inside, an OSError about a file of the temporary directory `tmp_dir` (a unit being written, renamed
+    onto `final_dir` when complete) names that file under `final_dir`, as the user knows it."""
+    try:
+        yield
+    except OSError as e:
+        tmp, name = str(tmp_dir), str(e.filename or "")
+        if e.errno is None or not (name == tmp or name.startswith(tmp + os.sep)):
+            raise
+        raise OSError(e.errno, os.strerror(e.errno), str(final_dir) + name[len(tmp):]) from e
+
+
 def clean_stale_temps(dirs: Iterable[str | os.PathLike], names: Iterable[str] | None = None) -> None:
     """Remove the temporary siblings atomic_path leaves behind when a process is SIGKILLed (never final
     files): all of them, or only those of the final file `names` (others may be another process's)."""

@@ -24,7 +24,7 @@ from torch import nn
 from . import __version__
 from .config import ModelConfig
 from .errors import CheckpointError, DataError
-from .io import atomic_path, sha256_file, write_json
+from .io import atomic_path, errors_named_as, sha256_file, write_json
 from .schema import DR_GRADES, FLAG_COLUMNS
 from .text import TOKENIZER_FILE, VOCAB_FILE, CaptionTokenizer
 
@@ -340,19 +340,17 @@ def _save_unit(directory: Path, write) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
     old = None
     try:
-        write(tmp)
+        with errors_named_as(tmp, directory):
+            write(tmp)
         if directory.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", suffix=".tmp", dir=directory.parent))
             os.replace(directory, old)  # onto the empty directory mkdtemp made
         os.replace(tmp, directory)
-    except BaseException as e:
+    except BaseException:
         if old is not None and not directory.exists():
             os.replace(old, directory)
             old = None
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError) and e.errno is not None and str(e.filename or "").startswith(str(tmp)):
-            # the file it was writing under its final name, not the temporary directory's
-            raise OSError(e.errno, os.strerror(e.errno), str(directory) + str(e.filename)[len(str(tmp)):]) from e
         raise
     finally:
         if old is not None:
