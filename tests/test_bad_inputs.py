@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -18,9 +19,11 @@ import os
 import re
 import shutil
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+from unittest import mock
 
 import pytest
 from PIL import Image
@@ -100,6 +103,7 @@ class Case:
     setup: Callable    # (tmp, base) -> argv for visionclip.cli.main
     expect: str        # regex the message must match (names the file/row/field and what was expected)
     env: dict | None = None   # environment variables set while the command runs
+    fault: Callable | None = None  # a context manager the command runs under: a full or read-only disk
 
 
 def _train(run: Path, *extra: str) -> list[str]:
@@ -317,6 +321,131 @@ def case_wrong_type_override(tmp, base):
     return _train(run, "--set", "train.batch_size=big")
 
 
+# ---- the cluster's disks (issue 24): faults injected where the operating system would raise them
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as write()/fsync() raise it: no file name
+
+
+def full_disk():
+    """Every flush fails as on a full disk (each atomic write fsyncs before its rename)."""
+    return mock.patch("os.fsync", _enospc)
+
+
+def full_disk_in_safetensors():
+    """The weights' write fails as safetensors reports a full disk (its own exception, errno in words)."""
+    from safetensors import SafetensorError
+
+    def fail(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    return mock.patch("safetensors.torch.save_file", fail)
+
+
+def read_only_disk():
+    """Creating any file fails as on a read-only mount (root ignores permissions, so chmod cannot)."""
+    def fail(*args, dir=None, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(Path(dir or ".") / ".x.tmp"))
+    return _patches(("tempfile.mkstemp", fail), ("tempfile.mkdtemp", fail))
+
+
+def _patches(*targets):
+    stack = contextlib.ExitStack()
+    for target, fn in targets:
+        stack.enter_context(mock.patch(target, fn))
+    return stack
+
+
+def case_full_disk(tmp, base):
+    return _train(_copy_run(base, tmp / "run"))
+
+
+def case_full_disk_saving_model(tmp, base):
+    run = _copy_run(base, tmp / "run", with_training=True)  # trained to the end: train saves the model again
+    return _train(run)
+
+
+def case_read_only_disk(tmp, base):
+    return _train(_copy_run(base, tmp / "run"))
+
+
+# ---- values and files no profile or corpus should hold (issue 24)
+
+def case_nan_override(tmp, base):
+    return _train(_copy_run(base, tmp / "run"), "--set", "train.lr=nan")
+
+
+def case_inf_in_profile(tmp, base):
+    run = _copy_run(base, tmp / "run")
+    (run / "tiny.yaml").write_text((run / "tiny.yaml").read_text().replace("  epochs: 0.5\n", "  epochs: .inf\n"))
+    return _train(run)
+
+
+def case_profile_not_utf8(tmp, base):
+    run = _copy_run(base, tmp / "run")
+    text = (run / "tiny.yaml").read_text().replace("  batch_size: 8\n", "  batch_size: 8  # größer?\n")
+    (run / "tiny.yaml").write_bytes(text.encode("latin-1"))
+    return _train(run)
+
+
+def case_gbk_metadata(tmp, base):
+    from release_fixture import write_release
+
+    run = _copy_run(base, tmp / "run")
+    write_release(tmp / "SynFundus-1M")
+    table = tmp / "SynFundus-1M" / "SynFundus-1M_metadata.txt"  # not annotations.csv: found by its header
+    table.write_bytes(table.read_bytes().decode("utf-8-sig").encode("gbk"))
+    return _train(run, "--set", f"data.corpus_root={tmp / 'SynFundus-1M'}")
+
+
+def _same_image_twice(tmp, base, spell):
+    run = _copy_run(base, tmp / "run")
+
+    def edit(header, rows):
+        rows[5]["file_name"] = spell(rows[2]["file_name"])
+    _edit_csv(run / "data" / "corpus" / "annotations.csv", edit)
+    return _train(run)
+
+
+def case_same_image_other_folder(tmp, base):
+    return _same_image_twice(tmp, base, lambda name: f"part2/{name}")
+
+
+def case_same_image_other_case(tmp, base):
+    return _same_image_twice(tmp, base, str.upper)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width x height 8-bit RGB pixels and holds almost none (a bomb's header)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def case_huge_image(tmp, base):
+    run = _copy_run(base, tmp / "run")
+    _first_trained_image(run).write_bytes(png_header(8000, 7000))  # 56 MP: PIL alone would only warn
+    return _train(run)
+
+
+def case_mixed_model_files(tmp, base):
+    """vocab.txt and tokenizer.json of another save (two tokens' ids swapped in both, so they agree and
+    the vocabulary size is the same): the old check compared only the size."""
+    fives = _write_fives(tmp / "FIVES")
+    model = tmp / "model"
+    shutil.copytree(base / "model", model)
+    tokens = (model / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    a, b = len(tokens) - 2, len(tokens) - 1
+    tok = json.loads((model / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = tok["model"]["vocab"]
+    vocab[tokens[a]], vocab[tokens[b]] = vocab[tokens[b]], vocab[tokens[a]]
+    tokens[a], tokens[b] = tokens[b], tokens[a]
+    (model / "vocab.txt").write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
+    (model / "tokenizer.json").write_text(json.dumps(tok, ensure_ascii=False), encoding="utf-8")
+    return ["evaluate", "--checkpoint", str(model), "--dataset", "fives", "--data-root", str(fives),
+            "--bootstrap", "10", "--out-dir", str(tmp / "eval")]
+
+
 CASES = [
     Case("missing data root", case_missing_root, r"SynFundus-1M.*(does not exist|not a folder)"),
     Case("wrong layout (no annotation file)", case_wrong_layout, r"corpus: no annotation file.*17.*26"),
@@ -353,6 +482,23 @@ CASES = [
     Case("unknown profile key (YAML)", case_unknown_profile_key, r"tiny\.yaml.*batchsize"),
     Case("unknown profile key (--set)", case_unknown_override, r"learning_rate"),
     Case("profile value of the wrong type (--set)", case_wrong_type_override, r"train\.batch_size.*expected an integer"),
+    Case("full disk (a write fails with ENOSPC)", case_full_disk, r"<tmp>/run/\S+: No space left on device$", full_disk),
+    Case("full disk while the model is saved", case_full_disk_saving_model,
+         r"<tmp>/run/model/model\.safetensors: No space left on device$", full_disk_in_safetensors),
+    Case("read-only run directory", case_read_only_disk, r"<tmp>/run/\S+: Read-only file system$", read_only_disk),
+    Case("NaN learning rate (--set)", case_nan_override, r"train\.lr: expected a finite number, got nan"),
+    Case("infinite epochs (YAML .inf)", case_inf_in_profile, r"tiny\.yaml: train\.epochs: expected a finite number, got inf"),
+    Case("profile YAML not UTF-8", case_profile_not_utf8, r"tiny\.yaml: not UTF-8 text at line \d+, byte offset \d+ \(0xf6\)"),
+    Case("annotation file in GBK, not named annotations.csv", case_gbk_metadata,
+         r"SynFundus-1M_metadata\.txt: not UTF-8 text at line 2, byte offset \d+ \(0x\w\w\); .*GBK"),
+    Case("two rows, one image (another folder)", case_same_image_other_folder,
+         r"annotations\.csv: row 6 \(line 7\), field 'file_name': 'part2/img_\d+\.jpg' is the image of row 3"),
+    Case("two rows, one image (another case)", case_same_image_other_case,
+         r"annotations\.csv: row 6 \(line 7\), field 'file_name': 'IMG_\d+\.JPG' is the image of row 3"),
+    Case("image larger than any fundus photograph", case_huge_image,
+         r"img_\d+\.jpg: 8000 x 7000 px \(56 MP\) is larger than any fundus photograph \(at most 50 MP"),
+    Case("saved model whose tokenizer is from another save", case_mixed_model_files,
+         r"model/vocab\.txt: not the tokenizer saved with .*model\.safetensors"),
 ]
 
 
@@ -374,7 +520,8 @@ def run_case(case: Case, tmp: Path, base: Path) -> tuple[int, str, list[str]]:
     saved = {k: os.environ.get(k) for k in case.env or {}}
     os.environ.update(case.env or {})
     try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), \
+                (case.fault() if case.fault else contextlib.nullcontext()):
             rc = cli.main(argv)
     finally:
         for k, v in saved.items():
@@ -397,7 +544,7 @@ def test_bad_input_fails_clearly_and_leaves_no_partial_file(case, tmp_path, base
     assert rc == 2, f"exit {rc}, stderr:\n{err}"
     assert len(lines) == 1, f"expected a one-line message, got:\n{err}"
     assert lines[0].startswith(f"visionclip {case.setup.__name__ and ''}") or lines[0].startswith("visionclip ")
-    assert re.search(case.expect, lines[0]), f"{lines[0]!r} does not match {case.expect!r}"
+    assert re.search(case.expect, lines[0].replace(str(tmp_path), "<tmp>")), f"{lines[0]!r} does not match {case.expect!r}"
 
 
 # ------------------------------------------------------------------------------------- notebooks
@@ -510,6 +657,14 @@ def write_appendix(path: Path = APPENDIX) -> None:
         "`python tests/test_bad_inputs.py` (temporary folders shown as `<tmp>`). None of these failures",
         "leaves a half-written file behind: outputs are written to a temporary name and renamed, and files",
         "finished before the failure stay as they were.",
+        "",
+        "The disk rows inject the operating system's own error where it arises (a full disk's ENOSPC when a",
+        "file is flushed, a read-only mount's EROFS when one is created); `tests/test_hostile_inputs.py` gets",
+        "the same messages from a real 1 MiB tmpfs and a read-only bind mount. There, too: `visionclip predict`",
+        "skips a photograph above 50 MP with `visionclip predict: skipped <path>: 9000 x 9000 px (81 MP) is",
+        "larger than any fundus photograph (at most 50 MP are decoded)`, and under torchrun a rank whose disk",
+        "is full exits with its one line while its peers are released within seconds, not at the collective",
+        "timeout.",
         "",
         "| Case | Command | Message |",
         "|---|---|---|",

@@ -16,6 +16,7 @@ from typing import Iterator, Sequence
 
 from .config import load_profile, parse_override
 from .errors import ConfigError, VisionCLIPError
+from .io import os_error_line
 from .paths import RunLayout, default_run_dir
 from .preempt import PREEMPTED_EXIT, Preempted, StopRequest
 from .runlock import run_lock
@@ -304,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except VisionCLIPError as e:
         print(f"visionclip {args.command}: error: {error_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full or read-only disk, a permission: the path and what the errno means
+        print(f"visionclip {args.command}: error: {os_error_line(e) if e.errno else error_line(e)}",
+              file=sys.stderr)
         return 2
 
 

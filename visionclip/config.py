@@ -8,6 +8,7 @@ because papermill itself checks nothing.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import typing
@@ -18,6 +19,7 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import ConfigError
+from .io import utf8_error_at
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
@@ -174,6 +176,8 @@ def _read_yaml(path: Path, seen: tuple = ()) -> dict:
     except FileNotFoundError:
         known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
         raise ConfigError(f"profile file {path} not found; known profiles: {known}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text at {utf8_error_at(path)}; save the profile as UTF-8") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(raw, dict):
@@ -210,6 +214,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # NaN passes every range check (all comparisons are false)
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

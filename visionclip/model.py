@@ -11,6 +11,9 @@ import dataclasses
 import json
 import math
 import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +24,15 @@ from torch import nn
 from . import __version__
 from .config import ModelConfig
 from .errors import CheckpointError, DataError
-from .io import atomic_path, sha256_file, write_json
+from .io import atomic_path, errors_named_as, sha256_file, write_json
 from .schema import DR_GRADES, FLAG_COLUMNS
-from .text import CaptionTokenizer
+from .text import TOKENIZER_FILE, VOCAB_FILE, CaptionTokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # transformers must never reach for a model hub
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+TOKENIZER_FILES = (VOCAB_FILE, TOKENIZER_FILE)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LOGIT_SCALE_INIT = math.log(1 / 0.07)
@@ -193,13 +197,16 @@ class VisionCLIP(nn.Module):
         return config
 
     def save_pretrained(self, directory: str | os.PathLike, tokenizer: CaptionTokenizer) -> None:
-        """Write model.safetensors, the tokenizer files and config.json (last) into `directory`."""
+        """Write model.safetensors, the tokenizer files and config.json (recording every file's sha256)
+        as one unit: a temporary sibling directory renamed onto `directory`."""
         if tokenizer.vocab_size != self.vocab_size:
             raise CheckpointError(f"save_pretrained({directory}): tokenizer has {tokenizer.vocab_size} "
                                   f"tokens, the text tower expects {self.vocab_size}")
-        directory = Path(directory)
-        tokenizer.save(directory)
-        _save_weights(self, directory, self.config_dict())
+        def write(tmp: Path) -> None:
+            tokenizer.save(tmp)
+            files = {name: sha256_file(tmp / name) for name in TOKENIZER_FILES}
+            _save_weights(self, tmp, {**self.config_dict(), "tokenizer_sha256": files})
+        _save_unit(Path(directory), write)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike,
@@ -209,6 +216,7 @@ class VisionCLIP(nn.Module):
         directory = Path(directory)
         config = _read_config(directory, "VisionCLIP")
         model_cfg = _model_cfg_from(config, directory)
+        _check_tokenizer_files(config, directory)
         try:
             tokenizer = CaptionTokenizer.load(directory)
         except DataError as e:
@@ -268,7 +276,7 @@ class ImageClassifier(nn.Module):
         return config
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        _save_weights(self, Path(directory), self.config_dict())
+        _save_unit(Path(directory), lambda tmp: _save_weights(self, tmp, self.config_dict()))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike,
@@ -306,14 +314,64 @@ def build_image_classifier(model_cfg: ModelConfig, image_size: int = DEFAULT_IMA
 def _save_weights(model: nn.Module, directory: Path, config: dict[str, Any]) -> None:
     """Weights first, config.json last, each atomically; the config records the weights' sha256,
     so a directory left half-updated by a killed save is detected on load."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     # .contiguous(): channels_last conv weights are not contiguous in the default format, and
     # safetensors stores plain row-major tensors.
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
+        try:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        except SafetensorError as e:  # its I/O errors (a full disk) arrive as text: keep their errno
+            code = re.search(r"os error (\d+)", str(e))
+            if code is None:
+                raise
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(directory / WEIGHTS_FILE)) from None
     write_json(directory / CONFIG_FILE, {**config, "weights_sha256": sha256_file(directory / WEIGHTS_FILE)})
+
+
+def _save_unit(directory: Path, write) -> None:
+    """`write(tmp)` fills a temporary sibling directory, which then replaces `directory`: a killed or
+    failed save (a full disk) leaves the previous model whole, never new files beside old ones. An
+    existing model is renamed aside, the new one renamed in, the old one deleted (a kill between the
+    two renames leaves the old model under .<name>.old.*.tmp)."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    old = None
+    try:
+        with errors_named_as(tmp, directory):
+            write(tmp)
+        if directory.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", suffix=".tmp", dir=directory.parent))
+            os.replace(directory, old)  # onto the empty directory mkdtemp made
+        os.replace(tmp, directory)
+    except BaseException:
+        if old is not None and not directory.exists():
+            os.replace(old, directory)
+            old = None
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _check_tokenizer_files(config: dict[str, Any], directory: Path) -> None:
+    """The tokenizer files must be the ones saved with these weights (config.json records their
+    sha256; models saved before it did are not checked)."""
+    recorded = config.get("tokenizer_sha256")
+    if recorded is None:
+        return
+    if not isinstance(recorded, dict):
+        raise CheckpointError(f"{directory / CONFIG_FILE}: field 'tokenizer_sha256' must map {list(TOKENIZER_FILES)} "
+                              f"to their sha256, got {recorded!r}")
+    for name in TOKENIZER_FILES:
+        path = directory / name
+        if path.is_file() and recorded.get(name) != sha256_file(path):
+            raise CheckpointError(f"{path}: not the tokenizer saved with {directory / WEIGHTS_FILE} (its sha256 "
+                                  f"differs from the one {directory / CONFIG_FILE} records): the directory mixes "
+                                  "two saves; save the model again or restore the matching files")
 
 
 def _read_config(directory: Path, kind: str) -> dict[str, Any]:

@@ -58,6 +58,21 @@ def label_set_name(key: int) -> str:
     return " + ".join(parts) or "normal"
 
 
+# The largest fundus cameras take about 24 MP (6000 x 4000); twice that leaves room for any camera
+# we do not know and for stitched montages. Anything larger is not a fundus photograph (a whole-slide
+# scan, a panorama, a decompression bomb) and would cost a decoding worker gigabytes: PIL itself only
+# warns below ~179 MP. Checked on the header, before any pixel is decoded.
+MAX_IMAGE_PIXELS = 50_000_000
+
+
+def check_pixels(img: Image.Image, where: str) -> None:
+    """Refuse an opened (not yet decoded) image above MAX_IMAGE_PIXELS."""
+    w, h = img.size
+    if w * h > MAX_IMAGE_PIXELS:
+        raise DataError(f"{where}: {w} x {h} px ({w * h / 1e6:.0f} MP) is larger than any fundus photograph "
+                        f"(at most {MAX_IMAGE_PIXELS // 1_000_000} MP are decoded)")
+
+
 def load_image(path: Path, size: int) -> Image.Image:
     """Decode an image as RGB; large JPEGs are decoded at a reduced scale (draft mode) first.
 
@@ -66,6 +81,11 @@ def load_image(path: Path, size: int) -> Image.Image:
     """
     try:
         img = Image.open(path)
+        try:
+            check_pixels(img, str(path))
+        except DataError:
+            img.close()
+            raise
         if img.format == "JPEG" and min(img.size) >= 2 * size:
             img.draft("RGB", (size, size))
         img.load()
@@ -84,6 +104,7 @@ def open_image_bytes(raw: bytes, where: str) -> Image.Image:
 
     try:
         img = Image.open(io.BytesIO(raw))
+        check_pixels(img, where)
         img.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"{where}: cannot decode image ({type(e).__name__}: {e})") from None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator, NoReturn
 
 from ..errors import DataError
+from ..io import utf8_error_at
 
 DELIMITERS = ",\t"
 SNIFF_BYTES = 1 << 16
@@ -47,7 +48,9 @@ class DelimitedRows:
                 self._file.seek(0)
                 self._reader = csv.DictReader(self._file, delimiter=self.delimiter)
                 self.header = [h.strip() for h in (self._reader.fieldnames or [])]
-            except (UnicodeDecodeError, csv.Error) as e:
+            except UnicodeDecodeError:
+                raise not_utf8(path) from None
+            except csv.Error as e:
                 raise DataError(f"{path}: not a readable UTF-8 CSV ({e})") from None
             self._reader.fieldnames = self.header
             if not self.header:
@@ -69,7 +72,8 @@ class DelimitedRows:
             except StopIteration:
                 return
             except (UnicodeDecodeError, csv.Error) as e:
-                self._unreadable = DataError(f"{self.path}: not a readable UTF-8 CSV ({e})")
+                self._unreadable = (not_utf8(self.path) if isinstance(e, UnicodeDecodeError) else
+                                    DataError(f"{self.path}: not a readable UTF-8 CSV ({e})"))
                 raise self._unreadable from None
             yield self._reader.line_num, {k: (v or "").strip() if isinstance(v, str) else v
                                           for k, v in row.items()}
@@ -91,13 +95,32 @@ def read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
         return rows.header, list(rows)
 
 
+class NotUTF8(DataError):
+    """A delimited file in another encoding (GBK, Latin-1...): named as such, with its first bad line."""
+
+
+def not_utf8(path: Path) -> NotUTF8:
+    return NotUTF8(f"{path}: not UTF-8 text at {utf8_error_at(path)}; the file is in another encoding "
+                   "(GBK, Latin-1...): save it as UTF-8 (e.g. iconv -f GBK -t UTF-8)")
+
+
 def read_header(path: Path) -> list[str]:
-    """The header of a delimited file, or [] when it is not readable UTF-8 text (not a candidate then)."""
+    """The header of a delimited file, or [] when it is not readable text (not a candidate then).
+    A file in another encoding whose header line is plain ASCII (a GBK export of the release) is
+    still a candidate: reading its rows then names the encoding problem and the line."""
     try:
         with DelimitedRows(path) as rows:
             return rows.header
+    except NotUTF8:
+        with open(path, "rb") as f:
+            first = f.readline(SNIFF_BYTES)
+        try:
+            line = first.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            return []
+        return [h.strip() for h in next(csv.reader([line], delimiter=sniff_delimiter(line)), [])]
     except DataError:
         return []
 
 
-__all__ = ["DelimitedRows", "read_header", "read_rows", "sniff_delimiter"]
+__all__ = ["DelimitedRows", "NotUTF8", "not_utf8", "read_header", "read_rows", "sniff_delimiter"]

@@ -74,6 +74,8 @@ def _write_shard(job: tuple) -> tuple[int, int, int]:
     bad: dict[str, str] = {}
     with atomic_path(_shard_path(folder, k, ".npy")) as tmp:
         crops = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), s, s, 3))
+        with open(tmp, "rb+") as f:  # the blocks now: a full disk is an OSError here, not a SIGBUS mid-shard
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
         for i, path in enumerate(paths):
             try:
                 crops[i] = np.asarray(read_image(path, Preprocess(s, preprocess.flair_exact)), dtype=np.uint8)

@@ -184,13 +184,25 @@ def _find_annotations(root: Path) -> tuple[Path, Schema]:
                     f"({[p.name for p, _ in candidates]}); rename the one to use to annotations.csv")
 
 
-def _raise_first_repeat(csv_path: Path, names: StringColumn, lines: array) -> None:
-    """The error for the first row whose file_name an earlier row has, if any."""
+def _raise_first_repeat(csv_path: Path, names: StringColumn, lines: array, images: array,
+                        files: ImageFiles) -> None:
+    """The error for the first row whose file_name an earlier row has, if any; then for the first
+    row whose file_name is spelled otherwise (another folder, another case) but finds the same image:
+    two label rows for one photograph, of which training would silently use both."""
     repeat = StringIndex(names).first_repeat()
     if repeat is not None:
         row, first = repeat
         raise DataError(f"{csv_path}: row {row + 1} (line {lines[row]}), field 'file_name': "
                         f"{names[row]!r} already listed on row {first + 1}") from None
+    found = np.frombuffer(images, dtype=np.intc)
+    order = np.argsort(found, kind="stable")  # equal images side by side, in row order
+    same = np.flatnonzero(found[order][1:] == found[order][:-1])
+    if len(same):
+        k = int(same[np.argmin(order[same + 1])])  # the earliest row that repeats an image
+        first, row = int(order[k]), int(order[k + 1])
+        raise DataError(f"{csv_path}: row {row + 1} (line {lines[row]}), field 'file_name': {names[row]!r} is "
+                        f"the image of row {first + 1} (line {lines[first]}, {names[first]!r}): "
+                        f"{files.path(found[row])}; one row per image") from None
 
 
 def _image_of(files: ImageFiles, name: str, where: str) -> int:
@@ -240,9 +252,9 @@ class _Annotations:
                 except DataError:
                     # Repeats are found at the end (no dict of every name); a row's repeated name
                     # was reported ahead of its other faults and of any later row's.
-                    _raise_first_repeat(path, self.names, self.lines)
+                    _raise_first_repeat(path, self.names, self.lines, self.images, files)
                     raise
-                _raise_first_repeat(path, self.names, self.lines)
+                _raise_first_repeat(path, self.names, self.lines, self.images, files)
                 if not len(self.names):
                     raise DataError(f"{path}: no data rows")
             except DataError as e:

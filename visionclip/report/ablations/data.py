@@ -12,18 +12,24 @@ import pandas as pd
 
 from ...config import Profile
 from ...errors import ConfigError, DataError
+from ...io import atomic_path
 from ...paths import STANDIN_BENCHMARKS, RunLayout
 from ...seeding import rng
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
-    if dst.exists():
+    """Hard-link `src` to `dst`, or copy it atomically (a temporary sibling, fsynced, renamed) where
+    links cannot be made. An existing `dst` is kept only when it is `src` or as long as it: a copy
+    cut short by an older, non-atomic version is made again, not checksummed as valid."""
+    if dst.exists() and (os.path.samefile(src, dst) or dst.stat().st_size == src.stat().st_size):
         return
     dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)
     try:
         os.link(src, dst)
     except OSError:  # another file system: a copy is the same bytes
-        shutil.copyfile(src, dst)
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
 
 
 def subset_corpus(profile: Profile, full_dir: str | Path, out_dir: str | Path, size: int) -> Path:
