@@ -31,8 +31,25 @@ CJK_FONT_HINTS = ("Noto Sans CJK", "Noto Serif CJK", "Noto Sans SC", "Source Han
                   "Droid Sans Fallback", "AR PL UMing", "AR PL UKai", "SimHei", "Microsoft YaHei", "PingFang")
 
 
+def print_resolution() -> bool:
+    """Inline figures at twice the pixels for their size (about 200 dpi), so the book's PDF prints
+    them sharp; their displayed size is unchanged. True inside an IPython kernel, else a no-op."""
+    try:
+        from IPython import get_ipython
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+    except ImportError:
+        return False
+    if get_ipython() is None:
+        return False
+    set_matplotlib_formats("retina")
+    return True
+
+
 def setup_fonts() -> str | None:
-    """Put an installed CJK font in the sans-serif fallback list; returns its name, or None."""
+    """Put an installed CJK font in the sans-serif fallback list; returns its name, or None.
+    Also sets inline figures to print resolution (print_resolution), which every notebook needs
+    as it needs the font."""
+    print_resolution()
     names = {f.name for f in font_manager.fontManager.ttflist}
     for hint in CJK_FONT_HINTS:
         match = sorted(n for n in names if n.startswith(hint))

@@ -221,13 +221,13 @@ def render_markdown(record: Mapping | None) -> str:
                       "(its notebooks were executed before the pipeline wrote one).\n```\n"
     git, prof, cpu, tor = record.get("git", {}), record.get("profile", {}), record.get("cpu", {}), record.get("torch", {})
     commit = git.get("commit")
-    lines = [head, "## Code and profile\n\n| | |\n| --- | --- |",
+    lines = [head, "## Code and profile\n\n| what | value |\n| --- | --- |",
              f"| git commit | `{_fmt(commit)}` |",
-             f"| uncommitted changes to tracked files | {_fmt(git.get('dirty'))} |",
+             f"| uncommitted changes to tracked files | {'yes: the numbers may come from code that is not in that commit' if git.get('dirty') else _fmt(git.get('dirty'))} |",
              f"| profile | `{_fmt(prof.get('name'))}` (seed {_fmt(prof.get('seed'))}) |",
              f"| profile digest (sha256 of the resolved profile) | `{_fmt(prof.get('digest'))}` |",
              f"| overrides | {('`' + json.dumps(prof.get('overrides'), ensure_ascii=False) + '`') if prof.get('overrides') else 'none'} |",
-             "", "## Machine\n\n| | |\n| --- | --- |",
+             "", "## Machine\n\n| what | value |\n| --- | --- |",
              f"| CPU | {_fmt(cpu.get('model'))} ({_fmt(cpu.get('logical_cpus'))} logical CPUs, {_fmt(cpu.get('machine'))}) |",
              f"| native bf16 (`{'`, `'.join(BF16_FLAGS)}`) | {_fmt(cpu.get('native_bf16'))}"
              f"{' (' + ', '.join(cpu.get('bf16_flags', [])) + ')' if cpu.get('bf16_flags') else ''} |",
