@@ -103,8 +103,9 @@ def test_citations_resolve_and_the_references_page_lists_them():
     titles = re.findall(r"^\s*title\s*=\s*\{(.+)\},\s*$", bib, flags=re.M)
     refs = page_text(HTML / "references.html")
     for title in titles:
-        words = re.sub(r"[{}\\]", "", title).split()[:4]
-        assert " ".join(words) in refs, f"references page lacks {' '.join(words)!r}"
+        words = " ".join(re.sub(r"[{}\\]", "", title).split()[:4])
+        # the bibliography style sets titles in sentence case
+        assert words.lower() in refs.lower(), f"references page lacks {words!r}"
     for page in book_pages():
         text = page_text(page)
         assert "{cite}" not in text, f"{page.name}: an unrendered {{cite}} role"

@@ -116,11 +116,19 @@ def ipc_kernel_manager():
     """A kernel manager whose kernels talk over Unix sockets (files in Jupyter's runtime directory,
     readable by this user only) instead of TCP on localhost, which ipykernel 7 warns about on every
     start: the notebooks' kernels never need a network port."""
+    import uuid
+
     from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
 
     class IPCKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):
             kwargs.setdefault("transport", "ipc")
+            # an absolute socket path: the default ("kernel-ipc") is relative, and the kernel
+            # starts in the notebook's directory while the client may not be there
+            runtime = Path(jupyter_runtime_dir())
+            runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+            kwargs.setdefault("ip", str(runtime / f"kernel-{uuid.uuid4().hex[:12]}-ipc"))
             super().__init__(**kwargs)
 
     return IPCKernelManager
