@@ -39,6 +39,9 @@ PRINT_CSS = """
 .skip-link, .search-button, .theme-switch-button, .headerlink, .bd-search { display: none !important; }
 .bd-main .bd-content .bd-article-container, .bd-page-width, .bd-content { max-width: 100% !important; }
 img { max-width: 100% !important; page-break-inside: avoid; }
+/* paper does not scroll: long code lines and printed output wrap instead of being cut off */
+pre { white-space: pre-wrap !important; overflow-wrap: anywhere; overflow: visible !important; }
+.cell_output, .output, .highlight, .table-wrapper, .pst-scrollable-table-container { overflow: visible !important; }
 div.cell, table { page-break-inside: auto; }
 """
 # Resolves when the page is ready for print: loaded, images decoded, fonts in, MathJax typeset.
