@@ -144,6 +144,7 @@ def print_book(html_dir: Path, book_dir: Path, out: Path | None = None,
     buf = io.BytesIO()
     writer.write(buf)
     write_bytes(out, buf.getvalue())
+    out.chmod(0o644)  # a page of the book like the others (the atomic write leaves it private)
     return out
 
 
