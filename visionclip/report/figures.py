@@ -52,14 +52,14 @@ def show_photographs(fig, dpi: int = 200, quality: int = 90):
     import io
 
     from IPython.display import Image, display
-    from PIL import Image as PILImage
 
+    pad = matplotlib.rcParams["savefig.pad_inches"]
+    inches = fig.get_tightbbox(fig.canvas.get_renderer()).width + 2 * pad  # what bbox_inches="tight" saves
     buf = io.BytesIO()
-    fig.savefig(buf, format="jpeg", dpi=dpi, bbox_inches="tight", facecolor="white",
+    fig.savefig(buf, format="jpeg", dpi=dpi, bbox_inches="tight", pad_inches=pad, facecolor="white",
                 pil_kwargs={"quality": quality})
     plt.close(fig)
-    width = PILImage.open(io.BytesIO(buf.getvalue())).size[0]
-    display(Image(data=buf.getvalue(), format="jpeg", width=int(width * matplotlib.rcParams["figure.dpi"] / dpi)))
+    display(Image(data=buf.getvalue(), format="jpeg", width=int(inches * matplotlib.rcParams["figure.dpi"])))
 
 
 def setup_fonts() -> str | None:
