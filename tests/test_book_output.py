@@ -226,6 +226,11 @@ def test_notebook_01_in_jupyterlab_gives_what_papermill_gave(tmp_path, monkeypat
     for c in nb.cells:
         if c.cell_type != "code" or "parameters" in c.metadata.get("tags", []):
             continue
-        assert _sanitised(c, patterns) == _sanitised(ref_cells[c.id], patterns), f"cell {c.id} differs"
+        mine, theirs = _sanitised(c, patterns), _sanitised(ref_cells[c.id], patterns)
+        if mine != theirs:
+            import difflib
+            diff = difflib.unified_diff(json.dumps(theirs, indent=1).splitlines(), json.dumps(mine, indent=1).splitlines(),
+                                        "papermill", "nbclient", lineterm="", n=1)
+            pytest.fail(f"cell {c.id} differs:\n" + "\n".join(list(diff)[:40]))
         compared += 1
     assert compared >= 5
