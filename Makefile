@@ -1,6 +1,8 @@
 # Two commands do everything (see README.md):
 #   make book   build the book on the default profile (cpu), creating .venv when missing
-#   make test   unit tests + the book executed on the ci profile + nbval + book build + browser check
+#   make test   unit tests + the book executed on the ci profile + nbval + book build (HTML, PDF)
+#               + browser check + checks of the built book
+#   make lab    JupyterLab on the notebooks with the project's environment
 PYTHON       ?= python3.11
 VENV         ?= .venv
 PY           := $(VENV)/bin/python
@@ -17,7 +19,7 @@ KERNEL_ENV   := VISIONCLIP_QUIET=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHO
                 TOKENIZERS_PARALLELISM=false MPLBACKEND=module://matplotlib_inline.backend_inline \
                 PYTHONWARNINGS="ignore:IProgress not found"
 
-.PHONY: env os-deps devset-wheels book test unit notebooks-ci nbval book-ci browser-check bench lock clean
+.PHONY: env os-deps devset-wheels book lab test unit notebooks-ci nbval book-ci browser-check book-checks bench lock clean
 
 # ---------------------------------------------------------------- environment
 # cn-clip comes without its dependencies (hash-pinned in $(CN_CLIP)): the paper profile reads only its vocab.txt.
@@ -32,14 +34,17 @@ $(VENV)/.installed: pyproject.toml $(LOCK) $(CN_CLIP)
 env: $(VENV)/.installed
 
 # OS packages the book needs: a CJK font (Chinese in figures), npm (MathJax is an npm package that
-# the pipeline copies into the book once). Installed with apt-get when root and missing.
+# the pipeline copies into the book once), Chromium and its driver (the book's PDF is printed by it;
+# the browser check drives it). Installed with apt-get when root and missing.
 os-deps:
 	@need=""; \
 	if command -v fc-list >/dev/null 2>&1 && fc-list :lang=zh family | grep -q .; then :; \
 	elif ls /usr/share/fonts/opentype/noto/*CJK* /usr/share/fonts/truetype/wqy/* >/dev/null 2>&1; then :; \
 	else need="$$need fonts-noto-cjk fontconfig"; fi; \
 	if [ ! -f book/_mathjax/mathjax/tex-chtml.js ] && ! command -v npm >/dev/null 2>&1; then need="$$need npm"; fi; \
-	if [ -z "$$need" ]; then echo "os-deps: CJK font and MathJax source present"; \
+	if ! command -v chromium >/dev/null 2>&1; then need="$$need chromium"; fi; \
+	if ! command -v chromedriver >/dev/null 2>&1; then need="$$need chromium-driver"; fi; \
+	if [ -z "$$need" ]; then echo "os-deps: CJK font, MathJax source and Chromium (the PDF, the browser check) present"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "os-deps: apt-get install$$need"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
@@ -58,6 +63,17 @@ devset-wheels: $(DEVSET_WHEELS)/.fetched
 book: env os-deps devset-wheels
 	$(PY) -m visionclip book --profile $(PROFILE) $(BOOK_ARGS)
 	@echo "The book: file://$(CURDIR)/book/_build/html/index.html"
+	@echo "The PDF:  file://$(CURDIR)/book/_build/html/visionclip-book.pdf"
+
+# JupyterLab on the notebooks, with the project's environment: its kernel is this .venv's Python
+# and sees the pipeline's kernel environment. Kernels start in notebooks/, where runs -> ../runs
+# makes a notebook's default run directory (runs/<profile>) the one `make book` writes.
+# LAB_ARGS passes options, e.g. LAB_ARGS="--no-browser --port 8889" (or --help).
+LAB_ARGS ?=
+lab: env
+	@mkdir -p runs; test -e notebooks/runs || ln -s ../runs notebooks/runs
+	$(KERNEL_ENV) PYTHONPATH=$(CURDIR) $(PY) -m jupyter lab --notebook-dir=$(CURDIR)/notebooks \
+	  $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
 
 # ---------------------------------------------------------------- tests
 # pytest exits 5 when it collects no test: said plainly, not treated as a failure of the stage.
@@ -85,8 +101,13 @@ book-ci: env
 browser-check: env
 	$(PY) tests/browser_check.py
 
-test: unit notebooks-ci nbval book-ci browser-check
-	@echo "make test: unit tests, notebooks ($(TEST_PROFILE)), nbval, book build and browser check passed"
+# What the built ci book shows: the PDF, the citations, the provenance page, no unreadable row as a
+# result, no build-machine path; and notebook 01 run by nbclient as JupyterLab runs it, against papermill.
+book-checks: env
+	VISIONCLIP_BOOK_RUN=$(TEST_RUN_DIR) $(PY) -m pytest -q -p no:cacheprovider --durations=0 tests/test_book_output.py
+
+test: unit notebooks-ci nbval book-ci browser-check book-checks
+	@echo "make test: unit tests, notebooks ($(TEST_PROFILE)), nbval, book build, browser check and book checks passed"
 
 # ---------------------------------------------------------------- benchmarks
 # Each benchmarks/bench_*.py prints its own Markdown section; collected into benchmarks/results.md.

@@ -98,8 +98,12 @@ def test_runs_notebooks_in_order_atomically_with_parameters_and_kernel_env(tmp_p
                                       notebook_dir=nb_dir)
 
     assert [p.name for p in executed] == ["01_data_exploration.ipynb", "02_probe.ipynb"]
-    # only final names in the output directory: no temporary or failed leftovers
-    assert sorted(p.name for p in (run_dir / "notebooks").iterdir()) == [p.name for p in executed]
+    # only final names in the output directory: no temporary or failed leftovers; the provenance record
+    assert sorted(p.name for p in (run_dir / "notebooks").iterdir()) == sorted(
+        [p.name for p in executed] + ["provenance.json"])
+    record = json.loads((run_dir / "notebooks" / "provenance.json").read_text())
+    assert [r["notebook"] for r in record["notebooks"]] == ["01_data_exploration", "02_probe"]
+    assert all(r["seconds"] > 0 and r["peak_rss_mib"] > 0 for r in record["notebooks"])
     probe = outputs_text(executed[1])
     assert "tiny 20 3.0" in probe                      # profile file + dotted override reached the kernel
     assert "1 1 module://matplotlib_inline.backend_inline" in probe

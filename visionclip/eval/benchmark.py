@@ -23,6 +23,7 @@ from ..pretrained import chance_model, load_classifier, load_clip
 from .embed import embed_images, save_embeddings
 from .ceiling import balance_heads, ceiling_probs, classifier_heads
 from .metrics import classification_report
+from .readable import unreadable_settings
 from .table import CEILING_ROW, CHANCE_ROW, row_name, row_source, source_label, write_table
 from .zeroshot import build_prompts, class_prototypes, logit_scale_of, zero_shot_scores
 
@@ -115,6 +116,15 @@ def run_evaluation(profile, run_dir: str | Path, variant: str = "test", datasets
     rows: dict[str, dict] = {}
     sources: dict[str, str] = {}
     per_dataset: dict[str, dict] = {}
+    # settings the model cannot read (a prompt language outside what it was trained on) are not
+    # results: left out of the table, the JSON and the figures, each with its one-line reason
+    setting_prompts: dict[tuple[str, str], list[str]] = {}
+    for ds in datasets:
+        if benchmark_dir(profile, run_dir, ds, variant) is not None:
+            for lang, mode in settings:
+                setting_prompts.setdefault((lang, mode), []).extend(
+                    p for cls in build_prompts(load_dataset_manifest(ds), lang, mode) for p in cls)
+    left_out = unreadable_settings(model, tokenizer, setting_prompts)
     for ds in datasets:
         root = benchmark_dir(profile, run_dir, ds, variant)
         if root is None:
@@ -133,6 +143,8 @@ def run_evaluation(profile, run_dir: str | Path, variant: str = "test", datasets
         common = dict(records=records, n_boot=n_boot, seed=seed, flair_exact=ev.flair_exact)
         results = {}
         for lang, mode in settings:
+            if f"{lang}_{mode}" in left_out:
+                continue
             res = evaluate_zero_shot(None, ds, root, lang, mode, model=model, tokenizer=tokenizer, image_emb=emb,
                                      **common)
             results[f"{lang}_{mode}"] = res
@@ -157,13 +169,15 @@ def run_evaluation(profile, run_dir: str | Path, variant: str = "test", datasets
             rows.setdefault(CEILING_ROW, {})[ds] = rep["aca"]
         per_dataset[ds] = {name: public_result(r) for name, r in results.items()}
         write_json(layout.eval_json(ds, variant), {"dataset": ds, "variant": variant, "source": sources[ds],
-                                            "class_names": class_names, "results": per_dataset[ds]})
+                                            "class_names": class_names, "results": per_dataset[ds],
+                                            "left_out": left_out})
 
     source = row_source(sources)
     table_rows = [{"model": name, "source": source, "scores": scores} for name, scores in rows.items()]
-    df = write_table(table_rows, run_dir, variant)
+    left_out_rows = {row_name(*key.split("_", 1), ev.flair_exact): reason for key, reason in left_out.items()}
+    df = write_table(table_rows, run_dir, variant, left_out=left_out_rows)
     return {"variant": variant, "table": df, "rows": table_rows, "per_dataset": per_dataset,
-            "eval_dir": str(layout.eval(variant))}
+            "eval_dir": str(layout.eval(variant)), "left_out": left_out_rows}
 
 
 

@@ -63,23 +63,32 @@ def paper_table(results: Iterable[Mapping]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "source", *columns.values()])
 
 
-def table_json(results: Iterable[Mapping]) -> dict:
+def table_json(results: Iterable[Mapping], left_out: Mapping[str, str] | None = None) -> dict:
     rows = [{"model": m, "source": PAPER_SOURCE, "aca": dict(zip(TABLE_COLUMNS, vals))} for m, vals in PAPER_ROWS]
     rows += [{"model": r["model"], "source": r["source"], "aca": dict(r.get("scores", {}))} for r in results]
     # a list of [dataset, column] pairs: JSON objects are written with sorted keys, the order matters here
     return {"metric": "ACA (balanced accuracy) with bootstrap 95% interval",
-            "columns": [[ds, col] for ds, col in TABLE_COLUMNS.items()], "rows": rows}
+            "columns": [[ds, col] for ds, col in TABLE_COLUMNS.items()], "rows": rows,
+            "left_out": [[name, reason] for name, reason in (left_out or {}).items()]}
 
 
-def write_table(results: Sequence[Mapping], run_dir: str | Path, variant: str = "test") -> pd.DataFrame:
-    """The table as CSV, Markdown and JSON in the run's evaluation folder of `variant` (atomic)."""
+def left_out_lines(left_out: Mapping[str, str]) -> str:
+    """One line per row left out of the table because the model cannot read its prompts."""
+    return "\n".join(f"Left out: {name}: {reason}." for name, reason in left_out.items())
+
+
+def write_table(results: Sequence[Mapping], run_dir: str | Path, variant: str = "test",
+                left_out: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The table as CSV, Markdown and JSON in the run's evaluation folder of `variant` (atomic);
+    `left_out` ({row name: reason}) are rows not shown as results, said under the Markdown table."""
     layout = RunLayout(run_dir)
     df = paper_table(results)
     buf = io.StringIO()
     df.to_csv(buf, index=False, quoting=csv.QUOTE_MINIMAL)
     write_text(layout.table(variant, ".csv"), buf.getvalue())
-    write_text(layout.table(variant, ".md"), df.to_markdown(index=False) + "\n")
-    write_json(layout.table(variant, ".json"), table_json(results))
+    note = f"\n{left_out_lines(left_out)}\n" if left_out else ""
+    write_text(layout.table(variant, ".md"), df.to_markdown(index=False) + "\n" + note)
+    write_json(layout.table(variant, ".json"), table_json(results, left_out))
     return df
 
 

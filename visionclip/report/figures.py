@@ -31,8 +31,42 @@ CJK_FONT_HINTS = ("Noto Sans CJK", "Noto Serif CJK", "Noto Sans SC", "Source Han
                   "Droid Sans Fallback", "AR PL UMing", "AR PL UKai", "SimHei", "Microsoft YaHei", "PingFang")
 
 
+def print_resolution() -> bool:
+    """Inline figures at twice the pixels for their size (about 200 dpi), so the book's PDF prints
+    them sharp; their displayed size is unchanged. True inside an IPython kernel, else a no-op."""
+    try:
+        from IPython import get_ipython
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+    except ImportError:
+        return False
+    if get_ipython() is None:
+        return False
+    set_matplotlib_formats("retina")
+    return True
+
+
+def show_photographs(fig, dpi: int = 200, quality: int = 90):
+    """Show a figure made of photographs as a JPEG at print resolution (`dpi`), at the size the
+    inline backend would show it. As a PNG at that resolution a sheet of photographs weighs tens of
+    megabytes in the notebook, the page and the PDF; the JPEG a tenth of it."""
+    import io
+
+    from IPython.display import Image, display
+
+    pad = matplotlib.rcParams["savefig.pad_inches"]
+    inches = fig.get_tightbbox(fig.canvas.get_renderer()).width + 2 * pad  # what bbox_inches="tight" saves
+    buf = io.BytesIO()
+    fig.savefig(buf, format="jpeg", dpi=dpi, bbox_inches="tight", pad_inches=pad, facecolor="white",
+                pil_kwargs={"quality": quality})
+    plt.close(fig)
+    display(Image(data=buf.getvalue(), format="jpeg", width=int(inches * matplotlib.rcParams["figure.dpi"])))
+
+
 def setup_fonts() -> str | None:
-    """Put an installed CJK font in the sans-serif fallback list; returns its name, or None."""
+    """Put an installed CJK font in the sans-serif fallback list; returns its name, or None.
+    Also sets inline figures to print resolution (print_resolution), which every notebook needs
+    as it needs the font."""
+    print_resolution()
     names = {f.name for f in font_manager.fontManager.ttflist}
     for hint in CJK_FONT_HINTS:
         match = sorted(n for n in names if n.startswith(hint))

@@ -28,6 +28,7 @@ import yaml
 from ..config import load_profile, resolve_profile_path
 from ..errors import ConfigError, VisionCLIPError
 from ..io import atomic_path
+from . import provenance
 from ..paths import BOOK_DIR, NOTEBOOK_DIR, REPOSITORY, RunLayout, default_run_dir, staged_notebooks
 from ..preempt import Preempted, StopRequest, requested
 
@@ -112,6 +113,28 @@ def is_up_to_date(executed: Path, source: Path, parameters: Mapping[str, Any], i
     return executed.stat().st_mtime > newest_input
 
 
+def ipc_kernel_manager():
+    """A kernel manager whose kernels talk over Unix sockets (files in Jupyter's runtime directory,
+    readable by this user only) instead of TCP on localhost, which ipykernel 7 warns about on every
+    start: the notebooks' kernels never need a network port."""
+    import uuid
+
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            kwargs.setdefault("transport", "ipc")
+            # an absolute socket path: the default ("kernel-ipc") is relative, and the kernel
+            # starts in the notebook's directory while the client may not be there
+            runtime = Path(jupyter_runtime_dir())
+            runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+            kwargs.setdefault("ip", str(runtime / f"kernel-{uuid.uuid4().hex[:12]}-ipc"))
+            super().__init__(**kwargs)
+
+    return IPCKernelManager
+
+
 def execute_notebook(source: Path, executed: Path, parameters: Mapping[str, Any],
                      progress_bar: bool = False) -> float:
     """Execute `source` into `executed` atomically; returns wall seconds.
@@ -133,7 +156,8 @@ def execute_notebook(source: Path, executed: Path, parameters: Mapping[str, Any]
             try:
                 papermill.execute_notebook(
                     str(source), str(tmp_nb), parameters=dict(parameters), kernel_name=KERNEL,
-                    cwd=str(source.parent), progress_bar=progress_bar, report_mode=False)
+                    cwd=str(source.parent), progress_bar=progress_bar, report_mode=False,
+                    kernel_manager_class=ipc_kernel_manager())
             except BaseException:
                 if tmp_nb.exists():
                     os.replace(tmp_nb, failed)
@@ -175,7 +199,7 @@ def run_notebooks(profile: str = "cpu", run_dir: str | Path | None = None,
     say(f"profile {resolved.name!r} validated; run dir {run_dir}; "
         f"{len(notebooks)} notebook(s): {', '.join(p.stem for p in notebooks)}")
     show_bar = sys.stderr.isatty() and os.environ.get("CI", "") != "true"
-    executed_paths, total = [], 0.0
+    executed_paths, total, records = [], 0.0, []
     for i, source in enumerate(notebooks, 1):
         executed = RunLayout(run_dir).notebooks / source.name
         if requested(stop):
@@ -186,7 +210,9 @@ def run_notebooks(profile: str = "cpu", run_dir: str | Path | None = None,
         else:
             say(f"[{i}/{len(notebooks)}] {source.stem}: running ...")
             try:
-                seconds = execute_notebook(source, executed, parameters, progress_bar=show_bar)
+                with provenance.PeakMemory() as memory:
+                    seconds = execute_notebook(source, executed, parameters, progress_bar=show_bar)
+                records.append(provenance.notebook_record(executed, memory.peak_mib))
             except Exception as e:
                 say(f"[{i}/{len(notebooks)}] {source.stem}: FAILED; partial notebook: "
                     f"{executed.with_suffix('.failed.ipynb')}")
@@ -198,6 +224,12 @@ def run_notebooks(profile: str = "cpu", run_dir: str | Path | None = None,
             say(f"[{i}/{len(notebooks)}] {source.stem}: done in {seconds:.1f} s -> {executed}")
         executed_paths.append(executed)
     say(f"notebooks executed in {total:.1f} s")
+    old = provenance.read(run_dir) or {}
+    if old.get("profile", {}).get("digest") != provenance.profile_digest(resolved.to_dict()):
+        old = {}  # another profile's record: its notebooks' times say nothing about these
+    record = provenance.collect(resolved, split_parameters(params)[1],
+                                provenance.merge_notebooks(old.get("notebooks", []), records))
+    say(f"provenance recorded in {provenance.write(run_dir, record)}")
     return executed_paths
 
 
@@ -242,6 +274,39 @@ def placeholder_notebook(stem: str, reason: str) -> str:
     return nbformat.writes(nb)
 
 
+PROVENANCE_PAGE = "provenance.md"  # generated into book/ at staging (ignored by git)
+PROVENANCE_LINK = ("The commit, profile, packages, machine (native bf16 or not), wall time and memory behind "
+                   "this page's numbers: {doc}`/provenance`.")
+
+
+def shown_path(path: str | Path, root: Path = REPOSITORY) -> str:
+    """`path` as a reader of the book may see it: relative to the repository, never the build
+    machine's absolute directory."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def book_page(notebook_json: str, run_dir: Path, root: Path = REPOSITORY) -> str:
+    """An executed notebook as the book shows it: papermill's injected parameters with the run
+    directory relative to the repository (the kernel got the absolute path), and a link to the
+    provenance page after the title cell."""
+    import nbformat
+
+    nb = nbformat.reads(notebook_json, as_version=4)
+    absolute, shown = str(Path(run_dir)), shown_path(run_dir, root)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "injected-parameters" in cell.metadata.get("tags", []):
+            cell.source = cell.source.replace(json.dumps(absolute), json.dumps(shown)).replace(absolute, shown)
+            cell.source += "\n# run_dir: relative to the repository root here; the pipeline passes its absolute path"
+    if not any(PROVENANCE_LINK in c.source for c in nb.cells):
+        at = 1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0
+        nb.cells.insert(at, nbformat.v4.new_markdown_cell(PROVENANCE_LINK))
+    return nbformat.writes(nb)
+
+
 def stage_book_notebooks(run_dir: Path, book_dir: Path = BOOK_DIR, skipped: Sequence[str] = ()) -> list[str]:
     """Copy the executed notebooks of `run_dir` into book/notebooks/; placeholders for the rest."""
     target = staged_notebooks(book_dir)
@@ -251,13 +316,16 @@ def stage_book_notebooks(run_dir: Path, book_dir: Path = BOOK_DIR, skipped: Sequ
     for stem in toc_notebooks(book_dir):
         executed = RunLayout(run_dir).notebooks / f"{stem}.ipynb"
         if executed.exists():
-            shutil.copy2(executed, target / executed.name)
+            with atomic_path(target / executed.name) as tmp:
+                tmp.write_text(book_page(executed.read_text(encoding="utf-8"), run_dir), encoding="utf-8")
             continue
         reason = ("skipped with --skip-ablations." if stem in skipped
                   else f"no executed copy in {Path(run_dir).name}/notebooks/.")
         with atomic_path(target / f"{stem}.ipynb") as tmp:
-            tmp.write_text(placeholder_notebook(stem, reason), encoding="utf-8")
+            tmp.write_text(book_page(placeholder_notebook(stem, reason), run_dir), encoding="utf-8")
         placeholders.append(stem)
+    with atomic_path(book_dir / PROVENANCE_PAGE) as tmp:
+        tmp.write_text(provenance.render_markdown(provenance.read(run_dir)), encoding="utf-8")
     if placeholders:
         say(f"book pages without an executed notebook (placeholder page written): {', '.join(placeholders)}")
     return placeholders
@@ -315,8 +383,13 @@ def jupyter_book_executable() -> str:
     return found
 
 
-def build_book(book_dir: Path = BOOK_DIR) -> Path:
-    """Render book/ to HTML with Jupyter Book 1.x (execution off); returns the HTML directory."""
+# sphinxcontrib-bibtex's warning for a {cite} key that references.bib lacks
+UNRESOLVED_CITATION = re.compile(r'could not find bibtex key "?([^"\s]+)"?')
+
+
+def build_book(book_dir: Path = BOOK_DIR, pdf: bool = True) -> Path:
+    """Render book/ to HTML with Jupyter Book 1.x (execution off), then print it to one PDF
+    (report.pdf); returns the HTML directory. A citation key missing from references.bib fails it."""
     ensure_mathjax(book_dir)
     say(f"building the book in {book_dir} ...")
     start = time.perf_counter()
@@ -332,8 +405,17 @@ def build_book(book_dir: Path = BOOK_DIR) -> Path:
     if proc.returncode != 0:
         print(log[-6000:], file=sys.stderr)
         raise VisionCLIPError(f"jupyter-book build {book_dir} failed (exit {proc.returncode})")
+    unresolved = sorted(set(UNRESOLVED_CITATION.findall(log)))
+    if unresolved:
+        raise VisionCLIPError(f"{book_dir / 'references.bib'}: no entry for cited key(s) {', '.join(unresolved)}; "
+                              "add them there or fix the {cite} role")
     html = book_dir / "_build" / "html"
     say(f"book built in {time.perf_counter() - start:.1f} s ({len(warnings)} warning(s))")
+    if pdf:
+        from .pdf import timed_print
+
+        out, seconds, pages = timed_print(html, book_dir)
+        say(f"PDF printed in {seconds:.1f} s ({pages} pages): {out}")
     return html
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -365,3 +365,33 @@ def fewshot_table(fewshot: dict) -> pd.DataFrame:
                          "zero-shot ACA": None if zs is None else round(zs, 4),
                          "probe scored on": _scored_on(entry)})
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- rows that are not results
+
+def left_out(evals: dict[str, dict]) -> dict[str, str]:
+    """{setting: reason} of the prompt settings eval.benchmark left out (the model cannot read them)."""
+    out: dict[str, str] = {}
+    for data in evals.values():
+        out.update(data.get("left_out", {}))
+    return out
+
+
+def readable_languages(evals: dict[str, dict]) -> list[str]:
+    """Prompt languages with at least one evaluated setting."""
+    return sorted({res["language"] for data in evals.values() for res in data["results"].values() if "language" in res})
+
+
+def left_out_text(left: Mapping[str, str]) -> str:
+    """One line per left-out setting or row: what and why; a line saying none when there is none."""
+    if not left:
+        return "Every prompt setting is readable by this model: none left out."
+    return "\n".join(f"Left out (not a result): {name}: {reason}." for name, reason in left.items())
+
+
+def left_out_html(left: Mapping[str, str]) -> str:
+    """The same lines under an HTML table (the glued paper table)."""
+    import html
+
+    return "".join(f'<p class="left-out"><em>Left out (not a result): {html.escape(name)}: '
+                   f'{html.escape(reason)}.</em></p>' for name, reason in left.items())
