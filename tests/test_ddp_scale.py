@@ -1,10 +1,14 @@
 """DDP as 32 ranks need it, shown on two gloo ranks: the corpus table built once, one fused
-all-reduce per step, and a resumed two-rank run bit-identical to an uninterrupted one."""
+all-reduce per step, a resumed two-rank run bit-identical to an uninterrupted one, and a SIGTERM to
+one rank stopping both at the same step, checkpointed, exit 75 (issue 23)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import torch
 
@@ -107,3 +111,46 @@ def test_two_ranks_build_the_table_once_fuse_the_step_and_resume_bit_identically
     a, b = _weights(whole), _weights(split)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed two-rank weights differ from the uninterrupted run's"
+
+
+def _two_rank_cli(run_dir, *extra: str) -> list[subprocess.Popen]:
+    port = _free_port()
+    sets = [a for k, v in BASE.items() for a in ("--set", f"{k}={v}")]
+    return [subprocess.Popen([sys.executable, "-m", "visionclip", "train", "--profile", str(run_dir / "tiny.yaml"),
+                              "--run-dir", str(run_dir), "--no-progress", *sets, *extra],
+                             env={**ENV, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+                                  "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
+                                  "TORCHELASTIC_RUN_ID": "test-job"},
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            for rank in (0, 1)]
+
+
+def test_sigterm_to_one_rank_stops_both_at_one_step_and_the_resume_is_bit_identical(tmp_path):
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    for d in (whole, stopped):
+        write_tiny_run(d, n=N_IMAGES)
+    for p in _two_rank_cli(whole):
+        assert p.wait(timeout=240) == 0, p.stderr.read().decode()[-2000:]
+
+    procs = _two_rank_cli(stopped)
+    deadline = time.monotonic() + 120
+    # the table is built inside the trainer, after the signal handlers are in place
+    while not list((stopped / "data" / "corpus_tables").glob("table_*.npz")):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "training never started"
+        time.sleep(0.05)
+    os.kill(procs[1].pid, signal.SIGTERM)  # rank 1 only: the flag reaches rank 0 with the step's scalars
+    errs = [p.communicate(timeout=240)[1].decode() for p in procs]
+    for rank, (p, err) in enumerate(zip(procs, errs)):
+        assert p.returncode == 75, (rank, err[-2000:])
+    assert "SIGTERM received: stopped training clip at step" in errs[1], errs[1]
+    assert "resume with: visionclip train" in errs[1] and "--restart" not in errs[1]
+    step = int(errs[1].split("at step ")[1].split()[0])
+    assert f"at step {step} " in errs[0], errs  # the same step on both ranks
+    assert (stopped / "checkpoints" / f"step_{step:07d}").is_dir()
+    assert not (stopped / "model").exists(), "a stopped run wrote a final model"
+
+    for p in _two_rank_cli(stopped):  # the resume
+        assert p.wait(timeout=240) == 0, p.stderr.read().decode()[-2000:]
+    assert _rows(stopped, "train") == _rows(whole, "train")
+    a, b = _weights(whole), _weights(stopped)
+    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run's weights differ from the uninterrupted run's"

@@ -135,9 +135,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
                           f"it would delete the checkpoints in {checkpoints} this job saved before the restart; "
                           "start over with a single `visionclip train --restart`, then launch torchrun without it")
     train = train_supervised if args.supervised else train_clip
-    with run_lock(run_dir):  # every rank of the job passes (runlock.job_id: torchrun's run id)
+    # every rank of the job passes the lock (runlock.job_id: torchrun's run id); a resume never restarts
+    with _job(args, run_dir, drop=["--restart"]) as stop:
         summary = train(profile, run_dir, resume=not args.restart, progress=not args.no_progress,
-                        device=args.device)
+                        device=args.device, stop=stop)
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 reports
             print({k: v for k, v in summary.items() if k != "final_train"})
             if not args.supervised:  # predict's readability checks, calibrated on the val split

@@ -37,14 +37,17 @@ class RunLockError(VisionCLIPError):
 
 
 def job_id() -> str:
-    """This process's job: the holder's (inherited), else torchrun's run id, else the pid."""
+    """This process's job: the holder's (inherited), else torchrun's run id, else the rendezvous address of a
+    multi-rank job, else the pid."""
     inherited = os.environ.get(JOB_ENV)
     if inherited:
         return inherited
     run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
     if run_id and run_id != "none":  # torchrun's default id without --rdzv-id: every job would share it
         return f"torchrun:{run_id}"
-    if run_id:  # the same job's ranks meet at one rendezvous address
+    # torchrun without --rdzv-id, or ranks started by hand (Slurm's srun, a test) with the env:// variables:
+    # the same job's ranks meet at one rendezvous address
+    if run_id or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return f"torchrun:{os.environ.get('MASTER_ADDR', '')}:{os.environ.get('MASTER_PORT', '')}"
     return f"pid:{socket.gethostname()}:{os.getpid()}"
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingError
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,31 @@ def teardown(ctx: DistContext, clean: bool = True) -> None:
         dist.destroy_process_group()
 
 
+def peer_left(ctx: DistContext, error: BaseException) -> TrainingError:
+    """The one-line error of a rank whose collective failed because another rank stopped: the failing
+    rank exits after its own one-line error, which closes its connections, so this rank is released
+    at once instead of at the collective timeout."""
+    detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    detail = detail.rsplit("] ", 1)[-1].split(". ")[0]  # gloo: '[.../pair.cc:561] Connection closed by peer [ip]:port. ...'
+    return TrainingError(f"rank {ctx.rank} stopped: another rank left the run, its own message says why "
+                         f"({detail[:200]})")
+
+
+def is_peer_failure(error: BaseException) -> bool:
+    """A collective that failed because a peer went away (not a bug of this rank's own)."""
+    return isinstance(error, dist.DistError) or "Connection closed" in str(error) or "Connection reset" in str(error)
+
+
+def collective(ctx: DistContext, run):
+    """run() (a collective); a peer that left becomes peer_left's one-line error."""
+    try:
+        return run()
+    except RuntimeError as e:  # gloo: 'Connection closed by peer'; NCCL: a DistBackendError
+        if not is_peer_failure(e):
+            raise
+        raise peer_left(ctx, e) from None
+
+
 def reduce_step(flags: list[torch.Tensor], values: list[torch.Tensor], ctx: DistContext
                 ) -> tuple[list[bool], list[float]]:
     """Flags true on any rank, and values averaged over the ranks: one all-reduce of one vector
@@ -89,7 +114,7 @@ def reduce_step(flags: list[torch.Tensor], values: list[torch.Tensor], ctx: Dist
     parts += [v.detach().reshape(()).to(ctx.device, torch.float64) for v in values]
     fused = torch.stack(parts)
     if ctx.enabled:
-        dist.all_reduce(fused)
+        collective(ctx, lambda: dist.all_reduce(fused))
     host = fused.tolist()
     k = len(flags)
     means = [x / ctx.world_size for x in host[k:]] if ctx.enabled else host[k:]
@@ -101,7 +126,7 @@ def broadcast_int(value: int, ctx: DistContext) -> int:
     if not ctx.enabled:
         return value
     t = torch.tensor([value], dtype=torch.int64, device=ctx.device)
-    dist.broadcast(t, src=0)
+    collective(ctx, lambda: dist.broadcast(t, src=0))
     return int(t.item())
 
 
@@ -110,10 +135,10 @@ def gather_to_main(obj, ctx: DistContext) -> list | None:
     if not ctx.enabled:
         return [obj]
     out = [None] * ctx.world_size if ctx.is_main else None
-    dist.gather_object(obj, out, dst=0)
+    collective(ctx, lambda: dist.gather_object(obj, out, dst=0))
     return out
 
 
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
-        dist.barrier()
+        collective(ctx, dist.barrier)

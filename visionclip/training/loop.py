@@ -49,11 +49,12 @@ from ..data.prepare import BAD_LIST, PreparedImages, prepare_run, without_bad
 from ..errors import CheckpointError, ConfigError, DataError
 from ..paths import RunLayout
 from ..precision import choose_precision
+from ..preempt import Preempted, StopRequest, ignore_stop_signals, requested
 from ..progress import progress as progress_bar
 from ..seeding import derive_seed, seed_everything
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
-from .guard import NonFiniteGuard
+from .guard import NonFiniteGuard, NormBuffers
 from .logs import JsonlLog
 from .optim import build_optimizer
 from .sampler import EpochTagged, ResumableBatchSampler
@@ -75,6 +76,7 @@ RESUME_DEFAULTS = {"train.augment_on": "items", "train.hard_negatives": False, "
 
 def seed_worker(base_seed: int, worker_id: int) -> None:
     """Worker RNGs from (run seed, epoch, rank, worker): independent of the parent's global RNG."""
+    ignore_stop_signals()  # a stop is the trainer's decision; torch shuts its workers down through queues
     s = derive_seed(base_seed, worker_id)
     torch.manual_seed(s)
     np.random.seed(s % 2**32)
@@ -193,7 +195,7 @@ def _restore_rng(state: ckpt.TrainState, profile: Profile, task_name: str, rank:
 
 
 def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool, progress: bool,
-         device: str | None = None, should_stop=lambda: False) -> dict:
+         device: str | None = None, stop: StopRequest | None = None) -> dict:
     from ..data.datasets import ImageTextDataset
     from ..data.splits import split_corpus
 
@@ -243,6 +245,7 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
             torch.backends.cudnn.benchmark = True
         scaler = torch.amp.GradScaler("cuda") if precision.uses_scaler else None
         guard = NonFiniteGuard(cfg.max_nonfinite)
+        norms = NormBuffers(model)  # after .to(device): moving a model replaces its buffer tensors
 
         step = 0
         if state is not None:
@@ -314,7 +317,7 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
         last_row: dict = {}
         last_val: dict = {}
         start_step = step
-        stop = False  # a stop requested on any rank (should_stop): checkpoint at this step and return
+        stopping = False  # a stop requested on any rank (SIGTERM, SIGUSR1): checkpoint at this step, raise Preempted
         # One loader for the run: its workers live across epochs (the epoch travels with each index,
         # EpochTagged) and never touch the global RNG, so they need no per-epoch seed.
         loader = make_loader(train_ds, batch_sampler=EpochTagged(sampler), collate=task.collate,
@@ -329,25 +332,33 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
                 if batch_augment is not None:
                     batch["image"] = batch_augment(batch["image"].to(ctx.device, non_blocking=True), epoch,
                                                    batch["index"].tolist())
+                norms.snapshot()  # BatchNorm's statistics before this step's forward updates them
                 with precision.autocast():
                     loss, extras = task.step_loss(ddp_model, batch, ctx.device)
                 optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                else:
-                    loss.backward()
+                try:
+                    if scaler is not None:
+                        scaler.scale(loss).backward()
+                        scaler.unscale_(optimizer)
+                    else:
+                        loss.backward()
+                except RuntimeError as e:  # DDP's gradient all-reduce meets a rank that left
+                    if not (ctx.enabled and dist_utils.is_peer_failure(e)):
+                        raise
+                    raise dist_utils.peer_left(ctx, e) from None
                 max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-                bad = ~torch.isfinite(loss.detach())
+                # BatchNorm statistics too: fp16 overflow can spoil them even when the scaler skips the step
+                bad = ~torch.isfinite(loss.detach()) | norms.bad()
                 if scaler is None:  # fp16: an overflowing gradient is the scaler's business (it skips, lowers the scale)
                     bad = bad | ~torch.isfinite(grad_norm)
                 # the step's one meeting and one host read: the skip decision needs it before the update
-                (nonfinite, stop), (loss_value, grad_value, *extra_values) = dist_utils.reduce_step(
-                    [bad, torch.tensor(float(should_stop()))], [loss.detach().float(), grad_norm, *extras.values()],
+                (nonfinite, stopping), (loss_value, grad_value, *extra_values) = dist_utils.reduce_step(
+                    [bad, torch.tensor(float(requested(stop)))], [loss.detach().float(), grad_norm, *extras.values()],
                     ctx)
-                if guard.record(nonfinite, step + 1):
+                if guard.record(nonfinite, step + 1, "loss, gradient or BatchNorm statistics"):
                     optimizer.zero_grad(set_to_none=True)
+                    norms.restore()
                     if scaler is not None:
                         scaler.update()
                 elif scaler is not None:
@@ -370,22 +381,27 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
                     bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
                 if step % cfg.val_every == 0 or step == stop_step:
                     last_val = validate()
-                if step % cfg.checkpoint_every == 0 or step == stop_step or stop:
+                if step % cfg.checkpoint_every == 0 or step == stop_step or stopping:
                     save()
-                if step >= stop_step or stop:
+                if step >= stop_step or stopping:
                     break
                 tick = time.perf_counter()  # images/s measures training, not validation or saving
-            if stop:
+            if stopping:
                 break
         del loader
         if bar is not None:
             bar.close()
-        if ctx.is_main and not stop:  # stopped on request: the checkpoint of this step is the result
+        if stopping:  # every rank stopped at this step and its checkpoint is written: nothing else to do
+            finished = True
+            why = stop.signal_name if requested(stop) else "a stop signal on another rank"
+            raise Preempted(f"{why} received: stopped training {task.name} at step {step} of {stop_step}; "
+                            f"checkpoint {layout.checkpoints / ckpt.step_dir_name(step)}")
+        if ctx.is_main:
             task.save_final(model, layout.final)
         dist_utils.barrier(ctx)
         elapsed = time.perf_counter() - started
         finished = True
-        return {"task": task.name, "steps": step, "total_steps": total_steps, "stopped": stop,
+        return {"task": task.name, "steps": step, "total_steps": total_steps,
                 "resumed_from": start_step if state else None,
                 "epochs": step / sampler.steps_per_epoch, "samples": step * cfg.batch_size,
                 "seconds": elapsed, "precision": precision.name, "world_size": ctx.world_size,
@@ -398,12 +414,13 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
 
 
 def train_clip(profile: Profile, run_dir: str | os.PathLike, resume: bool = True, progress: bool = True,
-               *, device: str | None = None) -> dict:
-    """Pre-train VisionCLIP on run_dir's corpus; the final model goes to RunLayout(run_dir).model."""
-    return _run(ClipTask, profile, run_dir, resume=resume, progress=progress, device=device)
+               *, device: str | None = None, stop: StopRequest | None = None) -> dict:
+    """Pre-train VisionCLIP on run_dir's corpus; the final model goes to RunLayout(run_dir).model.
+    With `stop` (preempt.StopRequest), a signal ends the run at the next step, checkpointed: Preempted."""
+    return _run(ClipTask, profile, run_dir, resume=resume, progress=progress, device=device, stop=stop)
 
 
 def train_supervised(profile: Profile, run_dir: str | os.PathLike, resume: bool = True, progress: bool = True,
-                     *, device: str | None = None) -> dict:
+                     *, device: str | None = None, stop: StopRequest | None = None) -> dict:
     """Train the supervised ceiling with the CLIP run's budget; the model goes to RunLayout(run_dir).supervised."""
-    return _run(SupervisedTask, profile, run_dir, resume=resume, progress=progress, device=device)
+    return _run(SupervisedTask, profile, run_dir, resume=resume, progress=progress, device=device, stop=stop)
