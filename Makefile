@@ -19,7 +19,7 @@ KERNEL_ENV   := VISIONCLIP_QUIET=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHO
                 TOKENIZERS_PARALLELISM=false MPLBACKEND=module://matplotlib_inline.backend_inline \
                 PYTHONWARNINGS="ignore:IProgress not found"
 
-.PHONY: env os-deps devset-wheels book lab test unit notebooks-ci nbval book-ci browser-check book-checks bench lock clean
+.PHONY: env os-deps devset-wheels book lab test unit notebooks-ci nbval book-ci browser-check book-checks bench gpu-check lock clean
 
 # ---------------------------------------------------------------- environment
 # cn-clip comes without its dependencies (hash-pinned in $(CN_CLIP)): the paper profile reads only its vocab.txt.
@@ -78,7 +78,7 @@ lab: env
 # ---------------------------------------------------------------- tests
 # pytest exits 5 when it collects no test: said plainly, not treated as a failure of the stage.
 unit: env devset-wheels
-	@$(PY) -m pytest -q tests; rc=$$?; \
+	@$(PY) -m pytest -q --durations=25 tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "unit: no unit tests collected"; elif [ $$rc -ne 0 ]; then exit $$rc; fi
 
 notebooks-ci: env os-deps devset-wheels
@@ -113,6 +113,11 @@ test: unit notebooks-ci nbval book-ci browser-check book-checks
 # Each benchmarks/bench_*.py prints its own Markdown section; collected into benchmarks/results.md.
 bench: env
 	$(PY) benchmarks/run_all.py
+
+# On any CUDA machine: the paper profile's step on prepared shards, bf16 vs fp32, data path / ceiling,
+# the step's share of the matmul peak, peak GPU memory (a few minutes). GPU_CHECK_ARGS=--device cuda:1 ...
+gpu-check: env
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 # ---------------------------------------------------------------- maintenance
 lock: env

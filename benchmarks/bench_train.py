@@ -63,45 +63,57 @@ def corpus_records(profile, run_dir: Path | None, tmp: Path, images: int):
     return split_corpus(read_synfundus_table(root), profile.seed)["train"]  # as the trainer reads it
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def timed_steps(task: ClipTask, model, optimizer, batches, precision: Precision, steps: int, warmup: int,
-                batch_size: int, grad_clip: float) -> float:
+                batch_size: int, grad_clip: float, device: torch.device = torch.device("cpu")) -> float:
     """images/s of `steps` optimizer steps after `warmup` untimed ones."""
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     it = iter(batches)
     for i in range(warmup + steps):
         if i == warmup:
+            _sync(device)
             start = time.perf_counter()
         batch = next(it)
         with precision.autocast():
-            loss, _ = task.step_loss(model, batch, torch.device("cpu"))
+            loss, _ = task.step_loss(model, batch, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, grad_clip or float("inf"))
         optimizer.step()
+    _sync(device)
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5,
+                device: torch.device = torch.device("cpu")) -> float:
     """GFLOP/s of the best of `repeats` n x n matrix products in `dtype` (2 n^3 operations each)."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    if device.type == "cuda":
+        n *= 4  # a GPU needs bigger products to reach its peak
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
     torch.mm(a, b)  # first call: kernel selection, page faults
     best = float("inf")
     for _ in range(repeats):
+        _sync(device)
         start = time.perf_counter()
         torch.mm(a, b)
+        _sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n ** 3 / best / 1e9
 
 
-def step_flops(task: ClipTask, model, batch, precision: Precision) -> float:
+def step_flops(task: ClipTask, model, batch, precision: Precision, device: torch.device = torch.device("cpu")) -> float:
     """Floating-point operations of one training step's forward and backward (optimizer excluded)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter:
         with precision.autocast():
-            loss, _ = task.step_loss(model, batch, torch.device("cpu"))
+            loss, _ = task.step_loss(model, batch, device)
         loss.backward()
     model.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())

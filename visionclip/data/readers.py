@@ -8,9 +8,9 @@ not match, and names the file, row and field of any bad value. When the root hol
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
-import sys
 from array import array
 from pathlib import Path
 from typing import Callable, Iterable
@@ -412,8 +412,11 @@ def read_corpus(profile, run_dir: str | os.PathLike, *, save: bool = True) -> Co
         try:
             table_cache.save_table(table, path)
             table_cache.prune(folder, keep=path)
-        except OSError as e:  # a read-only run directory costs the next reader a rebuild, nothing more
-            print(f"corpus table not saved ({e}); every reader builds it again", file=sys.stderr)
+        except OSError as e:
+            # a run directory one may only read (a finished run on shared storage) costs the next reader a
+            # rebuild, nothing more; any other failure (a full disk) is the run's, said as one line by the CLI
+            if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise OSError(e.errno, e.strerror, e.filename or str(path)) from None
     return table
 
 # --------------------------------------------------------------------------- MESSIDOR-2
