@@ -49,7 +49,7 @@ from ..data.prepare import BAD_LIST, PreparedImages, prepare_run, without_bad
 from ..errors import CheckpointError, ConfigError, DataError
 from ..paths import RunLayout
 from ..precision import choose_precision
-from ..preempt import Preempted, StopRequest, ignore_stop_signals, requested
+from ..preempt import Preempted, StopRequest, requested
 from ..progress import progress as progress_bar
 from ..seeding import derive_seed, seed_everything
 from . import checkpoint as ckpt
@@ -76,7 +76,6 @@ RESUME_DEFAULTS = {"train.augment_on": "items", "train.hard_negatives": False, "
 
 def seed_worker(base_seed: int, worker_id: int) -> None:
     """Worker RNGs from (run seed, epoch, rank, worker): independent of the parent's global RNG."""
-    ignore_stop_signals()  # a stop is the trainer's decision; torch shuts its workers down through queues
     s = derive_seed(base_seed, worker_id)
     torch.manual_seed(s)
     np.random.seed(s % 2**32)
