@@ -13,7 +13,7 @@ from visionclip.config import ModelConfig
 from visionclip.data.manifests import load_manifest
 from visionclip.eval.zeroshot import build_prompts
 
-TINY = ModelConfig(image_tower="resnet18", projection_norm=False, text_pooling="cls", embed_dim=16, text_layers=1, text_hidden=32, text_heads=2,
+TINY = ModelConfig(image_tower="resnet18", projection_norm=False, text_pooling="cls", exposure_norm=False, embed_dim=16, text_layers=1, text_hidden=32, text_heads=2,
                    text_intermediate=64, max_positions=64, vocab="corpus", vocab_size=400, context_length=48)
 TINY_OVERRIDES = {f"model.{k}": v for k, v in TINY.__dict__.items()}
 

@@ -123,7 +123,7 @@ def test_bf16_embeddings_of_a_resnet_stay_close_to_fp32():
     from visionclip.config import ModelConfig
     from visionclip.model import build_model
 
-    cfg = ModelConfig(image_tower="resnet18", projection_norm=False, text_pooling="cls", embed_dim=16,
+    cfg = ModelConfig(image_tower="resnet18", projection_norm=False, text_pooling="cls", exposure_norm=False, embed_dim=16,
                       text_layers=1, text_hidden=32, text_heads=2, text_intermediate=64, max_positions=32,
                       vocab="corpus", vocab_size=100, context_length=16)
     torch.manual_seed(0)

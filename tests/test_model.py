@@ -15,7 +15,7 @@ from visionclip.model import (LOGIT_SCALE_INIT, ImageClassifier, VisionCLIP, bui
 from visionclip.schema import FLAG_COLUMNS
 from visionclip.text import CaptionTokenizer
 
-TINY = ModelConfig(image_tower="resnet18", projection_norm=False, text_pooling="cls", embed_dim=16, text_layers=1, text_hidden=32, text_heads=2,
+TINY = ModelConfig(image_tower="resnet18", projection_norm=False, text_pooling="cls", exposure_norm=False, embed_dim=16, text_layers=1, text_hidden=32, text_heads=2,
                    text_intermediate=64, max_positions=32, vocab="corpus", vocab_size=100, context_length=16)
 CAPTIONS = ["正常眼底。", "A normal fundus.", "轻度糖尿病视网膜病变。", "Mild diabetic retinopathy."]
 
@@ -198,6 +198,28 @@ def test_mean_pooling_ignores_padding_and_differs_from_cls(tokenizer, batch):
     assert not torch.allclose(a, cls, atol=1e-3)  # same weights (seed 0), another feature
 
 
+def test_attention_pooling_starts_as_the_mean_and_can_let_one_token_decide(tokenizer, batch, tmp_path):
+    from visionclip.model import AttentionPool
+
+    mean = _model(tokenizer, dataclasses.replace(TINY, text_pooling="mean"))
+    attn = _model(tokenizer, dataclasses.replace(TINY, text_pooling="attention"))   # same seed, same weights
+    text = tokenizer(CAPTIONS, TINY.context_length)
+    with torch.no_grad():   # a zero query: uniform weights over the caption's tokens, [PAD] left out
+        assert torch.allclose(attn.encode_text(text["input_ids"], text["attention_mask"]),
+                              mean.encode_text(text["input_ids"], text["attention_mask"]), atol=1e-5)
+    pool = AttentionPool(4)
+    hidden = torch.zeros(1, 3, 4)
+    hidden[0, 1, 0] = 1.0                      # one token differs from the others
+    with torch.no_grad():
+        pool.query.copy_(torch.tensor([40.0, 0, 0, 0]))
+    out = pool(hidden, torch.tensor([[1, 1, 1]]))
+    assert out[0, 0] > 0.95                    # that token alone carries the feature
+    assert torch.isfinite(pool(hidden, torch.tensor([[1, 0, 0]]))).all()
+    attn.save_pretrained(tmp_path / "m", tokenizer)
+    loaded, _ = VisionCLIP.from_pretrained(tmp_path / "m")
+    assert torch.equal(loaded.text_pool.query, attn.text_pool.query)
+
+
 def test_models_saved_before_the_pooling_option_load_as_cls(tokenizer, batch, tmp_path):
     model = _model(tokenizer)
     model.save_pretrained(tmp_path / "m", tokenizer)
@@ -210,6 +232,42 @@ def test_models_saved_before_the_pooling_option_load_as_cls(tokenizer, batch, tm
     with torch.no_grad():
         assert torch.equal(loaded.encode_text(text["input_ids"], text["attention_mask"]),
                            model.encode_text(text["input_ids"], text["attention_mask"]))
+
+
+def _disk_images(n: int = 2, side: int = 32) -> torch.Tensor:
+    """Fundus-like inputs: a bright textured disk on an exactly black surround, as preprocessing leaves it."""
+    torch.manual_seed(1)
+    yy, xx = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    disk = (((xx - side / 2 + 0.5) ** 2 + (yy - side / 2 + 0.5) ** 2) < (side / 2) ** 2).float()
+    return (0.2 + 0.6 * torch.rand(n, 3, side, side)) * disk
+
+
+def test_exposure_norm_undoes_a_gain_and_keeps_the_surround_black():
+    from visionclip.model import EXPOSURE_LEVEL, normalise_exposure
+
+    images = _disk_images()
+    out, darker = normalise_exposure(images), normalise_exposure(images * 0.35)
+    assert torch.allclose(out, darker, atol=1e-5)
+    disk = images.amax(1) > 0
+    assert torch.all(out.permute(1, 0, 2, 3)[:, ~disk] == 0)
+    levels = [float(out[i].mean(0)[disk[i]].mean()) for i in range(len(images))]
+    assert levels == pytest.approx([EXPOSURE_LEVEL] * len(images), rel=1e-5)
+
+
+def test_exposure_norm_model_embeds_a_darker_photograph_alike_and_the_option_loads(tokenizer, tmp_path):
+    images = _disk_images()
+    plain = _model(tokenizer)
+    normed = _model(tokenizer, dataclasses.replace(TINY, exposure_norm=True))
+    with torch.no_grad():
+        assert torch.allclose(normed.encode_image(images), normed.encode_image(images * 0.35), atol=1e-4)
+        assert not torch.allclose(plain.encode_image(images), plain.encode_image(images * 0.35), atol=1e-2)
+    normed.save_pretrained(tmp_path / "m", tokenizer)
+    assert VisionCLIP.from_pretrained(tmp_path / "m")[0].model_cfg.exposure_norm is True
+    plain.save_pretrained(tmp_path / "old", tokenizer)
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["model"]["exposure_norm"]   # saved before the option existed
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    assert VisionCLIP.from_pretrained(tmp_path / "old")[0].model_cfg.exposure_norm is False
 
 
 def test_saved_model_records_the_captions_it_was_trained_on(tokenizer, tmp_path):

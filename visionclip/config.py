@@ -78,8 +78,11 @@ class ModelConfig:
     vocab_size: int = _f("size of the trained vocab when vocab='corpus'", lo=100)
     context_length: int = _f("tokens per caption, [CLS] and [SEP] included", lo=8, hi=512)
     projection_norm: bool = _f("BatchNorm over pooled features before each projection (else CLIP's plain linear map)")
-    text_pooling: str = _f("caption feature: the [CLS] state (Chinese-CLIP) or the mean over the caption's tokens",
-                           choices=("cls", "mean"))
+    text_pooling: str = _f("caption feature: the [CLS] state (Chinese-CLIP), the mean over the caption's tokens, "
+                           "or a learned query's attention over them (starting as the mean)",
+                           choices=("cls", "mean", "attention"))
+    exposure_norm: bool = _f("scale each image so its fundus disk has one mean level before the image tower "
+                             "(a photograph's exposure then carries no signal)")
 
 
 LOSSES = ("infonce", "label_aware", "label_aware_dedup")  # loss.build_loss makes each

@@ -49,8 +49,10 @@ class ImageTower(nn.Module):
     so every caller passes [0, 1] images and the saved model carries its own preprocessing.
     """
 
-    def __init__(self, trunk: nn.Module, feature_dim: int, name: str, fixed_size: int | None = None):
+    def __init__(self, trunk: nn.Module, feature_dim: int, name: str, fixed_size: int | None = None,
+                 exposure_norm: bool = False):
         super().__init__()
+        self.exposure_norm = exposure_norm
         self.trunk = trunk
         self.feature_dim = feature_dim
         self.name = name
@@ -65,8 +67,27 @@ class ImageTower(nn.Module):
         if self.fixed_size is not None and tuple(images.shape[-2:]) != (self.fixed_size,) * 2:
             raise ValueError(f"image tower {self.name} was built for {self.fixed_size}x{self.fixed_size} images "
                              f"(one attention-pool position per 32 px patch), got {tuple(images.shape[-2:])}")
+        if self.exposure_norm:
+            images = normalise_exposure(images)
         x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
         return self.trunk(x)
+
+
+EXPOSURE_LEVEL = 0.4  # mean level of the disk after exposure_norm: about a well-exposed photograph's
+
+
+def normalise_exposure(images: torch.Tensor) -> torch.Tensor:
+    """Each image times the gain that brings the mean of its fundus disk to EXPOSURE_LEVEL.
+
+    Why: a photograph's exposure (flash, pupil, camera) says nothing about the eye, and a gain is
+    undone exactly here, so a darker or brighter photograph of an eye reaches the trunk as the same
+    image, up to 8-bit rounding and clipping. The disk is every pixel with a channel above zero: the
+    preprocessing leaves the surround exactly black.
+    """
+    disk = (images.amax(dim=1, keepdim=True) > 0).to(images.dtype)
+    level = (images.mean(dim=1, keepdim=True) * disk).sum(dim=(2, 3), keepdim=True)
+    level = level / disk.sum(dim=(2, 3), keepdim=True).clamp(min=1.0)
+    return images * (EXPOSURE_LEVEL / level.clamp(min=1e-3))
 
 
 def build_image_tower(model_cfg: ModelConfig, image_size: int = DEFAULT_IMAGE_SIZE) -> ImageTower:
@@ -84,7 +105,7 @@ def build_image_tower(model_cfg: ModelConfig, image_size: int = DEFAULT_IMAGE_SI
         trunk = getattr(torchvision.models, name)(weights=None)
         feature_dim = trunk.fc.in_features
         trunk.fc = nn.Identity()
-        return ImageTower(trunk, feature_dim, name)
+        return ImageTower(trunk, feature_dim, name, exposure_norm=model_cfg.exposure_norm)
     if name == "modified_rn50":
         from open_clip.modified_resnet import ModifiedResNet  # heavy import, only when asked for
 
@@ -94,7 +115,8 @@ def build_image_tower(model_cfg: ModelConfig, image_size: int = DEFAULT_IMAGE_SI
         trunk = ModifiedResNet(layers=MODIFIED_RN50["layers"], output_dim=model_cfg.embed_dim,
                                heads=MODIFIED_RN50["heads"], image_size=image_size,
                                width=MODIFIED_RN50["width"])
-        return ImageTower(trunk, model_cfg.embed_dim, name, fixed_size=image_size)
+        return ImageTower(trunk, model_cfg.embed_dim, name, fixed_size=image_size,
+                          exposure_norm=model_cfg.exposure_norm)
     raise DataError(f"model.image_tower: unknown image tower {name!r}; expected resnet18, resnet34, "
                     "resnet50 or modified_rn50")
 
@@ -123,6 +145,25 @@ def pool_text(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> t
         return hidden[:, 0]
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+class AttentionPool(nn.Module):
+    """[B, L, H] token states -> [B, H]: a learned query's softmax weights over the caption's tokens.
+
+    Why: the mean gives every token one share, so a negating word (非, 无, "no") barely moves the
+    feature; here the weights are learnt, and one token can carry the caption. The query starts at
+    zero, so training begins from exactly the mean (its fast start on a short budget is kept).
+    """
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(hidden))
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        scores = (hidden @ self.query.to(hidden.dtype)) / math.sqrt(hidden.shape[-1])
+        scores = scores.masked_fill(attention_mask == 0, float("-inf"))
+        weights = torch.softmax(scores.float(), dim=-1).to(hidden.dtype)
+        return (weights.unsqueeze(-1) * hidden).sum(1)
 
 
 class Projection(nn.Linear):
@@ -159,6 +200,7 @@ class VisionCLIP(nn.Module):
                            and model_cfg.image_tower == "modified_rn50"
                            else Projection(self.visual.feature_dim, model_cfg.embed_dim, model_cfg.projection_norm))
         self.text = build_text_tower(model_cfg, vocab_size)
+        self.text_pool = AttentionPool(model_cfg.text_hidden) if model_cfg.text_pooling == "attention" else None
         self.text_proj = Projection(model_cfg.text_hidden, model_cfg.embed_dim, model_cfg.projection_norm)
         self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
         # {language: source} of the captions it was trained on ("release": the release's diagnostic
@@ -177,7 +219,9 @@ class VisionCLIP(nn.Module):
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Token ids [B, L] and mask [B, L] -> [B, embed_dim] from the pooled states, unit length."""
         hidden = self.text(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return F.normalize(self.text_proj(pool_text(hidden, attention_mask, self.model_cfg.text_pooling)), dim=-1)
+        pooled = (self.text_pool(hidden, attention_mask) if self.text_pool is not None
+                  else pool_text(hidden, attention_mask, self.model_cfg.text_pooling))
+        return F.normalize(self.text_proj(pooled), dim=-1)
 
     def scale(self) -> torch.Tensor:
         """exp(logit_scale), clamped at 100 as CLIP does."""
@@ -393,6 +437,8 @@ def _model_cfg_from(config: dict[str, Any], directory: Path) -> ModelConfig:
     raw = config.get("model")
     if isinstance(raw, dict) and "text_pooling" not in raw:
         raw = {**raw, "text_pooling": "cls"}  # saved before the option existed: [CLS] was the only pooling
+    if isinstance(raw, dict) and "exposure_norm" not in raw:
+        raw = {**raw, "exposure_norm": False}  # saved before the option existed: images went in as they were
     if not isinstance(raw, dict) or set(raw) != fields:
         keys = sorted(raw) if isinstance(raw, dict) else raw
         raise CheckpointError(f"{directory / CONFIG_FILE}: field 'model' has keys {keys}; expected "
