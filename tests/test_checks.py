@@ -30,11 +30,33 @@ def test_platt_recovers_a_known_logistic_relation():
     fit = checks._platt(s, labels)
     assert fit["a"] == pytest.approx(1.5, abs=0.08) and fit["b"] == pytest.approx(-0.7, abs=0.08)
     assert fit["brier"] < fit["brier_of_prevalence"] and fit["auc"] > 0.8
-    probs, calibrated = checks.calibrated_probabilities({"is_fundus": s}, {"zh": {"is_fundus": fit}}, "zh")
+    probs, calibrated = checks.calibrated_probabilities({"is_fundus": s}, {"zh": {"is_fundus": fit}}, "zh",
+                                                        prior="fitted")
     assert calibrated == {"is_fundus": True}
     for lo in (0.1, 0.5, 0.8):  # calibrated: predicted and observed frequencies agree bin by bin
         inside = (probs["is_fundus"] > lo) & (probs["is_fundus"] < lo + 0.1)
         assert labels[inside].mean() == pytest.approx(probs["is_fundus"][inside].mean(), abs=0.03)
+
+
+def test_even_prior_takes_the_fitted_prevalence_out_by_bayes_rule():
+    """Fitted on a val split that is 95% fundus, the even-prior probability is that of a balanced
+    sample drawn from the same score distributions: frequencies there agree bin by bin."""
+    rng = np.random.default_rng(1)
+    pos, neg = rng.normal(2.0, 1.5, 19000), rng.normal(-2.0, 1.5, 1000)
+    s, labels = np.r_[pos, neg], np.r_[np.ones(19000, int), np.zeros(1000, int)]
+    fit = checks._platt(s, labels)
+    even, _ = checks.calibrated_probabilities({"is_fundus": s}, {"zh": {"is_fundus": fit}}, "zh")
+    fitted, _ = checks.calibrated_probabilities({"is_fundus": s}, {"zh": {"is_fundus": fit}}, "zh", prior="fitted")
+    assert np.all(even["is_fundus"] < fitted["is_fundus"])
+    balanced = np.r_[np.arange(1000), 1000 + rng.choice(19000, 1000, replace=False)]  # negatives, then a draw of positives
+    p, y = np.r_[even["is_fundus"][19000:], even["is_fundus"][:19000]][balanced], np.r_[np.zeros(1000), np.ones(19000)][balanced]
+    for lo in (0.2, 0.4, 0.6):
+        inside = (p > lo) & (p < lo + 0.2)
+        assert y[inside].mean() == pytest.approx(p[inside].mean(), abs=0.08)
+    readable, _ = checks.calibrated_probabilities({"is_macular_readable": s}, {"zh": {"is_macular_readable": fit}}, "zh")
+    assert np.array_equal(readable["is_macular_readable"], fitted["is_fundus"])   # readability keeps the fitted prior
+    with pytest.raises(ValueError):
+        checks.calibrated_probabilities({"is_fundus": s}, {"zh": {"is_fundus": fit}}, "zh", prior="corpus")
 
 
 def test_uncalibrated_checks_are_the_two_prompt_softmax():
@@ -81,11 +103,12 @@ def test_calibration_is_fitted_stored_and_used_by_predict(model_dir, tmp_path, c
 
     calibrated_dir = tmp_path / "calibrated"
     shutil.copytree(model_dir, calibrated_dir)
-    checks.save_calibration(calibrated_dir, {"en": {"is_fundus": {"a": 0.0, "b": 2.0}}})
+    checks.save_calibration(calibrated_dir, {"en": {"is_fundus": {"a": 0.0, "b": 2.0, "images": 100, "positives": 80}}})
     photo = tmp_path / "photo.jpg"
     fundus_image(photo, (50, 44), shape="circle")
     df = predict(calibrated_dir, [photo], classes=["normal", "glaucoma"], language="en")
-    assert df["p_is_fundus"].iloc[0] == pytest.approx(1 / (1 + np.exp(-2.0)))
+    # under an even prior: the fit's log prior odds, log(80 / 20), taken out
+    assert df["p_is_fundus"].iloc[0] == pytest.approx(1 / (1 + np.exp(-(2.0 - np.log(4.0)))))
     assert "is_macular_readable" in df.attrs["uncalibrated_checks"] and "is_fundus" not in df.attrs["uncalibrated_checks"]
     assert "is_macular_readable" in capsys.readouterr().err
 

@@ -9,6 +9,9 @@ p = sigmoid(a * s + b), fitted by logistic regression on held-out renderings: th
 read. The fit is a property of the model: `calibrate_checks` stores it beside the weights
 (`check_calibration.json`), and predict reads it there.
 
+Predict reports p(fundus) under an even prior (calibrated_probabilities): the fit's own prior, the val
+split's prevalence, is taken out, since a user's folder has a mix of its own.
+
 What the calibration is worth: it holds for images like the renderings it was fitted on. On real
 photographs the score still orders images by the model's belief, but the probability is only as good
 as the model's transfer (the zero-shot notebook measures both on the real dev photographs).
@@ -135,15 +138,33 @@ def load_calibration(model_dir: str | Path) -> dict | None:
                               "or re-create it with the zero-shot notebook") from None
 
 
+PRIORS = ("even", "fitted")
+# Checks stated under an even prior (PRIORS "even"): whether an image is a fundus photograph at all,
+# where a folder's mix is anyone's guess. Readability keeps the fitted prior: in clinical series as in
+# the corpus most photographs can be read, and an even prior would call a well-read eye doubtful.
+EVEN_PRIOR_CHECKS = ("is_fundus",)
+
+
 def calibrated_probabilities(scores: Mapping[str, np.ndarray], calibration: Mapping | None,
-                             language: str) -> tuple[dict[str, np.ndarray], dict[str, bool]]:
+                             language: str, prior: str = "even") -> tuple[dict[str, np.ndarray], dict[str, bool]]:
     """({check: [N] probabilities}, {check: calibrated?}). Uncalibrated checks fall back to the
-    two-prompt softmax, sigmoid(s), and are marked so."""
+    two-prompt softmax, sigmoid(s), and are marked so.
+
+    prior "even": the checks of EVEN_PRIOR_CHECKS as for a folder where both answers are equally likely
+    a priori, the fit's log prior odds (its val split's prevalence, 98% fundus in the corpus) taken out
+    by Bayes' rule. Why the default: a user's folder has its own mix, unknown, and the corpus's
+    prevalence would call a frame that the score puts between the two sides a fundus photograph.
+    "fitted": every check at the val split's prevalence, as fitted."""
+    if prior not in PRIORS:
+        raise ValueError(f"prior {prior!r}: expected one of {PRIORS}")
     params = (calibration or {}).get(language, {})
     probs, calibrated = {}, {}
     for flag, s in scores.items():
         fit = params.get(flag)
         z = fit["a"] * s + fit["b"] if fit else s
+        if fit and prior == "even" and flag in EVEN_PRIOR_CHECKS and 0 < fit.get("positives", 0) < fit.get("images", 0):
+            share = fit["positives"] / fit["images"]
+            z = z - np.log(share / (1 - share))
         probs[flag] = 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
         calibrated[flag] = fit is not None
     return probs, calibrated
@@ -182,4 +203,4 @@ def calibration_table(calibration: Mapping):
 
 __all__ = ["READABILITY_PROMPTS", "CHECKS", "CALIBRATION_FILE", "check_prototypes", "check_scores",
            "calibrate_checks", "calibrate_run", "calibration_table", "save_calibration", "load_calibration",
-           "calibrated_probabilities"]
+           "calibrated_probabilities", "PRIORS", "EVEN_PRIOR_CHECKS"]
