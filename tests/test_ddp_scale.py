@@ -82,12 +82,20 @@ def _rows(run_dir, name: str) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]
 
 
-def test_two_ranks_build_the_table_once_fuse_the_step_and_resume_bit_identically(tmp_path):
-    whole, split = tmp_path / "whole", tmp_path / "split"
-    for d in (whole, split):
-        write_tiny_run(d, n=N_IMAGES)
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory) -> tuple:
+    """One uninterrupted two-rank run (8 steps) and its counts: what both tests below compare with (the
+    CLI trains the same profile through the same train_clip, so its logs and weights are the same)."""
+    run = tmp_path_factory.mktemp("whole")
+    write_tiny_run(run, n=N_IMAGES)
+    return run, _two_ranks(run, {})
 
-    counts = _two_ranks(whole, {})
+
+def test_two_ranks_build_the_table_once_fuse_the_step_and_resume_bit_identically(tmp_path, whole):
+    whole, counts = whole
+    split = tmp_path / "split"
+    write_tiny_run(split, n=N_IMAGES)
+
     assert counts[0]["steps_run"] == counts[1]["steps_run"] == 8
     # the table: rank 0 built it, rank 1 loaded rank 0's file
     assert [c["tables_built"] for c in counts] == [1, 0], counts
@@ -127,12 +135,10 @@ def _two_rank_cli(run_dir, *extra: str) -> list[subprocess.Popen]:
             for rank in (0, 1)]
 
 
-def test_sigterm_to_one_rank_stops_both_at_one_step_and_the_resume_is_bit_identical(tmp_path):
-    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
-    for d in (whole, stopped):
-        write_tiny_run(d, n=N_IMAGES)
-    for p in _two_rank_cli(whole):
-        assert p.wait(timeout=240) == 0, p.stderr.read().decode()[-2000:]
+def test_sigterm_to_one_rank_stops_both_at_one_step_and_the_resume_is_bit_identical(tmp_path, whole):
+    whole, _ = whole
+    stopped = tmp_path / "stopped"
+    write_tiny_run(stopped, n=N_IMAGES)
 
     procs = _two_rank_cli(stopped)
     deadline = time.monotonic() + 120
