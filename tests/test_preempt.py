@@ -187,8 +187,9 @@ def test_a_worker_ignores_a_stop_signal_from_others_and_ends_on_its_parents():
     child.start()
     try:
         assert ready.wait(30)
-        for name in ("TERM", "USR1"):  # sent by another process, as a scheduler signals the process group
-            subprocess.run(["kill", f"-{name}", str(child.pid)], check=True)
+        for name in ("SIGTERM", "SIGUSR1"):  # sent by another process, as a scheduler signals the process group
+            subprocess.run([sys.executable, "-c", f"import os, signal; os.kill({child.pid}, signal.{name})"],
+                           check=True)
         time.sleep(0.5)
         assert child.is_alive(), f"the worker died of another process's signal (exit {child.exitcode})"
         child.terminate()  # its parent's SIGTERM: what torch's shutdown and multiprocessing's atexit send
