@@ -1,7 +1,8 @@
 """GPU check: the paper profile's training step on one device, from prepared shards, in a few minutes.
 
     make gpu-check                                   # = python benchmarks/gpu_check.py (cuda)
-    python benchmarks/gpu_check.py --device cpu --steps 2 --images 24 --set train.image_size=64   # smoke
+    python benchmarks/gpu_check.py --device cpu --steps 1 --warmup 1 --images 40 --batch 4 ...   # smoke:
+                                                     # tests/test_gpu_check.py has its arguments
 
 A small stand-in corpus in the paper profile's format is rendered into a temporary directory and
 prepared (data.prepare) at the profile's training size; then, on --device, with the paper model

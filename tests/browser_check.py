@@ -15,24 +15,24 @@ Where Chromium is absent the check says "skipped" and passes, unless VISIONCLIP_
 """
 from __future__ import annotations
 
-import functools
 import http.server
 import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+# The PDF printer's Chromium: the same flags (no network features), lookup, driver and server.
+from visionclip.report.pdf import CHROMIUM_FLAGS as PDF_FLAGS, chromium_driver, find_chromium, serve as serve_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 HTML_DIR = ROOT / "book" / "_build" / "html"
 REQUIRED_ENV = "VISIONCLIP_BROWSER_CHECK"
-CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-quic", "--disable-dev-shm-usage", "--hide-scrollbars",
-                  "--disable-default-apps", "--disable-extensions", "--window-size=1280,1024"]
 PAGE_WIDTH, MAX_PAGE_HEIGHT = 1280, 12000
+# Screenshots: a screen's window (not the printer's page) and no scrollbars in them.
+CHROMIUM_FLAGS = [*(f for f in PDF_FLAGS if not f.startswith("--window-size=")), "--hide-scrollbars",
+                  f"--window-size={PAGE_WIDTH},1024"]
 
 # Run inside each page once it has loaded; returns a list of problems (strings).
 PAGE_PROBE = r"""
@@ -65,13 +65,6 @@ def required() -> bool:
     return os.environ.get(REQUIRED_ENV, "").lower() in ("1", "required", "true", "yes")
 
 
-def find_chromium() -> tuple[str | None, str | None]:
-    browser = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium", shutil.which("chromium-browser"))
-                    if p and Path(p).exists()), None)
-    driver = next((p for p in (shutil.which("chromedriver"), "/usr/bin/chromedriver") if p and Path(p).exists()), None)
-    return browser, driver
-
-
 class _Handler(http.server.SimpleHTTPRequestHandler):
     """Serves the book quietly and records every request it could not answer."""
 
@@ -86,34 +79,14 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         super().send_error(code, message, explain)
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    def handle_error(self, request, client_address) -> None:  # the browser closing a socket early
-        pass
-
-
 def serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
-    handler = functools.partial(_Handler, directory=str(directory))
-    server = _Server(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
+    return serve_dir(directory, _Handler)
 
 
 def book_pages(html_dir: Path) -> list[Path]:
     skip = {"genindex.html", "search.html", "py-modindex.html"}
     return sorted(p for p in html_dir.rglob("*.html")
                   if p.name not in skip and "_static" not in p.parts and "_sources" not in p.parts)
-
-
-def _driver(browser: str, driver_path: str, profile_dir: str):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in CHROMIUM_FLAGS + [f"--user-data-dir={profile_dir}"]:
-        options.add_argument(flag)
-    # An explicit driver path: Selenium Manager (which would download drivers) is never asked.
-    return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
 
 
 def _wait_loaded(drv, timeout: float = 20.0) -> None:
@@ -155,7 +128,7 @@ def check(html_dir: Path = HTML_DIR, shot_dir: Path | None = None) -> int:
     failures: dict[str, list[str]] = {}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile_dir:
-        drv = _driver(browser, driver_path, profile_dir)
+        drv = chromium_driver(browser, driver_path, profile_dir, CHROMIUM_FLAGS)
         try:
             drv.set_script_timeout(30)
             drv.set_page_load_timeout(60)

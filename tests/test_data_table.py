@@ -61,3 +61,21 @@ def test_string_index_finds_last_and_first_repeat():
     assert [index.find_last(s) for s in ("a", "眼底", "b", "zz")] == [4, 3, 2, -1]
     assert index.first_repeat() == (3, 1)
     assert list(col.take(np.array([2, 0]))) == ["b", "a"]
+
+
+def test_read_corpus_finds_the_annotation_file_once_per_call(tmp_path, monkeypatch):
+    """On a table-cache miss the annotation file is found for the cache key and used to build the
+    table (finding it reads the header of every candidate file at the corpus root): once, not twice."""
+    from visionclip.config import load_profile
+    from visionclip.data import readers
+
+    from test_train import write_tiny_run
+
+    profile = load_profile(write_tiny_run(tmp_path, n=10))
+    real, calls = readers._find_annotations, []
+    monkeypatch.setattr(readers, "_find_annotations", lambda root: calls.append(root) or real(root))
+    built = readers.read_corpus(profile, tmp_path)  # a miss: built and saved
+    assert len(calls) == 1, calls
+    assert list(readers.read_corpus(profile, tmp_path)) == list(built)  # a hit: loaded
+    assert len(list((tmp_path / "data" / "corpus_tables").glob("table_*.npz"))) == 1
+    assert len(calls) == 2, calls

@@ -1,6 +1,7 @@
 """DDP as 32 ranks need it, shown on two gloo ranks: the corpus table built once, one fused
 all-reduce per step, a resumed two-rank run bit-identical to an uninterrupted one, and a SIGTERM to
-one rank stopping both at the same step, checkpointed, exit 75 (issue 23)."""
+one rank stopping both at the same step, checkpointed, exit 75 (issue 23); a rank refused before the
+rendezvous stopping the other at once, not after train.dist_timeout_min."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from test_train import ENV, N_IMAGES, ROOT, _weights, write_tiny_run
@@ -80,12 +82,20 @@ def _rows(run_dir, name: str) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]
 
 
-def test_two_ranks_build_the_table_once_fuse_the_step_and_resume_bit_identically(tmp_path):
-    whole, split = tmp_path / "whole", tmp_path / "split"
-    for d in (whole, split):
-        write_tiny_run(d, n=N_IMAGES)
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory) -> tuple:
+    """One uninterrupted two-rank run (8 steps) and its counts: what both tests below compare with (the
+    CLI trains the same profile through the same train_clip, so its logs and weights are the same)."""
+    run = tmp_path_factory.mktemp("whole")
+    write_tiny_run(run, n=N_IMAGES)
+    return run, _two_ranks(run, {})
 
-    counts = _two_ranks(whole, {})
+
+def test_two_ranks_build_the_table_once_fuse_the_step_and_resume_bit_identically(tmp_path, whole):
+    whole, counts = whole
+    split = tmp_path / "split"
+    write_tiny_run(split, n=N_IMAGES)
+
     assert counts[0]["steps_run"] == counts[1]["steps_run"] == 8
     # the table: rank 0 built it, rank 1 loaded rank 0's file
     assert [c["tables_built"] for c in counts] == [1, 0], counts
@@ -125,12 +135,10 @@ def _two_rank_cli(run_dir, *extra: str) -> list[subprocess.Popen]:
             for rank in (0, 1)]
 
 
-def test_sigterm_to_one_rank_stops_both_at_one_step_and_the_resume_is_bit_identical(tmp_path):
-    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
-    for d in (whole, stopped):
-        write_tiny_run(d, n=N_IMAGES)
-    for p in _two_rank_cli(whole):
-        assert p.wait(timeout=240) == 0, p.stderr.read().decode()[-2000:]
+def test_sigterm_to_one_rank_stops_both_at_one_step_and_the_resume_is_bit_identical(tmp_path, whole):
+    whole, _ = whole
+    stopped = tmp_path / "stopped"
+    write_tiny_run(stopped, n=N_IMAGES)
 
     procs = _two_rank_cli(stopped)
     deadline = time.monotonic() + 120
@@ -154,3 +162,45 @@ def test_sigterm_to_one_rank_stops_both_at_one_step_and_the_resume_is_bit_identi
     assert _rows(stopped, "train") == _rows(whole, "train")
     a, b = _weights(whole), _weights(stopped)
     assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run's weights differ from the uninterrupted run's"
+
+
+def _ranks_with(run_dir, extra: dict[int, list[str]]) -> list[subprocess.Popen]:
+    """Two CLI ranks, each with its own extra arguments (a rank refused before the rendezvous)."""
+    port = _free_port()
+    procs = []
+    for rank in (0, 1):
+        argv = ["--profile", str(run_dir / "tiny.yaml"), "--run-dir", str(run_dir), "--no-progress",
+                *[a for k, v in BASE.items() for a in ("--set", f"{k}={v}")]]
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "visionclip", "train", *argv, *extra.get(rank, [])],
+            env={**ENV, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1", "TORCHELASTIC_RUN_ID": "test-job"},
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    return procs
+
+
+@pytest.mark.parametrize("refused, extra, says", [
+    (1, ["--device", "cuda:99"], "--device: cuda:99 asked for, but this machine has"),  # in setup, before the rendezvous
+    (0, ["--set", "train.no_such_key=1"], "train.no_such_key"),          # in the CLI: the store's own rank
+])
+def test_a_rank_refused_before_the_rendezvous_stops_the_other_at_once(tmp_path, refused, extra, says):
+    """Without the meeting in the rendezvous store the other rank waited train.dist_timeout_min (an
+    hour) in init_process_group for a rank that had already exited."""
+    write_tiny_run(tmp_path, n=N_IMAGES)
+    started = time.monotonic()
+    procs = _ranks_with(tmp_path, {refused: extra})
+    try:
+        errs = [p.communicate(timeout=90)[1].decode() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert time.monotonic() - started < 90
+    other = 1 - refused
+    assert [p.returncode for p in procs] == [2, 2], errs
+    assert says in errs[refused] and "error:" in errs[refused], errs[refused][-2000:]
+    assert all(len(err.strip().splitlines()) == 1 for err in errs), errs  # each rank its one line
+    line = errs[other].strip()
+    assert line.startswith(f"visionclip train: error: rank {other} stopped: rank {refused} refused to start (")
+    assert says in line, line
+    assert not list(tmp_path.glob("checkpoints/*")) and not (tmp_path / "model").exists()

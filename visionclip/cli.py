@@ -123,6 +123,20 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .training import distributed
+
+    try:
+        return _train(args)
+    except Exception as e:
+        # Under torchrun, a rank refused before it met the others (its profile, lock or --restart) says
+        # so in the rendezvous: they stop at once instead of waiting train.dist_timeout_min for it.
+        # Nothing once this rank has started (then its peers learn of its exit from their collectives).
+        reason = os_error_line(e) if isinstance(e, OSError) and e.errno else error_line(e)
+        distributed.refuse(reason if isinstance(e, (VisionCLIPError, OSError)) else f"{type(e).__name__}: {reason}")
+        raise
+
+
+def _train(args: argparse.Namespace) -> int:
     from .training.loop import train_clip, train_supervised
 
     profile = _load(args)

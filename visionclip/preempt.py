@@ -11,10 +11,12 @@ A library stage says where it stopped; the `visionclip` command around it append
 <the command>" and exits with PREEMPTED_EXIT (75, EX_TEMPFAIL: "try again") on Preempted, distinct from
 2 (bad input). Worker processes ignore both signals (`ignore_stop_signals`, a pool initializer): a
 whole process group is signalled at once, and the parent, not each worker, decides when to stop.
+DataLoader workers ignore them from anyone but their parent (`stop_signals_from_parent_only`).
 """
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -65,6 +67,37 @@ def ignore_stop_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def stop_signals_from_parent_only(parent: int | None = None) -> None:
+    """DataLoader-worker initializer: SIGTERM and SIGUSR1 from anyone but `parent` (the process that
+    started this worker; default: os.getppid()) are ignored, and from `parent` they end the worker at
+    once (exit 0), as torch's own worker handler does.
+
+    Why not simply ignore them (`ignore_stop_signals`): a preemption signals the whole process group
+    (Slurm; torchrun kills each rank's group), and a worker that died of it turned the trainer's clean
+    stop into "DataLoader worker (pid N) exited unexpectedly", so others' signals must be ignored. But
+    the parent itself ends workers with SIGTERM when they do not leave through their queues: torch's
+    shutdown after its join timeout, and multiprocessing's atexit, which terminates daemonic children
+    and then joins them (a loader kept alive by an error's traceback): a worker deaf to its parent hung
+    interpreter exit. Only the sender tells the two apart, and a Python handler does not see it, so
+    the signals are blocked and a thread takes them with sigwaitinfo. Where there is no sigwaitinfo
+    (macOS) they are ignored, and the trainer shuts its loaders down on every way out instead."""
+    if not hasattr(signal, "sigwaitinfo") or threading.current_thread() is not threading.main_thread():
+        ignore_stop_signals()
+        return
+    senders = {os.getppid(), parent if parent is not None else os.getppid()}
+    # Blocked before the thread starts, so that it inherits the mask too: a blocked process-directed
+    # signal stays pending until sigwaitinfo takes it (no thread ever runs a handler for it).
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+    def wait() -> None:
+        while True:
+            info = signal.sigwaitinfo(STOP_SIGNALS)
+            if info.si_pid in senders:
+                os._exit(0)
+
+    threading.Thread(target=wait, name="visionclip-stop-signals", daemon=True).start()
+
+
 def requested(stop: StopRequest | None) -> bool:
     """True when `stop` (None: no stop request, as in a library call) has seen a signal."""
     return stop is not None and stop.requested
@@ -103,4 +136,4 @@ def map_unordered(fn: Callable[[Any], Any], jobs: Iterable, workers: int, stop: 
 
 
 __all__ = ["PREEMPTED_EXIT", "Preempted", "STOP_SIGNALS", "StopRequest", "ignore_stop_signals", "map_unordered",
-           "requested"]
+           "requested", "stop_signals_from_parent_only"]

@@ -350,7 +350,7 @@ def _quality_rows(ann: _Annotations, min_quality: float) -> np.ndarray:
 
 def read_synfundus_table(root: str | os.PathLike, caption_seed: int = 0, verify: bool = True, *,
                          captions: str = "generated", min_quality: float = 0.0,
-                         verify_md5: bool = False) -> CorpusTable:
+                         verify_md5: bool = False, annotations: tuple[Path, Schema] | None = None) -> CorpusTable:
     """The corpus in either schema (the paper's 17 columns, the release's 26), in annotation-file
     order, as columns (what training uses).
 
@@ -359,14 +359,15 @@ def read_synfundus_table(root: str | os.PathLike, caption_seed: int = 0, verify:
     `visionclip.data.captions.caption(row, caption_seed, index, lang)`. `min_quality` keeps the rows
     whose retinal_region_quality_score reaches it (0: every row); `verify_md5` checks each image
     against the release's file_md5. The files are read a row at a time, so no per-row Python
-    objects exist at any point.
+    objects exist at any point. `annotations`: the annotation file and its schema when the caller
+    has found them already (read_corpus, for its cache key).
     """
     if captions not in CAPTION_SOURCES:
         raise DataError(f"captions: expected one of {list(CAPTION_SOURCES)}, got {captions!r}")
     root = _require_root(root, "synfundus")
     if verify:
         verify_root(root)
-    path, schema = _find_annotations(root)
+    path, schema = annotations or _find_annotations(root)
     files = ImageFiles(root)
     if not len(files):
         raise _layout_error(root, "synfundus", f"no image files ({', '.join(IMAGE_EXTS)}) below the root")
@@ -403,11 +404,12 @@ def read_corpus(profile, run_dir: str | os.PathLike, *, save: bool = True) -> Co
     options = {"caption_seed": int(profile.seed), "captions": d.captions, "min_quality": float(d.min_quality),
                "verify_md5": bool(d.verify_md5)}
     folder = RunLayout(run_dir).corpus_tables
-    path = table_cache.cache_path(folder, table_cache.cache_key(_find_annotations(root)[0], options))
+    annotations = _find_annotations(root)  # once: it reads the header of every candidate file
+    path = table_cache.cache_path(folder, table_cache.cache_key(annotations[0], options))
     table = table_cache.load_table(path)
     if table is not None:
         return table
-    table = read_synfundus_table(root, **options)
+    table = read_synfundus_table(root, **options, annotations=annotations)
     if save:
         try:
             table_cache.save_table(table, path)

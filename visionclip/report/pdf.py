@@ -91,13 +91,24 @@ class _Server(http.server.ThreadingHTTPServer):
         pass
 
 
-def _driver(browser: str, driver_path: str, profile_dir: str):
+def serve(directory: Path, handler: type[http.server.SimpleHTTPRequestHandler] = _Quiet
+          ) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """`directory` served from 127.0.0.1 (a free port) by a thread, as a reader's browser loads it;
+    (the server, to shut down; its base URL). Also tests/browser_check.py's."""
+    server = _Server(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def chromium_driver(browser: str, driver_path: str, profile_dir: str, flags: Sequence[str] = CHROMIUM_FLAGS):
+    """Selenium's Chrome driver on `browser` with `flags` (no network features) and a profile of its
+    own. Also tests/browser_check.py's."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for flag in CHROMIUM_FLAGS + [f"--user-data-dir={profile_dir}"]:
+    for flag in [*flags, f"--user-data-dir={profile_dir}"]:
         options.add_argument(flag)
     # An explicit driver path: Selenium Manager (which would download drivers) is never asked.
     return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
@@ -116,14 +127,11 @@ def print_book(html_dir: Path, book_dir: Path, out: Path | None = None,
     docs = [d for d in (pages or toc_files(book_dir)) if (html_dir / f"{d}.html").exists()]
     if not docs:
         raise VisionCLIPError(f"no built page of {book_dir / '_toc.yml'} in {html_dir}: build the HTML first")
-    handler = functools.partial(_Quiet, directory=str(html_dir))
-    server = _Server(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
+    server, base = serve(html_dir)
     writer = PdfWriter()
     try:
         with tempfile.TemporaryDirectory(prefix="chromium-pdf-") as profile_dir:
-            drv = _driver(browser, driver_path, profile_dir)
+            drv = chromium_driver(browser, driver_path, profile_dir)
             try:
                 drv.set_script_timeout(60)
                 drv.set_page_load_timeout(60)

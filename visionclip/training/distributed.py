@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -39,29 +40,111 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+# Before init_process_group the ranks meet in torchrun's rendezvous store and each says whether it
+# starts. A rank refused there (a --device this machine lacks, a profile or lock error of its own)
+# still says so before it exits, and the others stop with it at once: otherwise they would wait in
+# init_process_group, or in the first collective, for train.dist_timeout_min (an hour) for a rank that
+# is gone. Failures every rank meets alike need it too: ranks do not fail at the same moment.
+START_PREFIX = "visionclip/start"
+REFUSAL_WAIT_S = 300.0   # the longest a refused rank waits for the others to read its refusal
+_started: list[int] = []  # setups (and refusals) this process posted: each one's own keys in the store
+
+
+def _device(device: str | None, world: int, local_rank: int) -> torch.device:
+    """This rank's device; ConfigError for one that cannot be used (before any rank meets)."""
+    chosen = device is None  # this rank's GPU, else the CPU
+    if chosen:
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        device = f"cuda:{local_rank}"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"--device {device}: not a torch device ({str(e).splitlines()[0][:120]})") from None
+    if dev.type == "cuda":
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if dev.index is None and world > 1:  # every rank would pick cuda:0
+            raise ConfigError(f"--device {device}: under torchrun ({world} ranks) name no GPU (each rank takes "
+                              "cuda:LOCAL_RANK) or a full cuda:N")
+        if (dev.index or 0) >= gpus:
+            raise ConfigError(f"LOCAL_RANK {local_rank}: this machine has {gpus} GPU(s), fewer than its ranks"
+                              if chosen else f"--device: {device} asked for, but this machine has {gpus} GPU(s)")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def _meet(refusal: str | None, timeout: dt.timedelta):
+    """Post this rank's answer (None: it starts; else why not) in the rendezvous store and read every
+    rank's. Returns (store, rank, world) to start the group with; raises when any rank refused."""
+    store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
+    store.set_timeout(timeout)
+    meeting = dist.PrefixStore(f"{START_PREFIX}/{len(_started)}", store)
+    _started.append(rank)
+    meeting.set(f"rank_{rank}", "start" if refusal is None else f"refused: {refusal}")
+    keys = [f"rank_{r}" for r in range(world)]
+    meeting.wait(keys, timeout)
+    answers = [meeting.get(k).decode() for k in keys]
+    meeting.add("read", 1)
+    refused = {r: a.split(": ", 1)[1] for r, a in enumerate(answers) if a != "start"}
+    if not refused:
+        return store, rank, world
+    if rank == 0:  # it may hold the store (plain env://, no torchrun agent): it stays until every rank
+        # has read the answers, else a slower rank would meet a closed connection instead of the reason
+        deadline = time.monotonic() + min(timeout.total_seconds(), REFUSAL_WAIT_S)
+        while meeting.add("read", 0) < world and time.monotonic() < deadline:
+            time.sleep(0.02)
+    if refusal is not None:
+        return None  # the caller raises its own error
+    first = min(refused)
+    raise TrainingError(f"rank {rank} stopped: rank {first} refused to start ({refused[first][:300]})")
+
+
+def refuse(reason: str, timeout_min: float = 60.0) -> None:
+    """Under torchrun, for a rank that fails before it could start (the CLI's profile, lock or
+    argument errors): tell the other ranks, which stop with a one-line error naming this rank and
+    `reason`, and return once they have read it (REFUSAL_WAIT_S at most). Nothing outside torchrun,
+    or when this process already said whether it starts (its failure is then a running rank's)."""
+    if launched_world_size() > 1 and not _started and not dist.is_initialized():
+        _refuse_now(reason, timeout_min)
+
+
+def _refuse_now(reason: str, timeout_min: float) -> None:
+    try:
+        _meet(reason, dt.timedelta(seconds=min(timeout_min * 60, REFUSAL_WAIT_S)))
+    except Exception:  # the rendezvous is gone or never came: this rank's own error is said all the same
+        pass
+
+
 def setup(device: str | None = None, timeout_min: float = 60.0) -> DistContext:
     """Join the torchrun group when WORLD_SIZE > 1, pick this rank's device.
 
     `timeout_min` bounds every collective, the first included: it must cover rank 0 building the
-    corpus table while the other ranks wait for it (torch's default is 10 minutes for NCCL).
+    corpus table while the other ranks wait for it (torch's default is 10 minutes for NCCL). Under
+    torchrun every rank first says whether it starts (`_meet`): one refused (its device) stops all.
     """
     world = launched_world_size()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        if world > 1:  # every rank would pick cuda:0
-            raise ConfigError(f"--device {device}: under torchrun ({world} ranks) name no GPU (each rank takes "
-                              "cuda:LOCAL_RANK) or a full cuda:N")
-        dev = torch.device("cuda", torch.cuda.current_device())
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
+    joining = world > 1 and not dist.is_initialized()
+    try:
+        dev = _device(device, world, local_rank)
+    except Exception as e:
+        if joining:
+            _refuse_now(str(e), timeout_min)
+        raise
     owns = False
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo",
-                                timeout=dt.timedelta(minutes=timeout_min))
+    if joining:
+        timeout = dt.timedelta(minutes=timeout_min)
+        try:
+            store, rank, world = _meet(None, timeout)
+        except RuntimeError as e:  # the store: a rank that never came, or went
+            raise TrainingError(f"rank {rank} stopped: the ranks did not all meet before starting "
+                                f"({str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__})"
+                                ) from None
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", store=store, rank=rank,
+                                world_size=world, timeout=timeout)
         owns = True
     if dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()

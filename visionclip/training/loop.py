@@ -49,7 +49,7 @@ from ..data.prepare import BAD_LIST, PreparedImages, prepare_run, without_bad
 from ..errors import CheckpointError, ConfigError, DataError
 from ..paths import RunLayout
 from ..precision import choose_precision
-from ..preempt import Preempted, StopRequest, requested
+from ..preempt import Preempted, StopRequest, requested, stop_signals_from_parent_only
 from ..progress import progress as progress_bar
 from ..seeding import derive_seed, seed_everything
 from . import checkpoint as ckpt
@@ -74,8 +74,11 @@ RESUME_DEFAULTS = {"train.augment_on": "items", "train.hard_negatives": False, "
 
 # ------------------------------------------------------------------ batches
 
-def seed_worker(base_seed: int, worker_id: int) -> None:
-    """Worker RNGs from (run seed, epoch, rank, worker): independent of the parent's global RNG."""
+def seed_worker(base_seed: int, parent: int, worker_id: int) -> None:
+    """Worker RNGs from (run seed, epoch, rank, worker): independent of the parent's global RNG.
+    A stop is the trainer's decision: the worker ignores SIGTERM and SIGUSR1 sent to its whole process
+    group by a scheduler, and ends on its parent's (preempt.stop_signals_from_parent_only says why)."""
+    stop_signals_from_parent_only(parent)
     s = derive_seed(base_seed, worker_id)
     torch.manual_seed(s)
     np.random.seed(s % 2**32)
@@ -87,7 +90,7 @@ def make_loader(dataset, *, batch_sampler=None, batch_size: int | None = None, c
     seed = derive_seed(*seed_key)
     kwargs: dict[str, Any] = {}
     if num_workers > 0:
-        kwargs.update(worker_init_fn=partial(seed_worker, seed), prefetch_factor=4,
+        kwargs.update(worker_init_fn=partial(seed_worker, seed, os.getpid()), prefetch_factor=4,
                       persistent_workers=persistent)
     if batch_sampler is not None:
         kwargs["batch_sampler"] = batch_sampler
@@ -97,6 +100,16 @@ def make_loader(dataset, *, batch_sampler=None, batch_size: int | None = None, c
                       pin_memory=device.type == "cuda",
                       generator=torch.Generator().manual_seed(seed),  # never the global RNG
                       **kwargs)
+
+
+def shut_down_workers(loader) -> None:
+    """End a DataLoader's (or one of its iterators') worker processes now; nothing when it has none
+    or they are already gone. The trainer calls it on every way out, error included: an exception's
+    traceback keeps the loader alive, and its workers would then live until interpreter exit."""
+    it = getattr(loader, "_iterator", loader)  # a persistent loader keeps its one iterator
+    shutdown = getattr(it, "_shutdown_workers", None)  # torch's own, idempotent (also its __del__)
+    if shutdown is not None:
+        shutdown()
 
 
 # ------------------------------------------------------------------ the loop
@@ -202,6 +215,7 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
     ctx = dist_utils.setup(device, timeout_min=cfg.dist_timeout_min)
     finished = False
     logs: list[JsonlLog] = []
+    loaders: list = []  # whatever has worker processes: shut down on every way out (shut_down_workers)
     try:
         run_dir = Path(run_dir)
         records = _read_corpus_once(profile, run_dir, ctx)  # columns, not a record per row; data.captions applied
@@ -276,7 +290,9 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
                                      seed_key=(profile.seed, "val-loader"))
             # Decoded once and kept (val_size images, unaugmented): every validation sees the same
             # batches without decoding them again or starting a worker.
-            val_batches = list(val_loader)
+            val_iter = iter(val_loader)
+            loaders.append(val_iter)  # its workers go when it is spent, or on an error (the finally below)
+            val_batches = list(val_iter)
 
         ddp_model = model
         if ctx.enabled:
@@ -322,6 +338,7 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
         loader = make_loader(train_ds, batch_sampler=EpochTagged(sampler), collate=task.collate,
                              num_workers=train_workers, device=ctx.device, persistent=True,
                              seed_key=(profile.seed, "train-loader", task.name, ctx.rank))
+        loaders.append(loader)
         while step < stop_step:
             sampler.set_position(step)
             epoch = sampler.epoch  # this loader's epoch, whatever the sampler does while prefetching
@@ -387,7 +404,7 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
                 tick = time.perf_counter()  # images/s measures training, not validation or saving
             if stopping:
                 break
-        del loader
+        shut_down_workers(loader)
         if bar is not None:
             bar.close()
         if stopping:  # every rank stopped at this step and its checkpoint is written: nothing else to do
@@ -407,6 +424,8 @@ def _run(task_cls, profile: Profile, run_dir: str | os.PathLike, *, resume: bool
                 "nonfinite_skipped": guard.total_skipped, "final_train": last_row, "final_val": last_val,
                 "output": str(layout.final)}
     finally:
+        for each in loaders:
+            shut_down_workers(each)
         for log in logs:
             log.close()
         dist_utils.teardown(ctx, clean=finished)
