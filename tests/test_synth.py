@@ -130,16 +130,21 @@ def _blot_quadrants(plan) -> set[tuple[bool, bool]]:
     return {(it[2] > fx, it[3] > fy) for it in plan["scene"]["lesions"] if it[:2] == ("red", "blot")}
 
 
+@pytest.mark.parametrize("randomised", [False, True], ids=["plain", "randomised"])
 @pytest.mark.parametrize("title,overrides", [r for r in SHEET_ROWS if r[0] not in ("non-fundus",)])
-def test_rendered_lesions_stay_inside_clinical_bounds(title, overrides):
+def test_rendered_lesions_stay_inside_clinical_bounds(title, overrides, randomised, monkeypatch):
+    from visionclip.synth import renderer
+
+    monkeypatch.setitem(renderer.PHOTOMETRIC, "share", 1.0)   # randomised: every photograph's own field of view
     for i in range(6):
         row = sheet_row(overrides, eye_side=i % 2)
-        plan = plan_fundus(row, 11, i, 96, TRAIN_CAMERAS[i % len(TRAIN_CAMERAS)])
+        plan = plan_fundus(row, 11, i, 96, TRAIN_CAMERAS[i % len(TRAIN_CAMERAS)], randomise=randomised)
         m = plan["measurements"]
         grade = row["dr_grade"]
         cdr_kind = "glaucoma" if row["is_gc"] else "normal"
         assert _in(m["cdr"], (C.CDR[cdr_kind]["lo"], C.CDR[cdr_kind]["hi"]))
-        assert _in(m["dd_px"] * 7.0, (0.94 * 96 * 7.0 / 8.0, 0.94 * 96))
+        fov = (plan["scene"]["photo"]["fov_dd"],) * 2 if randomised else C.GEOMETRY["fov_diameter_dd"]
+        assert _in(m["dd_px"], (0.94 * 96 / fov[1], 0.94 * 96 / fov[0]), tol=1e-3)
         # the disc sits on the nasal side: right of the fovea in a right eye
         assert (m["disc_xy"][0] > m["fovea_xy"][0]) == (row["eye_side"] == 0)
         les = m["lesions"]
@@ -470,10 +475,21 @@ def test_domain_randomisation_changes_the_look_and_nothing_that_carries_a_label(
     rows = [sheet_row({"dr_grade": 2} if i % 2 else {"is_gc": 1}, eye_side=i % 2) for i in range(24)]
     plain = [plan_fundus(row, 5, i, 128, "topcon_nw") for i, row in enumerate(rows)]
     varied = [plan_fundus(row, 5, i, 128, "topcon_nw", randomise=True) for i, row in enumerate(rows)]
-    for a, b in zip(plain, varied):   # the same eye, lesions, disc and cup: only the photograph's look differs
-        assert {k: v for k, v in a["measurements"].items() if k != "jpeg_quality"} == \
-               {k: v for k, v in b["measurements"].items() if k != "jpeg_quality"}
+    # the same disc, cup and signs: the look and the field of view differ; in another field the vessels
+    # and lesions are drawn afresh within the same clinical bounds (test_rendered_lesions_... randomised)
+    same = ("cdr", "disc_pallor", "glaucoma_notch", "disc_aspect", "artery_calibre_factor", "vein_dilation_factor")
+    for a, b in zip(plain, varied):
+        assert [a["measurements"][k] for k in same] == [b["measurements"][k] for k in same]
+        assert set(a["measurements"]["lesions"]) == set(b["measurements"]["lesions"])   # the same conditions drawn
         assert "photo" in b["scene"] and "photo" not in a["scene"]
+        assert b["measurements"]["dd_px"] == pytest.approx(128 * 0.94 / b["scene"]["photo"]["fov_dd"], abs=1e-3)
+    fov = [p["scene"]["photo"]["fov_dd"] for p in varied]
+    assert min(fov) < 6.5 and max(fov) > 9.0   # zoomed crops and wide fields, beyond the plain 7-8 DD
+    monkeypatch.setitem(renderer.PHOTOMETRIC, "share", 0.5)
+    for i, row in enumerate(rows):   # an eye left unrandomised is drawn exactly as without randomisation
+        half = plan_fundus(row, 5, i, 128, "topcon_nw", randomise=True)
+        if "photo" not in half["scene"]:
+            assert half == plain[i]
     hue = {name: [image_statistics(np.asarray(rasterise(p["scene"])))["hue"] for p in plans]
            for name, plans in (("plain", plain), ("varied", varied))}
     spread = {k: np.subtract(*np.percentile(v, [90, 10])) for k, v in hue.items()}

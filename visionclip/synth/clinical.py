@@ -12,7 +12,7 @@ from typing import Any
 
 # 1.1: pertinent negatives in captions; 1.2: translucent tapering vessels, domain-randomised corpus;
 # 1.3: natural photographs (scikit-image's and matplotlib's) among the non-fundus frames
-GENERATOR_VERSION = "visionclip-synth-1.3"
+GENERATOR_VERSION = "visionclip-synth-1.4"
 
 # Geometry of a 45-degree fundus photograph.
 GEOMETRY: dict[str, Any] = {

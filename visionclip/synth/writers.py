@@ -33,7 +33,7 @@ from ..data.captions import caption, caption_diversity, flair_ek_prompts_zh, ngr
 from .labels import (file_name_for, fives_labels, messidor2_labels, prevalence_table, refuge_labels,
                      sample_labels)
 from .nonfundus import CORPUS_KINDS, RESERVED_KINDS, render_nonfundus as _render_nonfundus_frame
-from .renderer import encode_jpeg, plan_fundus, rasterise
+from .renderer import PHOTOMETRIC, encode_jpeg, plan_fundus, rasterise
 
 META_COLUMNS = ("camera", "jpeg_quality", "dd_px", "cdr", "disc_aspect", "disc_pallor",
                 "artery_calibre_factor", "vein_dilation_factor", "glaucoma_notch", "n_microaneurysm",
@@ -183,7 +183,8 @@ def corpus_params(profile) -> dict[str, Any]:
     s = profile.synth
     return _plain({"generator_version": clinical.GENERATOR_VERSION, "kind": "synfundus_corpus",
                    "seed": int(profile.seed), "render_size": int(s.render_size),
-                   "cameras": list(s.train_cameras), "class_balance": s.class_balance})
+                   "cameras": list(s.train_cameras), "class_balance": s.class_balance,
+                   "photometric": PHOTOMETRIC})
 
 
 def _corpus_dests(out: Path, n: int) -> list[str]:
