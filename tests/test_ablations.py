@@ -230,3 +230,26 @@ def test_val_retrieval_table_has_wilson_intervals_per_loss():
     base = table.iloc[0]
     assert (base.lo, base.hi) == pytest.approx((0.2366, 0.7634), abs=1e-4)  # Wilson 95% for 5 of 10
     assert "validation retrieval" in tables.compare_sentence(table, "Loss", metric="validation retrieval")
+
+
+def test_nonfundus_check_is_reported_per_training_seed():
+    profile = load_profile("ablation_ci")
+    grid = ablation_grid.variant_grid(profile)
+    seeds = [n for n, v in grid.items() if v.group == "seed"]
+    assert seeds, "the grid trains the baseline recipe with other seeds"
+
+    def result(auc: float) -> dict:
+        entry = {"value": auc, "lo": auc - 0.05, "hi": min(auc + 0.05, 1.0)}
+        return {"nonfundus": {"zh": {"auc": entry, "aca": entry, "n": 24, "n_nonfundus": 12}}}
+
+    aucs = {"baseline": 0.97, seeds[0]: 0.62, "captions_en": 0.40}
+    aucs.update({n: 0.90 for n in seeds[1:]})
+    run = {"profile": profile, "grid": grid, "results": {n: result(a) for n, a in aucs.items()}}
+    table = tables.nonfundus_table(run)
+    auc = table[table.metric == "AUC"].set_index("setting")
+    assert auc.loc[f"zh captions, seed {profile.seed}, zh prompts", "seed"] == profile.seed
+    assert auc.loc[f"zh captions, seed {grid[seeds[0]].overrides['seed']}, zh prompts", "value"] == 0.62
+    assert pd.isna(auc.loc["en captions, zh prompts", "seed"])      # another recipe: not a seed of this one
+    sentence = tables.nonfundus_sentence(table)
+    # the spread across seeds covers the baseline recipe's models only, not the other caption language's
+    assert f"Across {1 + len(seeds)} training seeds of the baseline recipe (zh prompts): AUC 0.620 to 0.970" in sentence

@@ -160,14 +160,20 @@ def robustness_table(run: Mapping) -> pd.DataFrame:
 
 
 def nonfundus_table(run: Mapping) -> pd.DataFrame:
-    """Fundus vs not-fundus zero-shot: AUC and balanced accuracy per model and prompt language."""
+    """Fundus vs not-fundus zero-shot: AUC and balanced accuracy per model and prompt language; `seed`
+    is the training seed of the baseline recipe's models (the baseline and the seed variants), else None."""
     rows = []
+    profile = run["profile"]
     for name, r in run["results"].items():
+        group = run["grid"][name].group
         for lang, res in r.get("nonfundus", {}).items():
-            label = run["grid"][name].label if name != "baseline" else \
-                f"{run['profile'].train.caption_language} captions"
+            if group in ("baseline", "seed"):
+                seed = int(profile.seed if group == "baseline" else run["grid"][name].overrides["seed"])
+                label = f"{profile.train.caption_language} captions, seed {seed}"
+            else:
+                seed, label = None, run["grid"][name].label
             for metric in ("auc", "aca"):
-                rows.append({"comparison": "non-fundus detection", "setting": f"{label}, {lang} prompts",
+                rows.append({"comparison": "non-fundus detection", "setting": f"{label}, {lang} prompts", "seed": seed,
                              "dataset": f"{res['n_nonfundus']} reserved-kind frames + "
                                         f"{res['n'] - res['n_nonfundus']} fundus",
                              "metric": "AUC" if metric == "auc" else "balanced accuracy",
@@ -293,11 +299,16 @@ def nonfundus_sentence(df: pd.DataFrame) -> str:
     best, worst = auc.loc[auc.value.idxmax()], auc.loc[auc.value.idxmin()]
     chance = "above" if best.lo > 0.5 else "not resolved above"
     inverted = auc[auc.hi < 0.5]
-    return (f"Non-fundus detection on kinds the corpus never contained: the best setting, {best.setting}, "
+    text = (f"Non-fundus detection on kinds the corpus never contained: the best setting, {best.setting}, "
             f"reached AUC {best.value:.3f} [{best.lo:.3f}, {best.hi:.3f}] ({chance} chance 0.5); the lowest, "
             f"{worst.setting}, {worst.value:.3f} [{worst.lo:.3f}, {worst.hi:.3f}]; {len(auc[auc.lo > 0.5])} of "
             f"{len(auc)} settings rank fundus above non-fundus frames beyond chance and {len(inverted)} rank them "
             f"the wrong way round (AUC interval below 0.5).")
+    for lang, part in auc[auc["seed"].notna()].groupby(auc.setting.str.rsplit(", ", n=1).str[-1], sort=False):
+        if len(part) > 1:  # the same recipe trained with other seeds: how stable the check is
+            text += (f" Across {len(part)} training seeds of the baseline recipe ({lang}): AUC "
+                     f"{part.value.min():.3f} to {part.value.max():.3f}, lowest interval bound {part.lo.min():.3f}.")
+    return text
 
 
 def timing_table(run: Mapping) -> pd.DataFrame:
