@@ -592,6 +592,18 @@ def test_pipeline_validates_overrides_before_any_notebook(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_pipeline_refuses_a_parameter_no_notebook_declares_and_takes_seed_as_a_profile_key(tmp_path, capsys):
+    rc = cli.main(["book", "--profile", "ci", "--run-dir", str(tmp_path / "run"), "--no-book", "-p", "sed=1235"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and re.search(r"-p sed: not a parameter of the notebooks.*existing_run", err), err
+    assert not (tmp_path / "run").exists()
+    from visionclip.report import pipeline
+
+    resolved, _ = pipeline.resolve_run_dir("ci", {"seed": 1235, "existing_run": ""}, tmp_path / "run")
+    assert resolved.seed == 1235           # a profile override, not a parameter papermill would drop
+    assert pipeline.notebook_parameters("ci", tmp_path, {"seed": 1235})["overrides"] == {"seed": 1235}
+
+
 # ------------------------------------------------------------------------------------- the appendix
 
 def _markdown_cell(text: str) -> str:

@@ -496,6 +496,27 @@ def test_domain_randomisation_changes_the_look_and_nothing_that_carries_a_label(
     assert spread["varied"] > 3 * spread["plain"] and spread["varied"] > 10   # degrees of hue across photographs
 
 
+def test_corpus_images_drawn_again_without_randomisation(tmp_path):
+    from visionclip.synth.writers import render_corpus_without_randomisation
+
+    corpus = render_corpus(tiny_profile(), tmp_path / "corpus", progress=False)
+    names = sorted(p.name for p in (corpus / "Fundus").glob("*.jpg"))
+    out = render_corpus_without_randomisation(tiny_profile(), names, tmp_path / "look")
+    assert [p.name for p in out] == names
+    plans = [plan_fundus(row, tiny_profile().seed, i, tiny_profile().synth.render_size, "topcon_nw", randomise=True)
+             for i, row in enumerate(sample_labels(len(names), tiny_profile().seed, tiny_profile().synth.class_balance))]
+    randomised = {n for n, plan in zip(names, plans) if "photo" in plan["scene"]}
+    assert randomised and set(names) - randomised      # the corpus randomises a share of its photographs
+    for name, again in zip(names, out):
+        same = again.read_bytes() == (corpus / "Fundus" / name).read_bytes()
+        assert same == (name not in randomised), name   # the rest are the corpus's own bytes
+    # run again on fewer images: only those are left, so the folder always matches the request
+    assert [p.name for p in render_corpus_without_randomisation(tiny_profile(), names[:2], tmp_path / "look")] == names[:2]
+    assert sorted(p.name for p in (tmp_path / "look").glob("*.jpg")) == names[:2]
+    with pytest.raises(DataError, match="not an image of the corpus"):
+        render_corpus_without_randomisation(tiny_profile(), ["9999999.jpg"], tmp_path / "look")
+
+
 def test_natural_photo_frames_are_seeded_crops_of_photographs_that_are_not_fundus():
     from visionclip.data.manifests import load_manifest
     from visionclip.synth.nonfundus import NATURAL_PHOTOS, _natural_photo, render_nonfundus

@@ -255,7 +255,8 @@ def _book_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", action="append", default=[], metavar="NN",
                    help="execute only this notebook (number or name; repeatable)")
     p.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
-                   help="notebook parameter, or profile override when KEY is section.key (repeatable)")
+                   help="notebook parameter (e.g. existing_run), or profile override when KEY is section.key or seed "
+                        "(repeatable)")
     p.add_argument("--resume", action="store_true",
                    help="skip notebooks whose executed copy is newer than the notebook and the profile")
     p.add_argument("--no-book", action="store_true", help="execute the notebooks only")

@@ -71,6 +71,11 @@ class RunLayout:
         """The real-photograph dev set (data.devset): for development and the book, never for training."""
         return self.data / "devset"
 
+    @property
+    def camera_look(self) -> Path:
+        """Notebook 01's sample of corpus images drawn again without the domain randomisation."""
+        return self.data / "camera_look"
+
     def prepared(self, size: int) -> Path:
         """The corpus decoded and cropped once at `size` px (data.prepare): memory-mapped shards."""
         return self.data / "prepared" / f"{int(size)}px"

@@ -607,9 +607,10 @@ def realism_figure(stats: dict[str, pd.DataFrame], ncols: int = 5):
     return fig
 
 
-def real_rendered_sheet(stats: dict[str, pd.DataFrame], size: int, per_row: int = 8, tile: float = 1.3):
-    """Real photographs (top rows) beside rendered corpus images (bottom rows), as the model sees
-    them: preprocessed to `size`."""
+def real_rendered_sheet(stats: dict[str, pd.DataFrame], size: int, per_row: int = 8, tile: float = 1.3,
+                        title: str = "Real photographs and rendered corpus images"):
+    """Each set's images in rows of `per_row` (up to two rows a set; real photographs above rendered
+    corpus images), as the model sees them: preprocessed to `size`."""
     from ..data.datasets import read_image
     from ..data.transforms import Preprocess
 
@@ -625,7 +626,7 @@ def real_rendered_sheet(stats: dict[str, pd.DataFrame], size: int, per_row: int 
             if j < len(paths):
                 ax.imshow(np.asarray(read_image(paths[j], preprocess)))
         axes[r, 0].set_title(name.upper(), fontsize=8, loc="left")
-    fig.suptitle(f"Real photographs and rendered corpus images at the training size ({size} px)", fontsize=9)
+    fig.suptitle(f"{title} at the training size ({size} px)", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -3,14 +3,16 @@
     python -m visionclip book --profile cpu [--skip-ablations] [--only 03] [-p key=value] [--resume]
 
 Each notebook gets the parameters {"profile", "run_dir"} plus the user's `-p` values. A dotted
-`-p section.key=value` is a profile override: it goes to the notebooks as `overrides` and is
-validated (with the profile) before any notebook runs, because papermill checks nothing.
+`-p section.key=value`, or `-p seed=N`, is a profile override: it goes to the notebooks as `overrides`
+and is validated (with the profile) before any notebook runs, because papermill checks nothing; a
+name that no notebook's parameters cell declares is refused.
 Executed notebooks are written to a temporary name and renamed on success into
 `run_dir/notebooks/`, then copied into `book/notebooks/` (ignored by git), which Jupyter Book 1.x
 renders with execution off.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -20,12 +22,13 @@ import sys
 import tarfile
 import tempfile
 import time
+import typing
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
 
-from ..config import load_profile, resolve_profile_path
+from ..config import Profile, load_profile, resolve_profile_path
 from ..errors import ConfigError, VisionCLIPError
 from ..io import atomic_path
 from . import provenance
@@ -73,11 +76,27 @@ def discover_notebooks(notebook_dir: Path = NOTEBOOK_DIR, only: Sequence[str] = 
     return found
 
 
+PROFILE_TOP_KEYS = tuple(k for k, t in typing.get_type_hints(Profile).items()   # 'seed': not a section
+                         if not dataclasses.is_dataclass(t) and k != "name")
+
+
 def split_parameters(params: Mapping[str, Any]) -> tuple[dict, dict]:
-    """Plain notebook parameters vs dotted profile overrides ('train.lr')."""
-    plain = {k: v for k, v in params.items() if "." not in k}
-    overrides = {k: v for k, v in params.items() if "." in k}
-    return plain, overrides
+    """Plain notebook parameters vs profile overrides: dotted ('train.lr') or top-level ('seed')."""
+    overrides = {k: v for k, v in params.items() if "." in k or k in PROFILE_TOP_KEYS}
+    return {k: v for k, v in params.items() if k not in overrides}, overrides
+
+
+def check_notebook_parameters(plain: Mapping[str, Any], notebooks: Sequence[Path]) -> None:
+    """Refuse a plain parameter that none of `notebooks` declares in its parameters cell: papermill
+    passes it on with a warning only, and the run would go on without it (`-p seed=1235` did, before
+    seed counted as a profile key)."""
+    import papermill
+
+    declared = {name for nb in notebooks for name in papermill.inspect_notebook(str(nb))}
+    unknown = sorted(set(plain) - declared)
+    if unknown:
+        raise ConfigError(f"-p {unknown[0]}: not a parameter of the notebooks run ({', '.join(sorted(declared))}) "
+                          f"nor a profile key (section.key, or {', '.join(PROFILE_TOP_KEYS)})")
 
 
 def notebook_parameters(profile: str, run_dir: Path, params: Mapping[str, Any]) -> dict:
@@ -174,10 +193,14 @@ def execute_notebook(source: Path, executed: Path, parameters: Mapping[str, Any]
     return time.perf_counter() - start
 
 
-def resolve_run_dir(profile: str, params: Mapping[str, Any] | None, run_dir: str | Path | None):
-    """(the profile validated with the overrides among `params`, so a bad one fails before any work;
-    the run directory, absolute: `run_dir`, else the profile's default)."""
-    resolved = load_profile(profile, split_parameters(params or {})[1])
+def resolve_run_dir(profile: str, params: Mapping[str, Any] | None, run_dir: str | Path | None,
+                    notebook_dir: Path = NOTEBOOK_DIR):
+    """(the profile validated with the overrides among `params`, and the other parameters checked
+    against the notebooks', so a bad one fails before any work; the run directory, absolute:
+    `run_dir`, else the profile's default)."""
+    plain, overrides = split_parameters(params or {})
+    resolved = load_profile(profile, overrides)
+    check_notebook_parameters(plain, discover_notebooks(notebook_dir))
     return resolved, Path(run_dir or default_run_dir(resolved.name)).resolve()
 
 
@@ -189,7 +212,7 @@ def run_notebooks(profile: str = "cpu", run_dir: str | Path | None = None,
     Once `stop` is requested the running notebook finishes (its kernel runs in a session of its own,
     out of reach of a signal to this process's group) and Preempted is raised before the next one."""
     params = dict(params or {})
-    resolved, run_dir = resolve_run_dir(profile, params, run_dir)
+    resolved, run_dir = resolve_run_dir(profile, params, run_dir, notebook_dir)
     notebooks = discover_notebooks(notebook_dir, only, skip_ablations)
     if not notebooks:
         say(f"no notebooks NN_*.ipynb selected in {notebook_dir}: nothing executed")
@@ -436,7 +459,7 @@ def run(profile: str = "cpu", run_dir: str | Path | None = None, params: Mapping
     """Execute the notebooks, stage them into the book and build it; returns the HTML index.
     Preempted between notebooks once `stop` is requested (run_notebooks), or before the build."""
     start = time.perf_counter()
-    _, run_dir = resolve_run_dir(profile, params, run_dir)
+    _, run_dir = resolve_run_dir(profile, params, run_dir, notebook_dir)
     run_notebooks(profile, run_dir, params, only, skip_ablations, resume, notebook_dir, stop)
     if not book:
         return None

@@ -229,6 +229,20 @@ def realism_statistics(entries: Sequence[dict], devset_root: str | Path, corpus_
             for name, paths in (("real", real), ("rendered", rendered))}
 
 
+def camera_look_statistics(profile, rendered: pd.DataFrame, out_dir: str | Path, size: int) -> pd.DataFrame:
+    """The same statistics for the `rendered` corpus images (realism_statistics' sample) drawn again
+    in their cameras' own looks, without the corpus's domain randomisation: the eyes, lesions and
+    cameras are the same, so the difference to `rendered` is what the randomisation does."""
+    from ..data.datasets import read_image
+    from ..data.image_stats import image_statistics
+    from ..data.transforms import Preprocess
+    from ..synth.writers import render_corpus_without_randomisation
+
+    paths = render_corpus_without_randomisation(profile, [Path(p).name for p in rendered["path"]], out_dir)
+    preprocess = Preprocess(size)
+    return pd.DataFrame([{"path": str(p), **image_statistics(np.asarray(read_image(p, preprocess)))} for p in paths])
+
+
 def realism_table(stats: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Rendered against real, statistic by statistic, the largest gap first (data.image_stats.compare_sets)."""
     from ..data.image_stats import compare_sets

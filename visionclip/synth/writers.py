@@ -270,6 +270,31 @@ def render_corpus(profile, out_dir: str | os.PathLike, progress: bool = True,
     return out
 
 
+def render_corpus_without_randomisation(profile, file_names: Sequence[str], out_dir: str | os.PathLike,
+                                         progress: bool = False) -> list[Path]:
+    """The rendered corpus's images `file_names` drawn again as render_corpus draws them (the same
+    labels, camera, seed and size) but in their camera's own look, without the domain randomisation
+    (PHOTOMETRIC), and stored as the corpus stores them: the "before" of the randomisation, set beside
+    the corpus in notebook 01. out_dir is emptied first, so the images always match this profile."""
+    s = profile.synth
+    seed, size = int(profile.seed), int(s.render_size)
+    rows = sample_labels(int(s.corpus_size), seed, s.class_balance)
+    index = {r["file_name"]: i for i, r in enumerate(rows)}
+    unknown = [f for f in file_names if f not in index]
+    if unknown:
+        raise DataError(f"{unknown[0]}: not an image of the corpus this profile renders "
+                        f"({s.corpus_size} images, seed {seed})")
+    out = Path(out_dir)
+    if out.is_dir():
+        for old in out.glob("*.jpg"):
+            old.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(index[f], rows[index[f]], seed, size, _camera_for(seed, "corpus", index[f], s.train_cameras),
+             out / f, "jpg", CORPUS_KINDS, False) for f in file_names]
+    _run_jobs(jobs, int(s.workers), "render without randomisation", progress)
+    return [out / f for f in file_names]
+
+
 # ---- the benchmark stand-ins -----------------------------------------------------------------------
 
 def _variant(profile, variant: str) -> tuple[int, list[str]]:
