@@ -214,33 +214,32 @@ def realism_statistics(entries: Sequence[dict], devset_root: str | Path, corpus_
     """data.image_stats of the real fundus photographs of the dev set and of a seeded sample of
     rendered corpus images, both preprocessed to `size` (what the model sees): {"real", "rendered"},
     one row per image."""
-    from ..data.datasets import read_image
-    from ..data.image_stats import image_statistics
-    from ..data.transforms import Preprocess
-
-    preprocess = Preprocess(size)
     real = [Path(devset_root) / e["file"] for e in entries if e["is_fundus"]]
     pick = rng(seed, "realism-sample").choice(len(corpus_records), size=min(n_rendered, len(corpus_records)),
                                               replace=False)
     rendered = [corpus_records[int(i)].path for i in np.sort(pick)
                 if int(corpus_records[int(i)].labels.get("is_fundus", 1))]
-    return {name: pd.DataFrame([{"path": str(p), **image_statistics(np.asarray(read_image(p, preprocess)))}
-                                for p in paths])
-            for name, paths in (("real", real), ("rendered", rendered))}
+    return {"real": _statistics_frame(real, size), "rendered": _statistics_frame(rendered, size)}
+
+
+def _statistics_frame(paths: Sequence[Path], size: int) -> pd.DataFrame:
+    """data.image_stats of each image preprocessed to `size`, one row per image (with its path)."""
+    from ..data.datasets import read_image
+    from ..data.image_stats import image_statistics
+    from ..data.transforms import Preprocess
+
+    preprocess = Preprocess(size)
+    return pd.DataFrame([{"path": str(p), **image_statistics(np.asarray(read_image(p, preprocess)))} for p in paths])
 
 
 def camera_look_statistics(profile, rendered: pd.DataFrame, out_dir: str | Path, size: int) -> pd.DataFrame:
     """The same statistics for the `rendered` corpus images (realism_statistics' sample) drawn again
-    in their cameras' own looks, without the corpus's domain randomisation: the eyes, lesions and
-    cameras are the same, so the difference to `rendered` is what the randomisation does."""
-    from ..data.datasets import read_image
-    from ..data.image_stats import image_statistics
-    from ..data.transforms import Preprocess
+    in their cameras' own looks, without the corpus's domain randomisation: the labels, cameras and
+    seeds are the same, so the difference to `rendered` is what the randomisation does."""
     from ..synth.writers import render_corpus_without_randomisation
 
-    paths = render_corpus_without_randomisation(profile, [Path(p).name for p in rendered["path"]], out_dir)
-    preprocess = Preprocess(size)
-    return pd.DataFrame([{"path": str(p), **image_statistics(np.asarray(read_image(p, preprocess)))} for p in paths])
+    names = [Path(p).name for p in rendered["path"]]
+    return _statistics_frame(render_corpus_without_randomisation(profile, names, out_dir), size)
 
 
 def realism_table(stats: dict[str, pd.DataFrame]) -> pd.DataFrame:
