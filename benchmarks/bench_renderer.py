@@ -26,7 +26,7 @@ def _work(args: tuple[int, int, int]) -> tuple[int, float, float, float, float]:
     for k, row in enumerate(rows):
         i = start + k
         t0 = time.perf_counter()
-        plan = plan_fundus(row, 1234, i, size, TRAIN_CAMERAS[i % len(TRAIN_CAMERAS)])
+        plan = plan_fundus(row, 1234, i, size, TRAIN_CAMERAS[i % len(TRAIN_CAMERAS)], randomise=True)  # as render_corpus
         t1 = time.perf_counter()
         img = rasterise(plan["scene"])
         t2 = time.perf_counter()
