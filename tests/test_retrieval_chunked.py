@@ -1,7 +1,8 @@
 """Chunked retrieval (eval.retrieval.top_matches) against the full N x N argsort it replaced.
 
-The references below are the code retrieval ran before it was chunked, kept here verbatim in
-substance: one similarity matrix, a stable argsort of its negation, hits read off the sorted rows.
+The references below are the code retrieval ran before it was chunked, kept here in substance: one
+similarity matrix (each similarity the float64 product rounded to float32, as retrieval defines it),
+a stable argsort of its negation, hits read off the sorted rows.
 Small dyadic embeddings make every similarity exact in float32, so equal ones are truly equal
 whatever the matmul's order: the ties are real and the chunked order must settle them the same way.
 """
@@ -14,13 +15,20 @@ from visionclip.eval import retrieval
 from visionclip.eval.retrieval import hits_by_label_set, recall_at_k, top_matches
 
 
+def full_product(query, items):
+    """Every similarity at once, each the float64 product rounded to float32 (as retrieval defines it:
+    a float32 BLAS product's last bits depend on the matrix's shape on some CPUs)."""
+    q, i = (np.asarray(x, dtype=np.float32).astype(np.float64) for x in (query, items))
+    return (q @ i.T).astype(np.float32)
+
+
 def full_top(query, items, k):
-    sim = np.asarray(query, dtype=np.float32) @ np.asarray(items, dtype=np.float32).T
+    sim = full_product(query, items)
     return np.argsort(-sim, axis=1, kind="stable")[:, :k]
 
 
 def full_recall(img, txt, keys, ks):
-    sim = np.asarray(img, dtype=np.float32) @ np.asarray(txt, dtype=np.float32).T
+    sim = full_product(img, txt)
     out = {"n": len(img)}
     for direction, s in (("image_to_text", sim), ("text_to_image", sim.T)):
         order = np.argsort(-s, axis=1, kind="stable")
@@ -91,9 +99,11 @@ def test_chunked_recall_and_label_set_tables_equal_the_full_argsort(chunk_rows, 
 
 
 def test_normalised_embeddings_with_repeated_captions_rank_as_before(monkeypatch):
-    """Float embeddings as a model gives them, captions repeating: the chunk's similarities are
-    numpy's, bit for bit the full product's, so even near-ties land as before."""
+    """Float embeddings as a model gives them, captions repeating: the chunk's similarities are bit
+    for bit the full product's, so even near-ties land as in one product (this failed on an AMD EPYC
+    while chunks took numpy's float32 product)."""
     monkeypatch.setattr(retrieval, "CHUNK_BYTES", 7 * retrieval._BYTES_PER_SCORE * 500)
+    monkeypatch.setattr(retrieval, "ITEM_BLOCK", 64)   # the items in blocks too
     g = np.random.default_rng(1)
     img = g.standard_normal((500, 32)).astype(np.float32)
     img /= np.linalg.norm(img, axis=1, keepdims=True)

@@ -25,6 +25,7 @@ from ..pretrained import load_clip
 # never with N squared.
 CHUNK_BYTES = 64 * 2**20
 _BYTES_PER_SCORE = 16  # a float32 similarity, its copy and masks in a row whose k-th value is tied
+ITEM_BLOCK = 8192      # items multiplied in float64 at a time (_exact_similarities)
 
 
 def _chunk_top_k(sim: torch.Tensor, k: int) -> torch.Tensor:
@@ -51,9 +52,11 @@ def top_matches(query_emb, item_emb, k: int = 5, device: str | torch.device = "c
     """Indices [Q, k] of the k most similar items to each query (dot product: cosine for normalised
     embeddings), best first, equal similarities by item index; k is capped at the number of items.
 
-    A chunk of queries at a time (CHUNK_BYTES), never Q x N in memory, on `device`. On the CPU the
-    similarities are numpy's, bit for bit those of the full product (torch's CPU matmul rounds the
-    last bit differently), so the ranking is the full stable argsort's."""
+    A chunk of queries at a time (CHUNK_BYTES), never Q x N in memory, on `device`. On the CPU each
+    similarity is the float64 product rounded to float32, the same whatever the chunk's size, so the
+    ranking is the full product's stable argsort. A float32 product is not: OpenBLAS picks its kernel
+    by the matrix's shape, and on an AMD EPYC (OPENBLAS_CORETYPE=Haswell) a 7-row chunk's last bits
+    differ from the 500-row product's, which reorders near-ties (torch's CPU matmul likewise)."""
     query = np.ascontiguousarray(query_emb, dtype=np.float32)
     items = np.ascontiguousarray(item_emb, dtype=np.float32)
     if query.ndim != 2 or items.ndim != 2 or query.shape[1] != items.shape[1]:
@@ -69,10 +72,20 @@ def top_matches(query_emb, item_emb, k: int = 5, device: str | torch.device = "c
     for start in range(0, len(query), rows):
         chunk = query[start:start + rows]
         if items_on_device is None:
-            sim = torch.from_numpy(chunk @ items.T)
+            sim = torch.from_numpy(_exact_similarities(chunk, items))
         else:
             sim = torch.from_numpy(chunk).to(device) @ items_on_device.T
         out[start:start + len(chunk)] = _chunk_top_k(sim, k).cpu().numpy()
+    return out
+
+
+def _exact_similarities(chunk: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """chunk @ items.T, each similarity the float64 product rounded to float32 (top_matches says why),
+    the items converted ITEM_BLOCK rows at a time so that no float64 copy of them all is held."""
+    out = np.empty((len(chunk), len(items)), dtype=np.float32)
+    chunk64 = chunk.astype(np.float64)
+    for j in range(0, len(items), ITEM_BLOCK):
+        out[:, j:j + ITEM_BLOCK] = chunk64 @ items[j:j + ITEM_BLOCK].astype(np.float64).T
     return out
 
 
