@@ -165,15 +165,16 @@ def nonfundus_table(run: Mapping) -> pd.DataFrame:
     rows = []
     profile = run["profile"]
     for name, r in run["results"].items():
-        group = run["grid"][name].group
+        variant = run["grid"][name]
         for lang, res in r.get("nonfundus", {}).items():
-            if group in ("baseline", "seed"):
-                seed = int(profile.seed if group == "baseline" else run["grid"][name].overrides["seed"])
+            if variant.group in ("baseline", "seed"):
+                seed = int(variant.overrides.get("seed", profile.seed))
                 label = f"{profile.train.caption_language} captions, seed {seed}"
             else:
-                seed, label = None, run["grid"][name].label
+                seed, label = None, variant.label
             for metric in ("auc", "aca"):
-                rows.append({"comparison": "non-fundus detection", "setting": f"{label}, {lang} prompts", "seed": seed,
+                rows.append({"comparison": "non-fundus detection", "setting": f"{label}, {lang} prompts",
+                             "seed": seed, "prompts": lang,
                              "dataset": f"{res['n_nonfundus']} reserved-kind frames + "
                                         f"{res['n'] - res['n_nonfundus']} fundus",
                              "metric": "AUC" if metric == "auc" else "balanced accuracy",
@@ -304,9 +305,9 @@ def nonfundus_sentence(df: pd.DataFrame) -> str:
             f"{worst.setting}, {worst.value:.3f} [{worst.lo:.3f}, {worst.hi:.3f}]; {len(auc[auc.lo > 0.5])} of "
             f"{len(auc)} settings rank fundus above non-fundus frames beyond chance and {len(inverted)} rank them "
             f"the wrong way round (AUC interval below 0.5).")
-    for lang, part in auc[auc["seed"].notna()].groupby(auc.setting.str.rsplit(", ", n=1).str[-1], sort=False):
+    for lang, part in auc[auc["seed"].notna()].groupby("prompts", sort=False):
         if len(part) > 1:  # the same recipe trained with other seeds: how stable the check is
-            text += (f" Across {len(part)} training seeds of the baseline recipe ({lang}): AUC "
+            text += (f" Across {len(part)} training seeds of the baseline recipe ({lang} prompts): AUC "
                      f"{part.value.min():.3f} to {part.value.max():.3f}, lowest interval bound {part.lo.min():.3f}.")
     return text
 
