@@ -47,7 +47,20 @@ ANNOTATION_FILES = {"paper": "annotations.csv", "release": "metadata.tsv"}
 
 # ---- one image ------------------------------------------------------------------------------------
 
-def _task(job: tuple) -> tuple[int, dict[str, Any]]:
+class _Job(NamedTuple):
+    """One image to render: plan_fundus's arguments, where it goes and in which format."""
+    index: int
+    row: dict[str, Any]
+    seed: int
+    size: int
+    camera: str
+    dest: str | os.PathLike
+    fmt: str
+    kinds: tuple[str, ...]
+    randomise: bool
+
+
+def _task(job: _Job) -> tuple[int, dict[str, Any]]:
     """Render (or, when the file exists, only plan) one image; returns its measurements."""
     index, row, seed, size, camera, dest, fmt, kinds, randomise = job
     plan = plan_fundus(row, seed, index, size, camera, kinds, randomise=randomise)
@@ -64,13 +77,13 @@ def _task(job: tuple) -> tuple[int, dict[str, Any]]:
     return index, plan["measurements"]
 
 
-def _run_jobs(jobs: list[tuple], workers: int, desc: str, show: bool,
+def _run_jobs(jobs: list[_Job], workers: int, desc: str, show: bool,
               stop: StopRequest | None = None) -> list[dict[str, Any]]:
     """Every job's measurements, in job order. On a stop request the jobs not started are skipped
     and Preempted names the folder and how many of its images are finished (all kept)."""
-    clean_stale_temps({Path(j[5]).parent for j in jobs})
+    clean_stale_temps({Path(j.dest).parent for j in jobs})
     out: list[dict[str, Any] | None] = [None] * len(jobs)
-    pos = {j[0]: k for k, j in enumerate(jobs)}
+    pos = {j.index: k for k, j in enumerate(jobs)}
     bar = progress_bar(total=len(jobs), desc=desc, unit="img") if show else None
     serial = workers <= 1 or len(jobs) < 8
     chunk = max(1, min(64, len(jobs) // (max(1, workers) * 8)))
@@ -81,8 +94,8 @@ def _run_jobs(jobs: list[tuple], workers: int, desc: str, show: bool,
     if bar is not None:
         bar.close()
     if requested(stop) and any(m is None for m in out):
-        done = sum(Path(j[5]).exists() for j in jobs)
-        folder = os.path.commonpath([str(Path(j[5]).parent) for j in jobs])
+        done = sum(Path(j.dest).exists() for j in jobs)
+        folder = os.path.commonpath([str(Path(j.dest).parent) for j in jobs])
         raise Preempted(f"{stop.signal_name} received: stopped rendering {folder} with {done} of {len(jobs)} "
                         "images finished (kept; the tables and manifest.json are written once all are)")
     return out  # type: ignore[return-value]
@@ -226,6 +239,15 @@ def _annotation_text(fmt: str, rows: Sequence[dict[str, Any]], out: Path) -> str
     return _csv_text(RELEASE_COLUMNS, ([v[c] for c in RELEASE_COLUMNS] for v in release), delimiter="\t")
 
 
+def _corpus_job(profile, index: int, row: dict[str, Any], dest, randomise: bool) -> _Job:
+    """The job that draws the corpus's image `index` as render_corpus does (its seed, size and camera),
+    with or without the domain randomisation."""
+    s = profile.synth
+    seed = int(profile.seed)
+    return _Job(index, row, seed, int(s.render_size), _camera_for(seed, "corpus", index, s.train_cameras), dest,
+                "jpg", CORPUS_KINDS, randomise)
+
+
 def render_corpus(profile, out_dir: str | os.PathLike, progress: bool = True,
                   stop: StopRequest | None = None) -> Path:
     """Render profile.synth.corpus_size images in the SynFundus-1M layout under out_dir, annotated in
@@ -238,9 +260,9 @@ def render_corpus(profile, out_dir: str | os.PathLike, progress: bool = True,
     rows = sample_labels(int(s.corpus_size), seed, s.class_balance)
     dests = _corpus_dests(out, len(rows))
     _stamp_all([(out, corpus_params(profile), dests)])
-    cams = [_camera_for(seed, "corpus", i, s.train_cameras) for i in range(len(rows))]
     # domain randomisation: the corpus alone; the benchmark stand-ins keep their cameras' own looks
-    jobs = [(i, row, seed, size, cams[i], dests[i], "jpg", CORPUS_KINDS, True) for i, row in enumerate(rows)]
+    jobs = [_corpus_job(profile, i, row, dests[i], randomise=True) for i, row in enumerate(rows)]
+    cams = [job.camera for job in jobs]
     meas = _run_jobs(jobs, int(s.workers), "render corpus", progress, stop)
 
     fmt = s.corpus_format
@@ -277,7 +299,7 @@ def render_corpus_without_randomisation(profile, file_names: Sequence[str], out_
     (PHOTOMETRIC), and stored as the corpus stores them: the "before" of the randomisation, set beside
     the corpus in notebook 01. out_dir is emptied first, so the images always match this profile."""
     s = profile.synth
-    seed, size = int(profile.seed), int(s.render_size)
+    seed = int(profile.seed)
     rows = sample_labels(int(s.corpus_size), seed, s.class_balance)
     index = {r["file_name"]: i for i, r in enumerate(rows)}
     unknown = [f for f in file_names if f not in index]
@@ -289,8 +311,7 @@ def render_corpus_without_randomisation(profile, file_names: Sequence[str], out_
         for old in out.glob("*.jpg"):
             old.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(index[f], rows[index[f]], seed, size, _camera_for(seed, "corpus", index[f], s.train_cameras),
-             out / f, "jpg", CORPUS_KINDS, False) for f in file_names]
+    jobs = [_corpus_job(profile, index[f], rows[index[f]], out / f, randomise=False) for f in file_names]
     _run_jobs(jobs, int(s.workers), "render without randomisation", progress)
     return [out / f for f in file_names]
 
@@ -369,7 +390,7 @@ def _write_dataset(root: Path, st: _Set, seed: int, size: int, cameras: list[str
                    show: bool, variant: str, stop: StopRequest | None = None) -> Path:
     img_seed = derive_seed(seed, st.name)          # each dataset holds different eyes
     cams = [_camera_for(seed, st.name, i, cameras) for i in range(len(st.rows))]
-    jobs = [(i, row, img_seed, size, cams[i], str(root / rel), st.fmt, CORPUS_KINDS, False)
+    jobs = [_Job(i, row, img_seed, size, cams[i], str(root / rel), st.fmt, CORPUS_KINDS, False)
             for i, (row, rel) in enumerate(zip(st.rows, st.rels))]
     meas = _run_jobs(jobs, workers, f"render {variant}/{st.name}", show, stop)
     for rel, text in st.extra_files.items():
