@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 from visionclip.config import load_profile
 from visionclip.data.manifests import verify_root
@@ -30,8 +31,8 @@ from visionclip.data.captions import (DIAG_EN, DIAG_ZH, DR_EN, DR_ZH, F, caption
 from visionclip.synth.labels import (MESSIDOR2_GRADE_MIX, fives_labels, messidor2_labels, prevalence_table,
                                      refuge_labels, scaled_counts)
 from visionclip.synth.nonfundus import CORPUS_KINDS, RESERVED_KINDS
-from visionclip.synth.renderer import encode_jpeg, plan_fundus, rasterise
-from visionclip.synth.sheet import SHEET_ROWS, sheet_row
+from visionclip.synth.renderer import _draw_lesion, encode_jpeg, plan_fundus, rasterise
+from visionclip.synth.sheet import CLOSEUP_ROWS, SHEET_ROWS, closeup_scene, lesion_closeups, sheet_row
 from visionclip.synth.writers import STAMP, render_nonfundus
 
 TINY = {"synth.corpus_size": 24, "synth.render_size": 64, "synth.messidor2_size": 12,
@@ -182,6 +183,47 @@ def test_rendered_lesions_stay_inside_clinical_bounds(title, overrides, randomis
             assert any(d.startswith("retina:") for d in m["defects"])
 
 
+def _lesion_shapes() -> set[tuple[str, str]]:
+    """Every (layer, shape) the planner draws with _draw_lesion, from eyes with every sign."""
+    rows = [{"dr_grade": g, "is_dm": 1, "is_dme": 1} for g in (2, 3, 4)] + [{"is_amd": 1}, {"is_htr": 1}, {"is_rvo": 1}]
+    return {tuple(it[:2]) for row in rows for i in range(12)
+            for it in plan_fundus(sheet_row(row), 2, i, 256, "topcon_nw")["scene"]["lesions"]
+            if it[0] in ("red", "yellow", "drusen", "white", "dark")}
+
+
+def test_lesion_shapes_stay_inside_their_drawn_size():
+    # the honesty contract bounds a sign's size in disc diameters; an irregular outline, a tuft of
+    # tortuous vessels or a fan of streaks must not reach beyond it
+    shapes = _lesion_shapes()
+    assert {("red", "blot"), ("yellow", "waxy"), ("white", "fluffy"), ("red", "frond"), ("red", "tuft"),
+            ("red", "flame"), ("red", "boat"), ("drusen", "soft"), ("red", "dot")} <= shapes
+    c = 64.0
+    for layer, shape in sorted(shapes):
+        for k in range(60):
+            r = np.random.default_rng(k)
+            size, ang = float(r.uniform(3, 40)), float(r.uniform(0, np.pi))
+            layer_im = Image.new("L", (128, 128), 0)
+            _draw_lesion(ImageDraw.Draw(layer_im), (layer, shape, c, c, size, ang, 0.7), r)
+            yy, xx = np.nonzero(np.asarray(layer_im))
+            assert len(xx), (shape, size)
+            reach = np.sqrt((xx - c) ** 2 + (yy - c) ** 2).max()
+            assert reach <= 1.2 * size / 2 + 1.0, (shape, size, reach)
+
+
+def test_lesion_closeups_centre_on_their_sign():
+    for title, overrides, target in CLOSEUP_ROWS:
+        scene, (x, y) = closeup_scene(overrides, target, 5, 256, "canon_cr2")
+        if target == "disc":
+            assert (x, y) == tuple(scene["disc"])
+        else:
+            assert any(tuple(it[:2]) == target and (it[2], it[3]) == (x, y) for it in scene["lesions"]), title
+    with pytest.raises(LookupError, match="no"):
+        closeup_scene({}, ("red", "blot"), 5, 128, "canon_cr2", tries=3)   # a healthy eye has none
+    fig = lesion_closeups(seed=5, size=256, rows=CLOSEUP_ROWS[:3], columns=3)
+    assert [ax.get_title() for ax in fig.axes[:3]] == [t for t, _, _ in CLOSEUP_ROWS[:3]]
+    assert all(ax.images and ax.images[0].get_array().shape[0] >= 0.9 * 1.5 * 256 * 0.94 / 8 for ax in fig.axes[:3])
+
+
 def test_cdr_classes_overlap_but_differ():
     normal = [plan_fundus(sheet_row({}), 1, i, 64, "topcon_nw")["measurements"]["cdr"] for i in range(200)]
     glauc = [plan_fundus(sheet_row({"is_gc": 1}), 1, i, 64, "topcon_nw")["measurements"]["cdr"] for i in range(200)]
@@ -202,7 +244,7 @@ def test_unreadable_region_is_obscured_exactly_there(flag):
     region, obscured, clear, kinds = OBSCURED[flag]
     yy, xx = np.mgrid[0:128, 0:128]
     seen = set()
-    for i in range(8):   # enough eyes to draw every defect kind of the region
+    for i in range(16):   # enough eyes to draw every defect kind of the region
         plan = plan_fundus(sheet_row({flag: 0}, eye_side=i % 2), 3, i, 128, "topcon_nw")
         scene, m = plan["scene"], plan["measurements"]
         # the same eye without its defects: every other random choice stays as it was
@@ -529,3 +571,16 @@ def test_natural_photo_frames_are_seeded_crops_of_photographs_that_are_not_fundu
     assert np.abs(a.astype(int) - b).mean() > 5   # another index, another crop
     frames = [np.asarray(render_nonfundus("natural_photo", 3, i, 64), np.float32) for i in range(12)]
     assert np.mean([f.std() for f in frames]) > 10   # photographs, not flat colour fields
+
+
+def test_some_natural_photo_frames_are_dim_warm_and_stamped_like_a_fundus_camera_pointed_at_a_room():
+    # a real fundus camera's frame of the room is dark and red-brown, with its date stamp: without such
+    # frames "dark and red" alone would read as a fundus
+    from visionclip.synth.nonfundus import CAMERA_ROOM_P, STAMP_COLOURS, render_nonfundus
+
+    frames = [np.asarray(render_nonfundus("natural_photo", 4, i, 128), np.float32) for i in range(60)]
+    dim_warm = [f for f in frames if f.mean() < 60 and f[..., 0].mean() > 1.4 * f[..., 2].mean()]
+    assert 0.5 * CAMERA_ROOM_P < len(dim_warm) / len(frames) < 1.6 * CAMERA_ROOM_P
+    stamped = [f for f in dim_warm if any((np.abs(f - np.array(c, np.float32)).max(axis=2) < 30).sum() >= 8
+                                          for c in STAMP_COLOURS)]
+    assert len(stamped) >= 0.8 * len(dim_warm)

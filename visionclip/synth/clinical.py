@@ -11,8 +11,11 @@ import copy
 from typing import Any
 
 # 1.1: pertinent negatives in captions; 1.2: translucent tapering vessels, domain-randomised corpus;
-# 1.3: natural photographs (scikit-image's and matplotlib's) among the non-fundus frames
-GENERATOR_VERSION = "visionclip-synth-1.4"
+# 1.3: natural photographs (scikit-image's and matplotlib's) among the non-fundus frames;
+# 1.4: domain randomisation widened to the real dev photographs' colour; 1.5: lesions drawn in their
+# photographed shapes (irregular blots, waxy exudates, feathered cotton-wool spots, loops of new
+# vessels), a disc that shades into the retina with its vessels leaving the cup
+GENERATOR_VERSION = "visionclip-synth-1.5"
 
 # Geometry of a 45-degree fundus photograph.
 GEOMETRY: dict[str, Any] = {

@@ -18,6 +18,11 @@ from ..seeding import derive_seed
 CORPUS_KINDS = ("external_eye", "blank_flash", "room_scene", "test_chart", "natural_photo")
 RESERVED_KINDS = ("slit_lamp", "document_scan")
 ALL_KINDS = CORPUS_KINDS + RESERVED_KINDS
+# the colours fundus cameras print their date stamps and banners in
+STAMP_COLOURS = ((230, 230, 230), (70, 230, 70), (230, 230, 80))
+# a share of the sample photographs as a fundus camera takes them when it is pointed at the room:
+# dim, under its warm light, with its date stamp
+CAMERA_ROOM_P = 0.35
 
 
 # scikit-image's bundled sample photographs (skimage.data names; licences in data_manifests/natural_photos.yaml),
@@ -57,7 +62,16 @@ def _natural_frame(r: np.random.Generator, s: int) -> Image.Image:
         yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
         arr *= (np.hypot(yy - (s - 1) / 2, xx - (s - 1) / 2) < s * r.uniform(0.4, 0.5))[..., None]
     out = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-    return out.filter(ImageFilter.GaussianBlur(float(r.uniform(0, 1.0)) * s / 128))
+    out = out.filter(ImageFilter.GaussianBlur(float(r.uniform(0, 1.0)) * s / 128))
+    if r.random() < CAMERA_ROOM_P:
+        warm = np.array([1.0, r.uniform(0.5, 0.8), r.uniform(0.3, 0.6)], np.float32) * r.uniform(0.15, 0.5)
+        out = Image.fromarray(np.clip(np.asarray(out, np.float32) * warm, 0, 255).astype(np.uint8))
+        if s >= 64:
+            stamp = f"{int(r.integers(1, 29)):02d}.{int(r.integers(1, 13)):02d}.20{int(r.integers(5, 25)):02d}"
+            top = r.random() < 0.5
+            ImageDraw.Draw(out).text((s * 0.55 if top else 3, 2 if top else s - 12), stamp,
+                                     fill=STAMP_COLOURS[int(r.integers(0, len(STAMP_COLOURS)))])
+    return out
 
 
 def _c(r: np.random.Generator, base: tuple[int, int, int], jitter: int = 25) -> tuple[int, int, int]:

@@ -23,7 +23,7 @@ from ..errors import DataError
 from ..seeding import derive_seed
 from . import clinical as C
 from .cameras import CameraProfile, get_camera
-from .nonfundus import CORPUS_KINDS, render_nonfundus
+from .nonfundus import CORPUS_KINDS, STAMP_COLOURS, render_nonfundus
 
 # Lesion colours (linear RGB in 0..1, before the camera).
 COLOURS = {
@@ -100,8 +100,9 @@ def _textures(size: int) -> dict[str, Any]:
     choroid = [_fbm(r, n, (6, 12, 24, 48, 96), 0.6) for _ in range(3)]
     tess = []
     for _ in range(2):
-        f = _fbm(r, n, (14, 28), 0.45)
-        tess.append(np.exp(-(f / 0.5) ** 2).astype(np.float32))   # zero crossings: vessel network
+        # zero crossings: a network of choroidal vessels, a third to half a disc diameter apart
+        f = _fbm(r, n, (36, 72), 0.5)
+        tess.append(np.exp(-(f / 0.7) ** 2).astype(np.float32))
     noise = r.standard_normal((3, n, n)).astype(np.float32)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     return {"n": n, "choroid": choroid, "tess": tess, "noise": noise, "yy": yy, "xx": xx}
@@ -210,11 +211,11 @@ def _vessel_tree(r: np.random.Generator, disc: tuple[float, float], fovea: tuple
                 target = math.atan2(-0.25 if up else 0.25, tdir)
                 length = dd * r.uniform(5.5, 7.0)
             else:
-                theta = math.atan2(-1 if up else 1, -tdir * 1.2) + ang_off
+                theta = math.atan2(-1 if up else 1, -tdir * 0.6) + ang_off
                 target = math.atan2(-0.5 if up else 0.5, -tdir)
                 length = dd * r.uniform(3.0, 4.5)
             tort = 0.25 if (kind == "vein" and q in tortuous_quadrants) else 0.08
-            ox = disc[0] - tdir * dd * 0.07          # central vessels emerge on the nasal side of the cup
+            ox = disc[0] + tdir * dd * 0.02          # central vessels emerge on the nasal side of the cup
             _grow(r, vessels, kind, (ox + start_r * math.cos(theta), disc[1] + start_r * math.sin(theta)),
                   theta, target, w0, length, dd, fovea, tort, q, depth=0, size=size, traction=traction)
     return vessels
@@ -308,7 +309,7 @@ def plan_fundus(row: dict[str, Any], seed: int, index: int, size: int, camera: s
     scene.update(dd=dd, fovea=fovea, disc=disc, aspect=aspect, cdr=cdr, notch=notch,
                  notch_dir=(1 if r.random() < 0.6 else -1), pallor=pallor, pigment=pigment,
                  tess=(_u(r, C.LESIONS["pm"]["tessellation_strength"]) if flags["is_pm"]
-                       else r.uniform(0, 0.25) * (pigment < 0.3)),
+                       else r.uniform(0, 0.45) * (pigment < 0.45)),
                  exposure=_u(r, cam.exposure), hue=r.normal(0, 0.03, 3).tolist(),
                  tex_seed=int(r.integers(0, 2**31)))
     rec = _Recorder()
@@ -403,7 +404,7 @@ def plan_fundus(row: dict[str, Any], seed: int, index: int, size: int, camera: s
             lesions("dr", "dot_blot_haemorrhage", spec["dot_blot_haemorrhage"], "red", "blot", blot_place)
         if "hard_exudate" in spec:
             centre = retina_point(max_dd=2.5)
-            lesions("dr", "hard_exudate", spec["hard_exudate"], "yellow", "dot",
+            lesions("dr", "hard_exudate", spec["hard_exudate"], "yellow", "waxy",
                     lambda: (retina_point(near=centre, within=dd * 1.2), 0.0))
         if "cotton_wool_spot" in spec:
             lesions("dr", "cotton_wool_spot", spec["cotton_wool_spot"], "white", "fluffy",
@@ -449,7 +450,7 @@ def plan_fundus(row: dict[str, Any], seed: int, index: int, size: int, camera: s
             if dist_ > lim:
                 p = (fovea[0] + dx * lim / dist_, fovea[1] + dy * lim / dist_)
             return p, 0.0
-        lesions("dme", "hard_exudate", spec, "yellow", "dot", dme_place)
+        lesions("dme", "hard_exudate", spec, "yellow", "waxy", dme_place)
         meas["dme_circinate"] = bool(circinate)
     if flags["is_amd"]:
         spec = C.LESIONS["amd"]
@@ -506,6 +507,8 @@ def plan_fundus(row: dict[str, Any], seed: int, index: int, size: int, camera: s
     scene["stamp"] = (datetime(2015, 1, 1) + timedelta(minutes=int(r.integers(0, 5_000_000)))).strftime(
         "%Y-%m-%d %H:%M") if cam.overlay else ""
     scene["artefact_xy"] = (r.uniform(0.2, 0.8) * size, r.uniform(0.2, 0.8) * size)
+    # cameras print their overlays in white, green or yellow; non-fundus frames carry them too
+    scene["stamp_colour"] = STAMP_COLOURS[int(r.integers(0, len(STAMP_COLOURS)))]
     if photo is not None:
         scene["photo"] = photo
         scene["jpeg_quality"] = meas["jpeg_quality"] = photo["jpeg_quality"]
@@ -547,27 +550,73 @@ def _blend(img: np.ndarray, alpha: np.ndarray, colour) -> None:
         ch -= alpha * (ch - colour[c])
 
 
+def _outline(x: float, y: float, rx: float, ry: float, ang: float, r: np.random.Generator,
+             jitter: float, n: int = 14) -> list[tuple[float, float]]:
+    """An irregular closed outline inside the ellipse (rx, ry): its radius wanders by up to `jitter`
+    (two or three smooth lobes) and never leaves the ellipse, so a lesion stays within its drawn size."""
+    phase, amp = r.uniform(0, 2 * math.pi, 2), r.uniform(0, jitter, 2) / 2
+    ca, sa = math.cos(ang), math.sin(ang)
+    pts = []
+    for k in range(n):
+        a = 2 * math.pi * k / n
+        f = (1 + amp[0] * math.sin(2 * a + phase[0]) + amp[1] * math.sin(3 * a + phase[1])) / (1 + amp.sum())
+        u, v = rx * f * math.cos(a), ry * f * math.sin(a)
+        pts.append((x + u * ca - v * sa, y + u * sa + v * ca))
+    return pts
+
+
+def _wander(x: float, y: float, heading: float, step: float, n: int, r: np.random.Generator,
+            bend: float = 0.5) -> list[tuple[float, float]]:
+    """A smooth tortuous path: the heading turns with momentum (small new vessels, not a zigzag)."""
+    pts, turn = [(x, y)], 0.0
+    for _ in range(n):
+        turn = 0.6 * turn + r.normal(0, bend)
+        heading += turn
+        x, y = x + step * math.cos(heading), y + step * math.sin(heading)
+        pts.append((x, y))
+    return pts
+
+
 def _draw_lesion(d: ImageDraw.ImageDraw, item: tuple, r: np.random.Generator) -> None:
+    """One lesion into its colour's layer (fill = how far it moves the colour). Shapes follow the
+    signs' appearance in photographs; the size and place were drawn in plan_fundus."""
     layer, shape, x, y, s, ang, contrast = item
     v = int(255 * contrast)
     rad = max(s / 2, 0.5)
-    if shape in ("dot", "soft"):
-        if rad < 0.75:   # sub-pixel lesions: one pixel at reduced intensity, as a sensor would see it
-            d.point((round(x), round(y)), fill=int(v * min(1.0, (rad / 0.75) ** 2 + 0.3)))
-        else:
-            d.ellipse((x - rad, y - rad, x + rad, y + rad), fill=v)
+    if shape in ("dot", "waxy", "soft") and rad < 0.75:
+        # sub-pixel lesions: one pixel at reduced intensity, as a sensor would see it
+        d.point((round(x), round(y)), fill=int(v * min(1.0, (rad / 0.75) ** 2 + 0.3)))
+    elif shape == "dot":   # a microaneurysm: a round red dot
+        d.ellipse((x - rad, y - rad, x + rad, y + rad), fill=v)
+    elif shape == "waxy":
+        # a hard exudate: one to three small waxy deposits with crisp, irregular edges
+        for _ in range(int(r.integers(1, 4))):
+            a, off = r.uniform(0, 2 * math.pi), rad * r.uniform(0, 0.35)
+            rr = rad * r.uniform(0.4, 0.65)
+            d.polygon(_outline(x + off * math.cos(a), y + off * math.sin(a), rr, rr * r.uniform(0.6, 1.0),
+                               r.uniform(0, math.pi), r, 0.3, 9),
+                      fill=int(v * r.uniform(0.8, 1.0)))
+    elif shape == "soft":
+        # a druse: a dome, brightest at its top, fading into the background at its edge
+        for k, (f, w) in enumerate(((1.0, 0.5), (0.72, 0.8), (0.42, 1.0))):
+            rr = rad * f
+            d.polygon(_outline(x, y, rr, rr, 0.0, r, 0.12 if k == 0 else 0.0, 12), fill=int(v * w))
     elif shape == "blot":
-        e = rad * r.uniform(0.7, 1.0)
-        d.ellipse((x - rad, y - e, x + rad, y + e), fill=v)
-        ox, oy = r.uniform(-0.5, 0.5, 2) * rad
-        d.ellipse((x + ox - e * 0.7, y + oy - e * 0.7, x + ox + e * 0.7, y + oy + e * 0.7), fill=v)
+        # a blot haemorrhage: an irregular dark-red patch, darkest in its core
+        e = r.uniform(0.7, 1.0)
+        d.polygon(_outline(x, y, rad, rad * e, ang, r, 0.22, 18), fill=int(v * 0.8))
+        d.polygon(_outline(x + r.uniform(-0.2, 0.2) * rad, y + r.uniform(-0.2, 0.2) * rad,
+                           rad * 0.6, rad * e * 0.6, ang, r, 0.2, 12), fill=v)
     elif shape == "fluffy":
-        for _ in range(3):
-            ox, oy = r.uniform(-0.35, 0.35, 2) * rad
-            rr = rad * r.uniform(0.55, 0.8)
-            d.ellipse((x + ox - rr, y + oy - rr * 0.8, x + ox + rr, y + oy + rr * 0.8), fill=v)
+        # a cotton-wool spot: a greyish-white patch with a feathered edge, built of small tufts
+        d.polygon(_outline(x, y, rad * 0.9, rad * 0.7, ang, r, 0.4), fill=int(v * 0.45))
+        for _ in range(int(r.integers(6, 11))):
+            a, rr = r.uniform(0, 2 * math.pi), rad * 0.6 * math.sqrt(r.uniform(0, 1))
+            cx, cy = x + rr * math.cos(a + ang), y + rr * math.sin(a + ang) * 0.8
+            tr = rad * r.uniform(0.2, 0.4)
+            d.ellipse((cx - tr, cy - tr, cx + tr, cy + tr), fill=int(v * r.uniform(0.55, 0.9)))
     elif shape == "flame":
-        # a feathered streak along the nerve fibres: a thin lens shape, tapered at both ends
+        # a splinter haemorrhage in the nerve-fibre layer: a tapered lens striated along the fibres
         ca, sa = math.cos(ang), math.sin(ang)
         wd = max(0.6, s / 7)
         pts = []
@@ -575,22 +624,32 @@ def _draw_lesion(d: ImageDraw.ImageDraw, item: tuple, r: np.random.Generator) ->
             tt = -1 + 2 * (k % 6) / 5 if k < 6 else 1 - 2 * (k % 6) / 5
             half_w = wd * math.sqrt(max(0.0, 1 - tt * tt)) * (1 if k < 6 else -1)
             pts.append((x + ca * rad * tt - sa * half_w, y + sa * rad * tt + ca * half_w))
-        d.polygon(pts, fill=v)
+        d.polygon(pts, fill=int(v * 0.6))
+        for _ in range(int(r.integers(3, 6))):
+            off, a = r.uniform(-0.8, 0.8) * wd, ang + r.normal(0, 0.06)
+            l0, l1 = rad * r.uniform(0.5, 0.95), rad * r.uniform(0.5, 0.95)
+            cx, cy = x - sa * off, y + ca * off
+            d.line((cx - math.cos(a) * l0, cy - math.sin(a) * l0, cx + math.cos(a) * l1, cy + math.sin(a) * l1),
+                   fill=int(v * r.uniform(0.8, 1.0)), width=1)
     elif shape == "boat":
+        # a preretinal haemorrhage: boat-shaped, the blood settled under a flat upper level
         e = rad * r.uniform(0.6, 0.8)
-        d.chord((x - rad, y - e, x + rad, y + e), 0, 180, fill=v)
+        d.chord((x - rad, y - e, x + rad, y + e), 0, 180, fill=int(v * 0.85))
+        d.chord((x - rad * 0.8, y - e * 0.6, x + rad * 0.8, y + e * 0.75), 0, 180, fill=v)
     elif shape == "tuft":
-        pts = [(x, y)]
-        for _ in range(8):
-            pts.append((pts[-1][0] + r.uniform(-0.5, 0.5) * rad, pts[-1][1] + r.uniform(-0.5, 0.5) * rad))
-        d.line(pts, fill=int(v * 0.8), width=1)
+        # IRMA: a few fine tortuous vessels within the retina, without the loops of new vessels
+        for _ in range(int(r.integers(2, 5))):
+            d.line(_wander(x, y, r.uniform(0, 2 * math.pi), rad * 0.14, int(r.integers(4, 8)), r, 0.45),
+                   fill=int(v * 0.75), width=1)
     elif shape == "frond":
-        for _ in range(int(r.integers(4, 8))):
-            a0 = r.uniform(0, 2 * math.pi)
-            rr = rad * r.uniform(0.4, 1.0)
-            cx, cy = x + math.cos(a0) * rr * 0.5, y + math.sin(a0) * rr * 0.5
-            d.arc((cx - rr / 2, cy - rr / 2, cx + rr / 2, cy + rr / 2), r.uniform(0, 360), r.uniform(0, 360) + 200,
-                  fill=v, width=1)
+        # new vessels (NVD/NVE): a net of fine loops fanning out from where they arise
+        for _ in range(int(r.integers(4, 9))):
+            a = r.uniform(0, 2 * math.pi)
+            rr = rad * r.uniform(0.2, 0.6)
+            cx, cy = x + math.cos(a) * rr, y + math.sin(a) * rr
+            lr = rad * r.uniform(0.15, 0.35)
+            loop = _outline(cx, cy, lr, lr * r.uniform(0.5, 1.0), a, r, 0.45, 10)
+            d.line([(x, y), *loop, loop[0]], fill=int(v * r.uniform(0.6, 0.9)), width=1)
 
 
 def rasterise(scene: dict[str, Any], measurements: dict[str, Any] | None = None) -> Image.Image:
@@ -720,7 +779,7 @@ def rasterise(scene: dict[str, Any], measurements: dict[str, Any] | None = None)
             _draw_lesion(layers[item[0]][1], item, r)
     for name in ("white", "drusen", "yellow", "dark", "red"):
         if name in layers:
-            blur = {"white": dd / 12, "drusen": dd / 40, "yellow": dd / 80}.get(name, dd / 70)
+            blur = {"white": dd / 18, "drusen": dd / 40, "yellow": dd / 80}.get(name, dd / 55)
             a = np.asarray(_soften(layers[name][0], max(0.3, blur)), np.float32) * (1 / 255)
             _blend(img, a, COLOURS[name])
 
@@ -802,7 +861,9 @@ def _disc(img, t, scene) -> None:
     X = t["xx"][y0:y1, x0:x1] - x
     Y = t["yy"][y0:y1, x0:x1] - y
     e = np.sqrt((X / rx) ** 2 + (Y / ry) ** 2)
-    disc_a = np.clip((1 - e) * ry / 1.2, 0, 1)
+    # the margin shades into the retina over a tenth of the radius (a smoothstep), not a drawn edge
+    edge = np.clip((1 - e) / 0.1, 0, 1)
+    disc_a = edge * edge * (3 - 2 * edge)
     # cup: vertical CDR, centred slightly temporal; a notch enlarges it at one pole
     tdir = 1.0 if scene["fovea"][0] > x else -1.0
     cdr = scene["cdr"]
@@ -810,16 +871,23 @@ def _disc(img, t, scene) -> None:
     ang = np.arctan2(Y, cx)
     cdr_eff = cdr + scene["notch"] * np.exp(-((ang - scene["notch_dir"] * math.pi / 2) / 0.5) ** 2)
     ec = np.sqrt((cx / (rx * 0.95)) ** 2 + (Y / ry) ** 2) / np.maximum(cdr_eff, 0.05)
-    # the cup's visible edge (alpha 0.5) lies at the CDR, sloping over ~1.5 px like a real excavation
-    cup_a = np.clip((1 - ec) * (ry * cdr / 1.5) + 0.5, 0, 1) * disc_a
+    # the cup's visible edge (alpha half its peak) lies at the CDR, sloping over ~2 px like a real
+    # excavation; its floor keeps some of the rim's colour and texture (the lamina shows through)
+    cup_a = np.clip((1 - ec) * (ry * cdr / 2.0) + 0.5, 0, 1) * disc_a * 0.85
     pallor = scene["pallor"]
-    rim = np.array([0.96, 0.50 + 0.40 * pallor, 0.33 + 0.52 * pallor], np.float32)
-    cup = np.array([1.0, 0.84 + 0.08 * pallor, 0.64 + 0.2 * pallor], np.float32)
-    # the rim is pinker towards the disc margin, the margin itself slightly darker
-    margin = np.clip(1 - np.abs(e - 0.97) / 0.08, 0, 1) * 0.12
+    # the neuroretinal rim is orange-yellow (pinker under some cameras' white balance), a little
+    # brighter towards the cup and mottled by its capillaries; the cup pale yellow-white
+    outer = np.array([0.93, 0.58 + 0.32 * pallor, 0.38 + 0.45 * pallor], np.float32)
+    inner = np.array([0.99, 0.76 + 0.16 * pallor, 0.47 + 0.38 * pallor], np.float32)
+    cup = np.array([0.98, 0.88 + 0.06 * pallor, 0.68 + 0.2 * pallor], np.float32)
+    towards_cup = np.clip((1 - e) / max(1 - cdr, 0.1), 0, 1)
+    shade = 1 + 0.06 * t["choroid"][1][y0:y1, x0:x1]
+    margin = np.clip(1 - np.abs(e - 0.97) / 0.08, 0, 1) * 0.05   # the scleral lip's faint shadow
     sub = img[:, y0:y1, x0:x1]
+    disc_a = disc_a * 0.92   # the retina's own colour shows faintly through the rim
     for c in range(3):
-        sub[c] -= disc_a * (sub[c] - rim[c] * (1 - 0.08 * e))
+        rim = (outer[c] + (inner[c] - outer[c]) * towards_cup) * shade
+        sub[c] -= disc_a * (sub[c] - rim)
         sub[c] -= cup_a * (sub[c] - cup[c])
         sub[c] *= 1 - margin
 
@@ -862,7 +930,7 @@ def _artefacts(out: Image.Image, cam: CameraProfile, scene: dict) -> None:
         d.ellipse((x - rr, y - rr * 0.7, x + rr, y + rr * 0.7), outline=(200, 190, 170), width=max(1, size // 128))
     if scene["stamp"] and size >= 64:
         text = scene["stamp"] if cam.overlay == "timestamp" else f"{cam.name.split('_')[0].upper()} OD/OS"
-        d.text((3, size - 12 if cam.overlay == "timestamp" else 2), text, fill=(230, 230, 230))
+        d.text((3, size - 12 if cam.overlay == "timestamp" else 2), text, fill=tuple(scene["stamp_colour"]))
 
 
 def render_fundus(row: dict[str, Any], seed: int, index: int, size: int, camera: str | CameraProfile,

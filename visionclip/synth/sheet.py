@@ -60,3 +60,64 @@ def contact_sheet(seed: int = 0, size: int = 192, cameras: Sequence[str] | None 
     fig.suptitle(f"Rendered fundus stand-ins: disease x camera profile (seed {seed}, {size} px)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.985))
     return fig
+
+
+# (title, label overrides, the scene item to centre on: (layer, shape), or "disc")
+CLOSEUP_ROWS: tuple[tuple[str, dict[str, int], tuple[str, str] | str], ...] = (
+    ("microaneurysms", {"dr_grade": 2, "is_dm": 1}, ("red", "dot")),
+    ("dot-blot haemorrhage", {"dr_grade": 3, "is_dm": 1}, ("red", "blot")),
+    ("hard exudates", {"dr_grade": 2, "is_dm": 1, "is_dme": 1}, ("yellow", "waxy")),
+    ("cotton-wool spot", {"dr_grade": 3, "is_dm": 1}, ("white", "fluffy")),
+    ("IRMA", {"dr_grade": 3, "is_dm": 1}, ("red", "tuft")),
+    ("new vessels", {"dr_grade": 4, "is_dm": 1}, ("red", "frond")),
+    ("preretinal haemorrhage", {"dr_grade": 4, "is_dm": 1}, ("red", "boat")),
+    ("flame haemorrhages (RVO)", {"is_rvo": 1}, ("red", "flame")),
+    ("drusen (AMD)", {"is_amd": 1}, ("drusen", "soft")),
+    ("normal disc", {}, "disc"),
+    ("glaucomatous disc", {"is_gc": 1}, "disc"),
+    ("optic atrophy", {"is_aon": 1}, "disc"),
+)
+
+
+def closeup_scene(overrides: dict[str, int], target: tuple[str, str] | str, seed: int, size: int,
+                  camera: str, tries: int = 60) -> tuple[dict[str, Any], tuple[float, float]]:
+    """The first eye (index 0, 1, ...) whose plan holds `target`, and where to look: its largest
+    such lesion, or its disc. Raises LookupError when none of `tries` eyes has one."""
+    from .renderer import plan_fundus
+
+    for index in range(tries):
+        scene = plan_fundus(sheet_row(overrides), seed, index, size, camera)["scene"]
+        if target == "disc":
+            return scene, tuple(scene["disc"])
+        items = [it for it in scene["lesions"] if tuple(it[:2]) == target]
+        if items:
+            largest = max(items, key=lambda it: it[4])
+            return scene, (largest[2], largest[3])
+    raise LookupError(f"no {target} in {tries} eyes of {overrides}")
+
+
+def lesion_closeups(seed: int = 0, size: int = 768, camera: str = "canon_cr2", width_dd: float = 1.5,
+                    rows: Sequence[tuple[str, dict[str, int], tuple[str, str] | str]] = CLOSEUP_ROWS,
+                    columns: int = 6, tile_inches: float = 1.7):
+    """A matplotlib Figure: each sign up close, a crop `width_dd` disc diameters wide of an eye rendered
+    at `size` px, centred on its largest lesion of that kind (the contact sheet's tiles are too small
+    to show a lesion's shape)."""
+    import matplotlib.pyplot as plt
+
+    from .renderer import rasterise
+
+    n_rows = -(-len(rows) // columns)
+    fig, axes = plt.subplots(n_rows, columns, squeeze=False,
+                             figsize=(tile_inches * columns, tile_inches * n_rows + 0.5))
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (title, overrides, target) in zip(axes.flat, rows):
+        scene, (x, y) = closeup_scene(overrides, target, seed, size, camera)
+        half = scene["dd"] * width_dd / 2
+        crop = rasterise(scene).crop((round(x - half), round(y - half), round(x + half), round(y + half)))
+        ax.imshow(np.asarray(crop))
+        ax.set_title(title, fontsize=8)
+    fig.suptitle(f"Rendered signs up close ({camera}, {size} px, crops {width_dd:g} disc diameters wide, "
+                 f"seed {seed})", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return fig
