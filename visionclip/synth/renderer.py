@@ -362,11 +362,14 @@ def plan_fundus(row: dict[str, Any], seed: int, index: int, size: int, camera: s
                 return x, y
         return x, y
 
+    def vessels_where(ok, kinds) -> list[dict]:
+        """The vessels of `kinds` that pass `ok`; in a zoomed field, where the trunks leave the image
+        after a few steps, the longest of them."""
+        return ([v for v in vessels if v["kind"] in kinds and ok(v)]
+                or [max((v for v in vessels if v["kind"] in kinds), key=lambda v: len(v["pts"]))])
+
     def vessel_point(kinds=("vein",), quadrants=None) -> tuple[tuple[float, float], float]:
-        cands = [v for v in vessels if v["kind"] in kinds and (quadrants is None or v["q"] in quadrants)
-                 and len(v["pts"]) > 3]
-        if not cands:   # a zoomed field: the trunks leave the image after a few steps
-            cands = [max((v for v in vessels if v["kind"] in kinds), key=lambda v: len(v["pts"]))]
+        cands = vessels_where(lambda v: (quadrants is None or v["q"] in quadrants) and len(v["pts"]) > 3, kinds)
         for _ in range(20):   # a point on the vessel, inside the field of view
             v = cands[int(rng_pts.integers(0, len(cands)))]
             pts = v["pts"] if len(v["pts"]) > 1 else v["pts"] * 2
@@ -412,9 +415,7 @@ def plan_fundus(row: dict[str, Any], seed: int, index: int, size: int, camera: s
         if "venous_beading" in spec:
             for _ in range(_count(r, spec["venous_beading"])):
                 s = _u(r, spec["venous_beading"]["size_dd"])
-                cands = [v for v in vessels if v["kind"] == "vein" and v["w0"] > dd * 0.06 and len(v["pts"]) > 12]
-                if not cands:   # a zoomed field: the trunks leave the image after a few steps
-                    cands = [max((v for v in vessels if v["kind"] == "vein"), key=lambda v: len(v["pts"]))]
+                cands = vessels_where(lambda v: v["w0"] > dd * 0.06 and len(v["pts"]) > 12, ("vein",))
                 v = cands[int(r.integers(0, len(cands)))]
                 i0 = int(r.integers(2, len(v["pts"]) - 8)) if len(v["pts"]) > 10 else 0
                 n = max(2, int(s / 0.22))
