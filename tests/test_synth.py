@@ -191,14 +191,16 @@ def _lesion_shapes() -> set[tuple[str, str]]:
             if it[0] in ("red", "yellow", "drusen", "white", "dark")}
 
 
-def test_lesion_shapes_stay_inside_their_drawn_size():
-    # the honesty contract bounds a sign's size in disc diameters; an irregular outline, a tuft of
-    # tortuous vessels or a fan of streaks must not reach beyond it
+def test_lesion_shapes_keep_their_drawn_size():
+    # the honesty contract sets a sign's size in disc diameters: an irregular outline, a tuft of
+    # tortuous vessels or a fan of streaks may reach at most a fifth beyond it, and a patch keeps,
+    # on average, the area of a disc of that size (neither louder nor quieter than drawn)
     shapes = _lesion_shapes()
     assert {("red", "blot"), ("yellow", "waxy"), ("white", "fluffy"), ("red", "frond"), ("red", "tuft"),
             ("red", "flame"), ("red", "boat"), ("drusen", "soft"), ("red", "dot")} <= shapes
     c = 64.0
     for layer, shape in sorted(shapes):
+        areas = []
         for k in range(60):
             r = np.random.default_rng(k)
             size, ang = float(r.uniform(3, 40)), float(r.uniform(0, np.pi))
@@ -208,6 +210,10 @@ def test_lesion_shapes_stay_inside_their_drawn_size():
             assert len(xx), (shape, size)
             reach = np.sqrt((xx - c) ** 2 + (yy - c) ** 2).max()
             assert reach <= 1.2 * size / 2 + 1.0, (shape, size, reach)
+            if size > 10:
+                areas.append(len(xx) / (np.pi * (size / 2) ** 2))
+        if shape in ("dot", "blot", "waxy", "soft"):
+            assert 0.75 < np.mean(areas) < 1.25, (shape, np.mean(areas))
 
 
 def test_lesion_closeups_centre_on_their_sign():

@@ -553,14 +553,14 @@ def _blend(img: np.ndarray, alpha: np.ndarray, colour) -> None:
 
 def _outline(x: float, y: float, rx: float, ry: float, ang: float, r: np.random.Generator,
              jitter: float, n: int = 14) -> list[tuple[float, float]]:
-    """An irregular closed outline inside the ellipse (rx, ry): its radius wanders by up to `jitter`
-    (two or three smooth lobes) and never leaves the ellipse, so a lesion stays within its drawn size."""
+    """An irregular closed outline around the ellipse (rx, ry): its radius wanders by up to `jitter` in
+    two or three smooth lobes, about the ellipse's, so the patch keeps the ellipse's area on average."""
     phase, amp = r.uniform(0, 2 * math.pi, 2), r.uniform(0, jitter, 2) / 2
     ca, sa = math.cos(ang), math.sin(ang)
     pts = []
     for k in range(n):
         a = 2 * math.pi * k / n
-        f = (1 + amp[0] * math.sin(2 * a + phase[0]) + amp[1] * math.sin(3 * a + phase[1])) / (1 + amp.sum())
+        f = 1 + amp[0] * math.sin(2 * a + phase[0]) + amp[1] * math.sin(3 * a + phase[1])
         u, v = rx * f * math.cos(a), ry * f * math.sin(a)
         pts.append((x + u * ca - v * sa, y + u * sa + v * ca))
     return pts
@@ -590,13 +590,13 @@ def _draw_lesion(d: ImageDraw.ImageDraw, item: tuple, r: np.random.Generator) ->
     elif shape == "dot":   # a microaneurysm: a round red dot
         d.ellipse((x - rad, y - rad, x + rad, y + rad), fill=v)
     elif shape == "waxy":
-        # a hard exudate: one to three small waxy deposits with crisp, irregular edges
-        for _ in range(int(r.integers(1, 4))):
-            a, off = r.uniform(0, 2 * math.pi), rad * r.uniform(0, 0.35)
-            rr = rad * r.uniform(0.4, 0.65)
-            d.polygon(_outline(x + off * math.cos(a), y + off * math.sin(a), rr, rr * r.uniform(0.6, 1.0),
-                               r.uniform(0, math.pi), r, 0.3, 9),
-                      fill=int(v * r.uniform(0.8, 1.0)))
+        # a hard exudate: a waxy deposit with a crisp, irregular edge, sometimes with small satellites
+        d.polygon(_outline(x, y, rad * 0.95, rad * r.uniform(0.8, 0.95), r.uniform(0, math.pi), r, 0.2, 10), fill=v)
+        for _ in range(int(r.integers(0, 3))):
+            a, rr = r.uniform(0, 2 * math.pi), rad * r.uniform(0.2, 0.35)
+            off = rad * 0.95 - rr
+            d.ellipse((x + off * math.cos(a) - rr, y + off * math.sin(a) - rr,
+                       x + off * math.cos(a) + rr, y + off * math.sin(a) + rr), fill=int(v * r.uniform(0.8, 1.0)))
     elif shape == "soft":
         # a druse: a dome, brightest at its top, fading into the background at its edge
         for k, (f, w) in enumerate(((1.0, 0.5), (0.72, 0.8), (0.42, 1.0))):
@@ -610,7 +610,7 @@ def _draw_lesion(d: ImageDraw.ImageDraw, item: tuple, r: np.random.Generator) ->
                            rad * 0.6, rad * e * 0.6, ang, r, 0.2, 12), fill=v)
     elif shape == "fluffy":
         # a cotton-wool spot: a greyish-white patch with a feathered edge, built of small tufts
-        d.polygon(_outline(x, y, rad * 0.9, rad * 0.7, ang, r, 0.4), fill=int(v * 0.45))
+        d.polygon(_outline(x, y, rad * 0.8, rad * 0.65, ang, r, 0.4), fill=int(v * 0.45))
         for _ in range(int(r.integers(6, 11))):
             a, rr = r.uniform(0, 2 * math.pi), rad * 0.6 * math.sqrt(r.uniform(0, 1))
             cx, cy = x + rr * math.cos(a + ang), y + rr * math.sin(a + ang) * 0.8
@@ -625,13 +625,13 @@ def _draw_lesion(d: ImageDraw.ImageDraw, item: tuple, r: np.random.Generator) ->
             tt = -1 + 2 * (k % 6) / 5 if k < 6 else 1 - 2 * (k % 6) / 5
             half_w = wd * math.sqrt(max(0.0, 1 - tt * tt)) * (1 if k < 6 else -1)
             pts.append((x + ca * rad * tt - sa * half_w, y + sa * rad * tt + ca * half_w))
-        d.polygon(pts, fill=int(v * 0.6))
+        d.polygon(pts, fill=int(v * 0.75))
         for _ in range(int(r.integers(3, 6))):
             off, a = r.uniform(-0.8, 0.8) * wd, ang + r.normal(0, 0.06)
             l0, l1 = rad * r.uniform(0.5, 0.95), rad * r.uniform(0.5, 0.95)
             cx, cy = x - sa * off, y + ca * off
             d.line((cx - math.cos(a) * l0, cy - math.sin(a) * l0, cx + math.cos(a) * l1, cy + math.sin(a) * l1),
-                   fill=int(v * r.uniform(0.8, 1.0)), width=1)
+                   fill=int(v * r.uniform(0.8, 1.0)), width=max(1, round(wd * 0.5)))
     elif shape == "boat":
         # a preretinal haemorrhage: boat-shaped, the blood settled under a flat upper level
         e = rad * r.uniform(0.6, 0.8)
@@ -878,8 +878,8 @@ def _disc(img, t, scene) -> None:
     pallor = scene["pallor"]
     # the neuroretinal rim is orange-yellow (pinker under some cameras' white balance), a little
     # brighter towards the cup and mottled by its capillaries; the cup pale yellow-white
-    outer = np.array([0.93, 0.58 + 0.32 * pallor, 0.38 + 0.45 * pallor], np.float32)
-    inner = np.array([0.99, 0.76 + 0.16 * pallor, 0.47 + 0.38 * pallor], np.float32)
+    outer = np.array([0.94, 0.54 + 0.34 * pallor, 0.35 + 0.46 * pallor], np.float32)
+    inner = np.array([0.98, 0.64 + 0.26 * pallor, 0.42 + 0.40 * pallor], np.float32)
     cup = np.array([0.98, 0.88 + 0.06 * pallor, 0.68 + 0.2 * pallor], np.float32)
     towards_cup = np.clip((1 - e) / max(1 - cdr, 0.1), 0, 1)
     shade = 1 + 0.06 * t["choroid"][1][y0:y1, x0:x1]

@@ -1,6 +1,7 @@
 """Contact sheet: one row per disease, one column per camera profile, for the data-exploration notebook."""
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -81,15 +82,17 @@ CLOSEUP_ROWS: tuple[tuple[str, dict[str, int], tuple[str, str] | str], ...] = (
 
 def closeup_scene(overrides: dict[str, int], target: tuple[str, str] | str, seed: int, size: int,
                   camera: str, tries: int = 60) -> tuple[dict[str, Any], tuple[float, float]]:
-    """The first eye (index 0, 1, ...) whose plan holds `target`, and where to look: its largest
-    such lesion, or its disc. Raises LookupError when none of `tries` eyes has one."""
+    """The first eye (index 0, 1, ...) whose plan holds `target` well inside the field, and where to
+    look: its largest such lesion, or its disc. Raises LookupError when none of `tries` eyes has one."""
     from .renderer import plan_fundus
 
     for index in range(tries):
         scene = plan_fundus(sheet_row(overrides), seed, index, size, camera)["scene"]
         if target == "disc":
             return scene, tuple(scene["disc"])
-        items = [it for it in scene["lesions"] if tuple(it[:2]) == target]
+        # well inside the field of view, so that the crop shows retina around it
+        items = [it for it in scene["lesions"] if tuple(it[:2]) == target
+                 and math.hypot(it[2] - size / 2, it[3] - size / 2) < 0.3 * size]
         if items:
             largest = max(items, key=lambda it: it[4])
             return scene, (largest[2], largest[3])
