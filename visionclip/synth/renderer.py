@@ -594,9 +594,8 @@ def _draw_lesion(d: ImageDraw.ImageDraw, item: tuple, r: np.random.Generator) ->
         d.polygon(_outline(x, y, rad * 0.95, rad * r.uniform(0.8, 0.95), r.uniform(0, math.pi), r, 0.2, 10), fill=v)
         for _ in range(int(r.integers(0, 3))):
             a, rr = r.uniform(0, 2 * math.pi), rad * r.uniform(0.2, 0.35)
-            off = rad * 0.95 - rr
-            d.ellipse((x + off * math.cos(a) - rr, y + off * math.sin(a) - rr,
-                       x + off * math.cos(a) + rr, y + off * math.sin(a) + rr), fill=int(v * r.uniform(0.8, 1.0)))
+            cx, cy = x + (rad * 0.95 - rr) * math.cos(a), y + (rad * 0.95 - rr) * math.sin(a)   # at the edge
+            d.ellipse((cx - rr, cy - rr, cx + rr, cy + rr), fill=int(v * r.uniform(0.8, 1.0)))
     elif shape == "soft":
         # a druse: a dome, brightest at its top, fading into the background at its edge
         for k, (f, w) in enumerate(((1.0, 0.5), (0.72, 0.8), (0.42, 1.0))):
