@@ -130,6 +130,10 @@ class RunLayout:
     def retrieval_json(self) -> Path:
         return self.eval() / "retrieval.json"
 
+    @property
+    def separability_json(self) -> Path:
+        return self.eval() / "separability.json"
+
     def embeddings(self, name: str) -> Path:
         return self.root / "embeddings" / f"{name}.npz"
 

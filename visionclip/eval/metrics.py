@@ -234,6 +234,19 @@ def bootstrap_ci(y_true, y_prob, metric: str | Callable, n: int = 1000, seed: in
     return point, lo, hi
 
 
+def paired_auc_difference(positive, score_a, score_b, n: int = 1000, seed: int = 0,
+                          alpha: float = 0.05) -> tuple[float, float, float]:
+    """(AUC(score_a) - AUC(score_b), lo, hi) for two scores of the same cases, the interval over `n`
+    shared case resamples (a paired bootstrap: the cases' own variation cancels)."""
+    positive = np.asarray(positive).astype(int).ravel()
+    a = np.stack([-np.asarray(score_a, np.float64), np.asarray(score_a, np.float64)], 1)
+    b = np.stack([-np.asarray(score_b, np.float64), np.asarray(score_b, np.float64)], 1)
+    idx = _resample_indices(len(positive), n, seed)
+    diffs = _auc_bootstrap(positive, a, idx) - _auc_bootstrap(positive, b, idx)
+    lo, hi = _percentiles(diffs, alpha)
+    return point_metric("auc", positive, a) - point_metric("auc", positive, b), lo, hi
+
+
 def _clean(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
@@ -296,4 +309,4 @@ def format_interval(entry: dict | None, digits: int = 3) -> str:
 
 
 __all__ = ["METRICS", "aca", "kappa", "macro_f1", "auc", "sensitivity_specificity", "point_metric",
-           "bootstrap_ci", "classification_report", "format_interval"]
+           "bootstrap_ci", "paired_auc_difference", "classification_report", "format_interval"]

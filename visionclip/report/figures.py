@@ -367,6 +367,41 @@ def fewshot_figure(fewshot: Mapping[str, Mapping], title: str = "Few-shot linear
     return fig
 
 
+def separability_figure(result: Mapping[str, Mapping], title: str = "Class pairs: what the image holds, what the prompts read"):
+    """Per dataset, each class pair's probe AUC and zero-shot AUC with 95% intervals; chance at 0.5.
+
+    A pair whose probe sits near chance is lost in the image embedding: no prompt can recover it."""
+    sets = {ds: entry["pairs"] for ds, entry in result.items() if entry.get("pairs")}
+    if not sets:
+        raise DataError("separability_figure: no dataset with class pairs (every set was skipped)")
+    heights = [len(p) for p in sets.values()]
+    fig, axes = plt.subplots(len(sets), 1, figsize=(7.5, 0.45 * sum(heights) + 1.2 * len(sets)), squeeze=False,
+                             constrained_layout=True, gridspec_kw={"height_ratios": heights})
+    lows = [r[k]["lo"] for pairs in sets.values() for r in pairs for k in ("probe", "zero_shot")
+            if r.get(k) and r[k].get("lo") is not None]
+    left = min([0.4] + [lo - 0.03 for lo in lows])
+    marks = {"probe": ("o", "#1f77b4", "linear probe (fitted on dev renderings)"),
+             "zero_shot": ("s", "#d62728", "zero-shot (headline prompts)")}
+    for ax, (ds, pairs) in zip(axes[:, 0], sets.items()):
+        labels = [f"{r['classes'][0]} vs {r['classes'][1]}" for r in pairs]
+        for offset, (key, (marker, color, label)) in zip((-0.12, 0.12), marks.items()):
+            for i, r in enumerate(pairs):
+                e = r.get(key)
+                if not e or e.get("value") is None:
+                    continue
+                ax.plot([e["lo"], e["hi"]], [i + offset] * 2, color=color, lw=1.5)
+                ax.plot(e["value"], i + offset, marker=marker, color=color, ls="", label=label if i == 0 else None)
+        ax.axvline(0.5, color="grey", ls=":", lw=1)
+        ax.set_yticks(range(len(pairs)), [textwrap.fill(t, 42) for t in labels], fontsize="small")
+        ax.set_ylim(len(pairs) - 0.5, -0.5)
+        ax.set_xlim(left, 1.01)
+        ax.set_title(ds, fontsize="medium", loc="left")
+    axes[-1, 0].set_xlabel("AUC of the second class against the first, test renderings (95% CI)")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize="small")
+    fig.suptitle(title)
+    return fig
+
+
 # ---------------------------------------------------------------- retrieval examples
 
 def retrieval_examples_figure(query_paths: Sequence[str], query_texts: Sequence[str], match_paths,
@@ -653,7 +688,7 @@ def dataset_panels(data: dict, key: str):
 
 __all__ = ["setup_fonts", "confusion_matrix_figure", "sensitivity_specificity_figure", "grouped_bars_figure",
            "prompt_comparison_figure", "paper_table_figure", "umap_figure", "corpus_maps", "benchmark_maps",
-           "read_jsonl", "training_curves_figure", "fewshot_figure", "retrieval_examples_figure",
+           "read_jsonl", "training_curves_figure", "fewshot_figure", "separability_figure", "retrieval_examples_figure",
            "interval_figure", "curve_figure", "prevalence_figure", "cooccurrence_figure", "token_length_figure",
            "benchmark_examples_figure", "devset_figure", "devset_prediction_figure", "realism_figure", "real_rendered_sheet",
            "dataset_panels"]

@@ -380,6 +380,23 @@ def fewshot_table(fewshot: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def separability_table(result: dict) -> pd.DataFrame:
+    """One row per class pair of eval.separability: probe and zero-shot AUC, and where the pair is lost."""
+    from ..eval.metrics import format_interval
+    from ..eval.separability import where_lost
+
+    rows = []
+    for ds, entry in result.items():
+        for r in entry.get("pairs", []):
+            rows.append({"dataset": ds, "pair": f"{r['classes'][0]} vs {r['classes'][1]}",
+                         "test images": " + ".join(str(n) for n in r["test_images"]),
+                         "probe AUC [95% CI]": format_interval(r["probe"]),
+                         "zero-shot AUC [95% CI]": format_interval(r["zero_shot"]),
+                         "probe - zero-shot [paired 95% CI]": format_interval(r.get("probe_minus_zero_shot")),
+                         "lost in": where_lost(r) or r.get("reason", "")})
+    return pd.DataFrame(rows)
+
+
 # ---------------------------------------------------------------- rows that are not results
 
 def left_out(evals: dict[str, dict]) -> dict[str, str]:
