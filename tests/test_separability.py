@@ -108,3 +108,13 @@ def test_run_separability_names_a_missing_prediction(tmp_path):
     path.write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(DataError, match="no row for"):
         run_separability(load_profile("ci", {"eval.bootstrap": 100}), run, ["messidor2"])
+
+
+def test_tiny_pair_keeps_undefined_intervals_as_none():
+    # two test images: every resample that draws one of them twice has one class, an undefined AUC
+    (xd, yd), (xt, yt) = _set(1), _set(2)
+    pick = np.array([0, 120])
+    row = pair_separability(xd, yd, xt[pick], yt[pick], _probs(yt[pick], True, 3), [(0, 1)], n_boot=20)[0]
+    assert row["probe"]["value"] is not None
+    json.dumps(row, allow_nan=False)            # no NaN reaches the JSON
+    assert where_lost(row) in (None, "image embedding", "prompts")

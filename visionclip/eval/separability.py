@@ -16,6 +16,7 @@ Ordinal sets (DR grades) are read as neighbouring grades, the others as every pa
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -46,9 +47,14 @@ def class_pairs(n_classes: int, ordinal: bool) -> list[tuple[int, int]]:
     return list(itertools.combinations(range(n_classes), 2))
 
 
+def _interval(point: float, lo: float, hi: float) -> dict:
+    """{'value', 'lo', 'hi'}, None where undefined (a tiny set's resamples may all miss a class)."""
+    clean = lambda x: float(x) if math.isfinite(x) else None  # noqa: E731
+    return {"value": clean(point), "lo": clean(lo), "hi": clean(hi)}
+
+
 def _auc_interval(positive: np.ndarray, score: np.ndarray, n_boot: int, seed: int) -> dict:
-    point, lo, hi = bootstrap_ci(positive.astype(int), np.stack([-score, score], 1), "auc", n=n_boot, seed=seed)
-    return {"value": point, "lo": lo, "hi": hi}
+    return _interval(*bootstrap_ci(positive.astype(int), np.stack([-score, score], 1), "auc", n=n_boot, seed=seed))
 
 
 def pair_separability(dev_emb, dev_labels, test_emb, test_labels, test_prob, pairs: Sequence[tuple[int, int]],
@@ -77,10 +83,10 @@ def pair_separability(dev_emb, dev_labels, test_emb, test_labels, test_prob, pai
         pa, pb = test_prob[scored, a], test_prob[scored, b]
         probe_score, zero_shot_score = probe.decision_function(test_emb[scored]), pb / np.maximum(pa + pb, 1e-12)
         boot_seed = derive_seed(seed, "separability", a, b)
-        diff, lo, hi = paired_auc_difference(positive, probe_score, zero_shot_score, n_boot, boot_seed)
         rows.append(dict(row, probe=_auc_interval(positive, probe_score, n_boot, boot_seed),
                          zero_shot=_auc_interval(positive, zero_shot_score, n_boot, boot_seed),
-                         probe_minus_zero_shot={"value": diff, "lo": lo, "hi": hi}))
+                         probe_minus_zero_shot=_interval(*paired_auc_difference(positive, probe_score, zero_shot_score,
+                                                                                n_boot, boot_seed))))
     return rows
 
 
@@ -129,11 +135,13 @@ def where_lost(row: dict) -> str | None:
     """'image embedding' when the probe's interval reaches IMAGE_BLIND_AUC or lower; 'prompts' when the
     paired interval of probe minus zero-shot lies above PROMPT_LOSS; None when zero-shot keeps what
     the image holds."""
-    if not row.get("probe"):
+    probe_lo = (row.get("probe") or {}).get("lo")
+    if probe_lo is None:
         return None
-    if row["probe"]["lo"] <= IMAGE_BLIND_AUC:
+    if probe_lo <= IMAGE_BLIND_AUC:
         return "image embedding"
-    if row["probe_minus_zero_shot"]["lo"] > PROMPT_LOSS:
+    gap_lo = row["probe_minus_zero_shot"]["lo"]
+    if gap_lo is not None and gap_lo > PROMPT_LOSS:
         return "prompts"
     return None
 

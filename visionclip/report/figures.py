@@ -389,7 +389,8 @@ def separability_figure(result: Mapping[str, Mapping], title: str = "Class pairs
                 e = r.get(key)
                 if not e or e.get("value") is None:
                     continue
-                ax.plot([e["lo"], e["hi"]], [i + offset] * 2, color=color, lw=1.5)
+                if e.get("lo") is not None and e.get("hi") is not None:
+                    ax.plot([e["lo"], e["hi"]], [i + offset] * 2, color=color, lw=1.5)
                 ax.plot(e["value"], i + offset, marker=marker, color=color, ls="", label=label if i == 0 else None)
         ax.axvline(0.5, color="grey", ls=":", lw=1)
         ax.set_yticks(range(len(pairs)), [textwrap.fill(t, 42) for t in labels], fontsize="small")
