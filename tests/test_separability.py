@@ -8,7 +8,7 @@ from visionclip.config import load_profile
 from visionclip.errors import DataError
 from visionclip.eval.benchmark import write_predictions
 from visionclip.eval.embed import save_embeddings
-from visionclip.eval.metrics import paired_auc_difference
+from visionclip.eval.metrics import bootstrap_ci, paired_auc_bootstrap
 from visionclip.eval.separability import (class_pairs, lost_pairs, pair_separability, run_separability,
                                           where_lost)
 from visionclip.paths import RunLayout
@@ -70,10 +70,14 @@ def test_pair_without_images_gets_a_reason():
 def test_paired_difference_is_zero_for_one_score_and_same_seed_same_interval():
     r = np.random.default_rng(0)
     y, s = r.integers(0, 2, 200), r.normal(size=200)
-    assert paired_auc_difference(y, s, s, n=100, seed=1) == (0.0, 0.0, 0.0)
+    same = paired_auc_bootstrap(y, s, s, n=100, seed=1)["difference"]
+    assert (same["value"], same["lo"], same["hi"]) == (0.0, 0.0, 0.0)
     t = s + 0.5 * y
-    assert paired_auc_difference(y, t, s, n=100, seed=1) == paired_auc_difference(y, t, s, n=100, seed=1)
-    assert paired_auc_difference(y, t, s, n=100, seed=1)[1] > 0
+    assert paired_auc_bootstrap(y, t, s, n=100, seed=1) == paired_auc_bootstrap(y, t, s, n=100, seed=1)
+    assert paired_auc_bootstrap(y, t, s, n=100, seed=1)["difference"]["lo"] > 0
+    # each score's own interval is bootstrap_ci's on the same resamples
+    point, lo, hi = bootstrap_ci(y, np.stack([-t, t], 1), "auc", n=100, seed=1)
+    assert paired_auc_bootstrap(y, t, s, n=100, seed=1)["a"] == {"value": point, "lo": lo, "hi": hi}
 
 
 def _run_dir(tmp_path):

@@ -234,17 +234,19 @@ def bootstrap_ci(y_true, y_prob, metric: str | Callable, n: int = 1000, seed: in
     return point, lo, hi
 
 
-def paired_auc_difference(positive, score_a, score_b, n: int = 1000, seed: int = 0,
-                          alpha: float = 0.05) -> tuple[float, float, float]:
-    """(AUC(score_a) - AUC(score_b), lo, hi) for two scores of the same cases, the interval over `n`
-    shared case resamples (a paired bootstrap: the cases' own variation cancels)."""
+def paired_auc_bootstrap(positive, score_a, score_b, n: int = 1000, seed: int = 0,
+                         alpha: float = 0.05) -> dict[str, dict]:
+    """AUC of two scores of the same cases and of their difference, each {'value', 'lo', 'hi'} (None
+    where undefined), all three over the same `n` case resamples: the intervals of a and b are
+    bootstrap_ci's, and the difference's is a paired bootstrap (the cases' own variation cancels)."""
     positive = np.asarray(positive).astype(int).ravel()
-    a = np.stack([-np.asarray(score_a, np.float64), np.asarray(score_a, np.float64)], 1)
-    b = np.stack([-np.asarray(score_b, np.float64), np.asarray(score_b, np.float64)], 1)
+    a, b = (np.stack([-np.asarray(s, np.float64), np.asarray(s, np.float64)], 1) for s in (score_a, score_b))
     idx = _resample_indices(len(positive), n, seed)
-    diffs = _auc_bootstrap(positive, a, idx) - _auc_bootstrap(positive, b, idx)
-    lo, hi = _percentiles(diffs, alpha)
-    return point_metric("auc", positive, a) - point_metric("auc", positive, b), lo, hi
+    boot_a, boot_b = _auc_bootstrap(positive, a, idx), _auc_bootstrap(positive, b, idx)
+    point_a, point_b = point_metric("auc", positive, a), point_metric("auc", positive, b)
+    return {"a": _interval(point_a, *_percentiles(boot_a, alpha)),
+            "b": _interval(point_b, *_percentiles(boot_b, alpha)),
+            "difference": _interval(point_a - point_b, *_percentiles(boot_a - boot_b, alpha))}
 
 
 def _clean(x: float) -> float | None:
@@ -309,4 +311,4 @@ def format_interval(entry: dict | None, digits: int = 3) -> str:
 
 
 __all__ = ["METRICS", "aca", "kappa", "macro_f1", "auc", "sensitivity_specificity", "point_metric",
-           "bootstrap_ci", "paired_auc_difference", "classification_report", "format_interval"]
+           "bootstrap_ci", "paired_auc_bootstrap", "classification_report", "format_interval"]

@@ -16,7 +16,6 @@ Ordinal sets (DR grades) are read as neighbouring grades, the others as every pa
 from __future__ import annotations
 
 import itertools
-import math
 from pathlib import Path
 from typing import Sequence
 
@@ -30,7 +29,7 @@ from ..paths import STANDIN_BENCHMARKS, RunLayout, is_standin
 from ..seeding import derive_seed
 from .benchmark import ORDINAL
 from .embed import load_embeddings
-from .metrics import bootstrap_ci, paired_auc_difference
+from .metrics import paired_auc_bootstrap
 
 # A probe whose interval reaches this AUC or lower does not separate the pair usefully: the image
 # embedding, not the prompts, is where it is lost.
@@ -47,22 +46,12 @@ def class_pairs(n_classes: int, ordinal: bool) -> list[tuple[int, int]]:
     return list(itertools.combinations(range(n_classes), 2))
 
 
-def _interval(point: float, lo: float, hi: float) -> dict:
-    """{'value', 'lo', 'hi'}, None where undefined (a tiny set's resamples may all miss a class)."""
-    clean = lambda x: float(x) if math.isfinite(x) else None  # noqa: E731
-    return {"value": clean(point), "lo": clean(lo), "hi": clean(hi)}
-
-
-def _auc_interval(positive: np.ndarray, score: np.ndarray, n_boot: int, seed: int) -> dict:
-    return _interval(*bootstrap_ci(positive.astype(int), np.stack([-score, score], 1), "auc", n=n_boot, seed=seed))
-
-
 def pair_separability(dev_emb, dev_labels, test_emb, test_labels, test_prob, pairs: Sequence[tuple[int, int]],
                       n_boot: int = 1000, seed: int = 0) -> list[dict]:
     """For each pair (a, b): probe and zero-shot AUC of b against a on the test images of a and b.
 
-    The probe is fitted on the dev images of the pair only; both AUCs are bootstrapped over the same
-    resamples of the test images (same seed), so their intervals are comparable.
+    The probe is fitted on the dev images of the pair only; both AUCs and their difference are
+    bootstrapped over the same resamples of the test images (metrics.paired_auc_bootstrap).
     """
     unit = lambda x: np.asarray(x, np.float64) / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
     dev_emb, test_emb = unit(dev_emb), unit(test_emb)
@@ -82,11 +71,8 @@ def pair_separability(dev_emb, dev_labels, test_emb, test_labels, test_prob, pai
         positive = test_labels[scored] == b
         pa, pb = test_prob[scored, a], test_prob[scored, b]
         probe_score, zero_shot_score = probe.decision_function(test_emb[scored]), pb / np.maximum(pa + pb, 1e-12)
-        boot_seed = derive_seed(seed, "separability", a, b)
-        rows.append(dict(row, probe=_auc_interval(positive, probe_score, n_boot, boot_seed),
-                         zero_shot=_auc_interval(positive, zero_shot_score, n_boot, boot_seed),
-                         probe_minus_zero_shot=_interval(*paired_auc_difference(positive, probe_score, zero_shot_score,
-                                                                                n_boot, boot_seed))))
+        auc = paired_auc_bootstrap(positive, probe_score, zero_shot_score, n_boot, derive_seed(seed, "separability", a, b))
+        rows.append(dict(row, probe=auc["a"], zero_shot=auc["b"], probe_minus_zero_shot=auc["difference"]))
     return rows
 
 
